@@ -1,0 +1,118 @@
+//! The seed-compatible API for the API server that used to import the Python module:
+//! `POST /api/runtimes/ensure` and `POST /api/runtimes/cleanup`, body
+//! `{"task_id", "metadata", "thread_id"}` (all optional).
+
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::body::Body;
+use crate::config::IsolationMode;
+use crate::error::{RequestError, json_response};
+use crate::owner::{OwnerHash, resolve_isolation_owner};
+use crate::service::{Gateway, RequestLog};
+
+/// Largest accepted API body.
+const MAX_BODY: usize = 64 * 1024;
+
+/// The arguments of the seed's `ensure_browser_runtime` / `cleanup_browser_runtime`.
+#[derive(Debug, Default, Deserialize)]
+struct RunIdentity {
+    task_id: Option<String>,
+    metadata: Option<Map<String, Value>>,
+    thread_id: Option<String>,
+}
+
+async fn read_identity(request: Request<Incoming>) -> Result<RunIdentity, RequestError> {
+    let bytes = Limited::new(request.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|error| {
+            if error.is::<http_body_util::LengthLimitError>() {
+                RequestError::BodyTooLarge { limit: MAX_BODY }
+            } else {
+                RequestError::BadBody(error.to_string())
+            }
+        })?
+        .to_bytes();
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(RunIdentity::default());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        RequestError::BadBody(format!(
+            "expected {{\"task_id\": string, \"metadata\": object, \"thread_id\": string}}, all optional: {e}"
+        ))
+    })
+}
+
+impl RunIdentity {
+    fn owner_hash(&self, mode: IsolationMode) -> OwnerHash {
+        let owner = resolve_isolation_owner(
+            mode,
+            self.task_id.as_deref(),
+            self.metadata.as_ref(),
+            self.thread_id.as_deref(),
+        );
+        OwnerHash::of(&owner)
+    }
+}
+
+/// The seed's `ensure_browser_runtime`: starts (or finds) the runtime and answers with its
+/// `cdp_url`, `rpc_url`, `browser_view`, `isolation_mode` and `owner_hash`.
+pub async fn ensure(gateway: &Gateway, request: Request<Incoming>, log: &mut RequestLog) -> Result<Response<Body>, RequestError> {
+    let identity = read_identity(request).await?;
+    let settings = &gateway.settings;
+    let mode = settings.isolation_mode;
+    if mode == IsolationMode::Shared {
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "cdp_url": settings.shared_cdp_url,
+                "rpc_url": settings.shared_rpc_url,
+                "browser_view": gateway.views.view_url(mode, None).await,
+                "isolation_mode": "shared",
+                "owner_hash": "",
+            }),
+        ));
+    }
+    let owner_hash = identity.owner_hash(mode);
+    let lease = gateway.provisioner.acquire(owner_hash).await?;
+    log.cold = lease.cold();
+    let container = &lease.runtime().container_name;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "cdp_url": format!("http://{container}:{}", settings.cdp_port),
+            "rpc_url": format!("http://{container}:{}/run", settings.rpc_port),
+            "browser_view": gateway.views.view_url(mode, Some(owner_hash)).await,
+            "isolation_mode": mode.as_str(),
+            "owner_hash": owner_hash.to_string(),
+        }),
+    ))
+}
+
+/// The seed's `cleanup_browser_runtime`: in per-task mode, removes the task's container and
+/// volume; in the other modes it does nothing, as the seed does.
+pub async fn cleanup(gateway: &Gateway, request: Request<Incoming>) -> Result<Response<Body>, RequestError> {
+    let identity = read_identity(request).await?;
+    let mode = gateway.settings.isolation_mode;
+    if mode != IsolationMode::DockerPerTask {
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({"isolation_mode": mode.as_str(), "removed": false}),
+        ));
+    }
+    let owner_hash = identity.owner_hash(mode);
+    let removed = gateway.provisioner.release(owner_hash).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "isolation_mode": mode.as_str(),
+            "owner_hash": owner_hash.to_string(),
+            "removed": removed,
+            "volume_removed": true,
+        }),
+    ))
+}

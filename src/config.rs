@@ -1,0 +1,578 @@
+//! Configuration: one validated [`Settings`], read from TOML and then environment overrides.
+//!
+//! The raw file maps onto [`RawConfig`] (every key optional, unknown keys refused), the
+//! environment is layered on top through an [`Environment`] (the seed's variable names where
+//! the seed has one, `LAZYGATE_*` otherwise), and `Settings::try_from(raw)` checks every value.
+//! Unlike the seed, an invalid value is never silently replaced by a default: the error names
+//! the key and the value, and the binary exits with status 2.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// How runtimes are shared between owners (the seed's `BROWSER_USE_ISOLATION_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsolationMode {
+    /// One shared browser for everyone, at `BROWSER_URL` / `BROWSER_USE_RPC_URL`.
+    Shared,
+    /// One runtime per principal (user, session or thread); its profile volume is kept.
+    DockerPerPrincipal,
+    /// One runtime per task; its profile volume is removed with it.
+    DockerPerTask,
+}
+
+impl IsolationMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IsolationMode::Shared => "shared",
+            IsolationMode::DockerPerPrincipal => "docker-per-principal",
+            IsolationMode::DockerPerTask => "docker-per-task",
+        }
+    }
+}
+
+impl FromStr for IsolationMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "shared" => Ok(IsolationMode::Shared),
+            "docker-per-principal" => Ok(IsolationMode::DockerPerPrincipal),
+            "docker-per-task" => Ok(IsolationMode::DockerPerTask),
+            _ => Err("expected shared, docker-per-principal or docker-per-task".into()),
+        }
+    }
+}
+
+/// How the gateway dials a runtime (`LAZYGATE_UPSTREAM`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamMode {
+    /// The gateway shares the runtime network and dials `<container-name>:<port>`.
+    Network,
+    /// Runtime ports are published on 127.0.0.1 with ephemeral host ports.
+    Published,
+}
+
+impl FromStr for UpstreamMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "network" => Ok(UpstreamMode::Network),
+            "published" => Ok(UpstreamMode::Published),
+            _ => Err("expected network or published".into()),
+        }
+    }
+}
+
+/// The file as written: every key optional so that defaults live in one place.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub runtime: RawRuntime,
+    #[serde(default)]
+    pub shared: RawShared,
+    #[serde(default)]
+    pub view: RawView,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    pub upstream_timeout_seconds: Option<u64>,
+    pub drain_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuntime {
+    pub isolation_mode: Option<String>,
+    pub image: Option<String>,
+    pub network: Option<String>,
+    pub ttl_seconds: Option<u64>,
+    pub start_timeout_seconds: Option<u64>,
+    pub enable_ui: Option<bool>,
+    pub upstream: Option<String>,
+    pub view_port: Option<u16>,
+    pub rpc_port: Option<u16>,
+    pub cdp_port: Option<u16>,
+    pub shm_size_bytes: Option<u64>,
+    pub state_dir: Option<String>,
+    pub scope: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShared {
+    pub cdp_url: Option<String>,
+    pub rpc_url: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawView {
+    pub base_url: Option<String>,
+    pub tunnel_container: Option<String>,
+}
+
+/// The validated configuration the gateway runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    /// Longest wait for a runtime's response head before answering 504.
+    pub upstream_timeout: Duration,
+    /// How long open connections may finish after shutdown is asked for.
+    pub drain: Duration,
+    pub isolation_mode: IsolationMode,
+    pub image: String,
+    pub network: String,
+    /// Idle time after which a runtime without holds is removed.
+    pub ttl: Duration,
+    /// Longest wait for a runtime to be created and answer `/health`.
+    pub start_timeout: Duration,
+    pub enable_ui: bool,
+    pub upstream: UpstreamMode,
+    pub view_port: u16,
+    pub rpc_port: u16,
+    pub cdp_port: u16,
+    pub shm_size_bytes: u64,
+    /// Where the seed's registry file `docker_runtimes.json` lives.
+    pub state_dir: PathBuf,
+    /// When set, an extra label `lazygate.scope=<scope>` on everything created, and only
+    /// runtimes with it are adopted: keeps several gateways on one engine apart.
+    pub scope: Option<String>,
+    pub shared_cdp_url: String,
+    pub shared_rpc_url: String,
+    /// Explicit public base URL of the views (BROWSER_VIEW_BASE_URL / BROWSER_VIEW_URL).
+    pub view_base_url: Option<String>,
+    /// Container whose logs announce the tunnel's public URL when no base URL is set.
+    pub tunnel_container: String,
+    /// The gateway's MODEL_DEFAULT / OPENAI_API_KEY / OPENAI_BASE_URL, passed to runtimes.
+    pub passthrough_env: Vec<(String, String)>,
+}
+
+/// Variables passed from the gateway's environment to every runtime, as in the seed.
+pub const PASSTHROUGH_ENV: [&str; 3] = ["MODEL_DEFAULT", "OPENAI_API_KEY", "OPENAI_BASE_URL"];
+
+impl Settings {
+    pub fn registry_path(&self) -> PathBuf {
+        self.state_dir.join("docker_runtimes.json")
+    }
+
+    /// How often the reaper looks for idle runtimes: a tenth of the TTL, at most a second,
+    /// so a runtime goes within TTL × 1.1 + 1 s.
+    pub fn reap_interval(&self) -> Duration {
+        (self.ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
+    }
+
+    /// Reads the file (when given) and the environment, and validates the result.
+    pub fn load(path: Option<&Path>, env: &dyn Environment) -> Result<Settings, ConfigError> {
+        let path = path
+            .map(Path::to_path_buf)
+            .or_else(|| env.var("LAZYGATE_CONFIG").map(PathBuf::from));
+        let mut raw = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str::<RawConfig>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?
+            }
+            None => RawConfig::default(),
+        };
+        raw.apply_env(env)?;
+        let mut settings = Settings::try_from(raw)?;
+        settings.passthrough_env = PASSTHROUGH_ENV
+            .iter()
+            .filter_map(|key| env.var(key).map(|value| (key.to_string(), value)))
+            .collect();
+        Ok(settings)
+    }
+}
+
+/// A configuration problem; the gateway refuses to start with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value {value:?} for {key}: {reason}")]
+    Invalid {
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Where environment overrides come from: the process environment, or a map in tests.
+pub trait Environment {
+    fn var(&self, key: &str) -> Option<String>;
+}
+
+/// The real process environment. Empty variables count as unset, as in the seed.
+pub struct ProcessEnv;
+
+impl Environment for ProcessEnv {
+    fn var(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok().filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl<const N: usize> Environment for [(&str, &str); N] {
+    fn var(&self, key: &str) -> Option<String> {
+        self.iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.to_string())
+            .filter(|v| !v.trim().is_empty())
+    }
+}
+
+fn invalid(key: &str, value: impl ToString, reason: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn parse_env<T: FromStr>(env: &dyn Environment, key: &str, reason: &str) -> Result<Option<T>, ConfigError> {
+    match env.var(key) {
+        None => Ok(None),
+        Some(value) => value
+            .trim()
+            .parse::<T>()
+            .map(Some)
+            .map_err(|_| invalid(key, value, reason)),
+    }
+}
+
+fn parse_bool_env(env: &dyn Environment, key: &str) -> Result<Option<bool>, ConfigError> {
+    match env.var(key) {
+        None => Ok(None),
+        Some(value) => match value.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(Some(true)),
+            "0" | "false" | "no" | "off" => Ok(Some(false)),
+            _ => Err(invalid(key, value, "expected true/false, yes/no, on/off or 1/0")),
+        },
+    }
+}
+
+fn set<T>(slot: &mut Option<T>, value: Option<T>) {
+    if value.is_some() {
+        *slot = value;
+    }
+}
+
+impl RawConfig {
+    /// Layers environment variables over the file's values.
+    pub fn apply_env(&mut self, env: &dyn Environment) -> Result<(), ConfigError> {
+        const SECONDS: &str = "expected a whole number of seconds";
+        const PORT: &str = "expected a port number";
+        let s = &mut self.server;
+        set(&mut s.listen, env.var("LAZYGATE_LISTEN"));
+        set(
+            &mut s.upstream_timeout_seconds,
+            parse_env(env, "LAZYGATE_UPSTREAM_TIMEOUT_SECONDS", SECONDS)?,
+        );
+        set(&mut s.drain_seconds, parse_env(env, "LAZYGATE_DRAIN_SECONDS", SECONDS)?);
+        let r = &mut self.runtime;
+        set(&mut r.isolation_mode, env.var("BROWSER_USE_ISOLATION_MODE"));
+        set(&mut r.image, env.var("BROWSER_RUNTIME_IMAGE"));
+        set(&mut r.network, env.var("BROWSER_RUNTIME_NETWORK"));
+        set(&mut r.ttl_seconds, parse_env(env, "BROWSER_RUNTIME_TTL_SECONDS", SECONDS)?);
+        set(
+            &mut r.start_timeout_seconds,
+            parse_env(env, "BROWSER_RUNTIME_START_TIMEOUT", SECONDS)?,
+        );
+        set(&mut r.enable_ui, parse_bool_env(env, "BROWSER_RUNTIME_ENABLE_UI")?);
+        set(&mut r.upstream, env.var("LAZYGATE_UPSTREAM"));
+        set(&mut r.view_port, parse_env(env, "LAZYGATE_VIEW_PORT", PORT)?);
+        set(&mut r.rpc_port, parse_env(env, "LAZYGATE_RPC_PORT", PORT)?);
+        set(&mut r.cdp_port, parse_env(env, "LAZYGATE_CDP_PORT", PORT)?);
+        set(
+            &mut r.shm_size_bytes,
+            parse_env(env, "LAZYGATE_SHM_SIZE_BYTES", "expected a number of bytes")?,
+        );
+        set(&mut r.state_dir, env.var("BROWSER_RUNTIME_STATE_DIR"));
+        set(&mut r.scope, env.var("LAZYGATE_SCOPE"));
+        set(&mut self.shared.cdp_url, env.var("BROWSER_URL"));
+        set(&mut self.shared.rpc_url, env.var("BROWSER_USE_RPC_URL"));
+        // The seed reads BROWSER_VIEW_BASE_URL first, then BROWSER_VIEW_URL.
+        set(
+            &mut self.view.base_url,
+            env.var("BROWSER_VIEW_BASE_URL").or_else(|| env.var("BROWSER_VIEW_URL")),
+        );
+        set(&mut self.view.tunnel_container, env.var("LAZYGATE_TUNNEL_CONTAINER"));
+        Ok(())
+    }
+}
+
+fn seconds(key: &str, value: Option<u64>, default: u64, min: u64) -> Result<Duration, ConfigError> {
+    let value = value.unwrap_or(default);
+    if value < min {
+        return Err(invalid(key, value, format!("must be at least {min}")));
+    }
+    Ok(Duration::from_secs(value))
+}
+
+fn port(key: &str, value: Option<u16>, default: u16) -> Result<u16, ConfigError> {
+    match value.unwrap_or(default) {
+        0 => Err(invalid(key, 0, "port 0 cannot be dialled")),
+        p => Ok(p),
+    }
+}
+
+fn http_url(key: &str, value: Option<String>, default: &str) -> Result<String, ConfigError> {
+    let value = value.unwrap_or_else(|| default.to_owned()).trim().to_owned();
+    match value.parse::<http::Uri>() {
+        Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => Ok(value),
+        _ => Err(invalid(key, value, "expected an http:// URL with a host")),
+    }
+}
+
+fn non_empty(key: &str, value: Option<String>, default: &str) -> Result<String, ConfigError> {
+    let value = value.unwrap_or_else(|| default.to_owned()).trim().to_owned();
+    if value.is_empty() {
+        return Err(invalid(key, value, "must not be empty"));
+    }
+    Ok(value)
+}
+
+/// Docker names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+fn docker_name(key: &str, value: String) -> Result<String, ConfigError> {
+    let ok = value.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if ok {
+        Ok(value)
+    } else {
+        Err(invalid(key, value, "expected a Docker name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)"))
+    }
+}
+
+/// The seed's `_normalize_browser_view_base_url`: cut at `/vnc.html` or `/index.html`, drop
+/// trailing slashes.
+pub fn normalize_view_base_url(raw: &str) -> String {
+    let mut url = raw.trim();
+    for marker in ["/vnc.html", "/index.html"] {
+        if let Some(i) = url.find(marker) {
+            url = &url[..i];
+            break;
+        }
+    }
+    url.trim_end_matches('/').to_owned()
+}
+
+impl TryFrom<RawConfig> for Settings {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawConfig) -> Result<Settings, ConfigError> {
+        let RawConfig { server, runtime, shared, view } = raw;
+        let listen_text = server.listen.unwrap_or_else(|| "0.0.0.0:8080".to_owned());
+        let listen = listen_text
+            .trim()
+            .parse::<SocketAddr>()
+            .map_err(|_| invalid("server.listen (LAZYGATE_LISTEN)", &listen_text, "expected IP:PORT"))?;
+        let isolation_mode = match runtime.isolation_mode {
+            None => IsolationMode::DockerPerPrincipal,
+            Some(v) => v.parse().map_err(|reason| {
+                invalid("runtime.isolation_mode (BROWSER_USE_ISOLATION_MODE)", &v, reason)
+            })?,
+        };
+        let upstream = match runtime.upstream {
+            None => UpstreamMode::Network,
+            Some(v) => v
+                .parse()
+                .map_err(|reason| invalid("runtime.upstream (LAZYGATE_UPSTREAM)", &v, reason))?,
+        };
+        let image = non_empty(
+            "runtime.image (BROWSER_RUNTIME_IMAGE)",
+            runtime.image,
+            "browser-use-browser-runtime:latest",
+        )?;
+        if image.chars().any(char::is_whitespace) {
+            return Err(invalid("runtime.image (BROWSER_RUNTIME_IMAGE)", image, "must not contain spaces"));
+        }
+        let network = docker_name(
+            "runtime.network (BROWSER_RUNTIME_NETWORK)",
+            non_empty("runtime.network (BROWSER_RUNTIME_NETWORK)", runtime.network, "browser-net")?,
+        )?;
+        let scope = match runtime.scope.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => Some(docker_name("runtime.scope (LAZYGATE_SCOPE)", s)?),
+        };
+        let shm_size_bytes = runtime.shm_size_bytes.unwrap_or(2 * 1024 * 1024 * 1024);
+        if shm_size_bytes < 1024 * 1024 {
+            return Err(invalid(
+                "runtime.shm_size_bytes (LAZYGATE_SHM_SIZE_BYTES)",
+                shm_size_bytes,
+                "must be at least 1 MiB",
+            ));
+        }
+        let view_base_url = view
+            .base_url
+            .map(|u| normalize_view_base_url(&u))
+            .filter(|u| !u.is_empty());
+        if let Some(url) = &view_base_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "view.base_url (BROWSER_VIEW_BASE_URL / BROWSER_VIEW_URL)",
+                url,
+                "expected an http:// or https:// URL",
+            ));
+        }
+        Ok(Settings {
+            listen,
+            upstream_timeout: seconds(
+                "server.upstream_timeout_seconds (LAZYGATE_UPSTREAM_TIMEOUT_SECONDS)",
+                server.upstream_timeout_seconds,
+                300,
+                1,
+            )?,
+            drain: seconds("server.drain_seconds (LAZYGATE_DRAIN_SECONDS)", server.drain_seconds, 10, 0)?,
+            isolation_mode,
+            image,
+            network,
+            ttl: seconds("runtime.ttl_seconds (BROWSER_RUNTIME_TTL_SECONDS)", runtime.ttl_seconds, 900, 1)?,
+            start_timeout: seconds(
+                "runtime.start_timeout_seconds (BROWSER_RUNTIME_START_TIMEOUT)",
+                runtime.start_timeout_seconds,
+                45,
+                1,
+            )?,
+            enable_ui: runtime.enable_ui.unwrap_or(true),
+            upstream,
+            view_port: port("runtime.view_port (LAZYGATE_VIEW_PORT)", runtime.view_port, 6080)?,
+            rpc_port: port("runtime.rpc_port (LAZYGATE_RPC_PORT)", runtime.rpc_port, 8787)?,
+            cdp_port: port("runtime.cdp_port (LAZYGATE_CDP_PORT)", runtime.cdp_port, 9222)?,
+            shm_size_bytes,
+            state_dir: PathBuf::from(non_empty(
+                "runtime.state_dir (BROWSER_RUNTIME_STATE_DIR)",
+                runtime.state_dir,
+                "/tmp/browser-use-api",
+            )?),
+            scope,
+            shared_cdp_url: http_url("shared.cdp_url (BROWSER_URL)", shared.cdp_url, "http://browser:9222")?,
+            shared_rpc_url: http_url(
+                "shared.rpc_url (BROWSER_USE_RPC_URL)",
+                shared.rpc_url,
+                "http://browser:8787/run",
+            )?,
+            view_base_url,
+            tunnel_container: docker_name(
+                "view.tunnel_container (LAZYGATE_TUNNEL_CONTAINER)",
+                non_empty(
+                    "view.tunnel_container (LAZYGATE_TUNNEL_CONTAINER)",
+                    view.tunnel_container,
+                    "browser-use-tunnel",
+                )?,
+            )?,
+            passthrough_env: Vec::new(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml_text: &str, env: &dyn Environment) -> Result<Settings, ConfigError> {
+        let mut raw: RawConfig = toml::from_str(toml_text).map_err(|e| ConfigError::Parse {
+            path: "test.toml".into(),
+            message: e.to_string(),
+        })?;
+        raw.apply_env(env)?;
+        Settings::try_from(raw)
+    }
+
+    #[test]
+    fn defaults_match_the_seed() {
+        let s = load("", &[]).unwrap();
+        assert_eq!(s.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(s.image, "browser-use-browser-runtime:latest");
+        assert_eq!(s.network, "browser-net");
+        assert_eq!(s.ttl, Duration::from_secs(900));
+        assert_eq!(s.start_timeout, Duration::from_secs(45));
+        assert!(s.enable_ui);
+        assert_eq!(s.upstream, UpstreamMode::Network);
+        assert_eq!((s.view_port, s.rpc_port, s.cdp_port), (6080, 8787, 9222));
+        assert_eq!(s.registry_path(), PathBuf::from("/tmp/browser-use-api/docker_runtimes.json"));
+        assert_eq!(s.shared_rpc_url, "http://browser:8787/run");
+        assert_eq!(s.view_base_url, None);
+    }
+
+    #[test]
+    fn the_shipped_file_parses_to_the_defaults() {
+        let text = include_str!("../config/lazygate.toml");
+        let s = load(text, &[]).unwrap();
+        let d = load("", &[]).unwrap();
+        assert_eq!(format!("{s:?}"), format!("{d:?}"));
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let env = [
+            ("BROWSER_USE_ISOLATION_MODE", "docker-per-task"),
+            ("BROWSER_RUNTIME_TTL_SECONDS", "5"),
+            ("BROWSER_RUNTIME_ENABLE_UI", "off"),
+            ("LAZYGATE_UPSTREAM", "published"),
+            ("LAZYGATE_LISTEN", "127.0.0.1:0"),
+            ("BROWSER_VIEW_URL", "https://x.example/vnc.html?path=websockify"),
+            ("BROWSER_RUNTIME_IMAGE", ""),
+        ];
+        let s = load("[runtime]\nttl_seconds = 60\nimage = \"img:1\"\n", &env).unwrap();
+        assert_eq!(s.isolation_mode, IsolationMode::DockerPerTask);
+        assert_eq!(s.ttl, Duration::from_secs(5));
+        assert!(!s.enable_ui);
+        assert_eq!(s.upstream, UpstreamMode::Published);
+        assert_eq!(s.image, "img:1", "an empty variable counts as unset");
+        assert_eq!(s.view_base_url.as_deref(), Some("https://x.example"));
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        type Case<'a> = (&'a str, [(&'a str, &'a str); 1], &'a str);
+        let cases: Vec<Case> = vec![
+            ("", [("BROWSER_RUNTIME_TTL_SECONDS", "abc")], "BROWSER_RUNTIME_TTL_SECONDS"),
+            ("", [("BROWSER_RUNTIME_TTL_SECONDS", "0")], "BROWSER_RUNTIME_TTL_SECONDS"),
+            ("", [("BROWSER_USE_ISOLATION_MODE", "docker")], "BROWSER_USE_ISOLATION_MODE"),
+            ("", [("BROWSER_RUNTIME_ENABLE_UI", "maybe")], "BROWSER_RUNTIME_ENABLE_UI"),
+            ("", [("LAZYGATE_UPSTREAM", "carrier-pigeon")], "LAZYGATE_UPSTREAM"),
+            ("", [("LAZYGATE_LISTEN", "8080")], "LAZYGATE_LISTEN"),
+            ("", [("LAZYGATE_VIEW_PORT", "70000")], "LAZYGATE_VIEW_PORT"),
+            ("", [("LAZYGATE_RPC_PORT", "0")], "LAZYGATE_RPC_PORT"),
+            ("", [("BROWSER_URL", "browser:9222")], "BROWSER_URL"),
+            ("", [("BROWSER_RUNTIME_NETWORK", "no spaces")], "BROWSER_RUNTIME_NETWORK"),
+            ("[runtime]\nttl_seconds = 0\n", [("X", "")], "runtime.ttl_seconds"),
+        ];
+        for (file, env, key) in cases {
+            let err = load(file, &env).unwrap_err().to_string();
+            assert!(err.contains(key), "{err} should name {key}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = load("[runtime]\nttl = 5\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("ttl"), "{err}");
+    }
+
+    #[test]
+    fn view_base_url_is_normalized_like_the_seed() {
+        assert_eq!(normalize_view_base_url(" https://a.b/x/vnc.html?p=1 "), "https://a.b/x");
+        assert_eq!(normalize_view_base_url("https://a.b/index.html"), "https://a.b");
+        assert_eq!(normalize_view_base_url("https://a.b///"), "https://a.b");
+    }
+}

@@ -1,0 +1,104 @@
+//! Request errors, mapped to a status and a JSON body in one place.
+//!
+//! Stages return [`RequestError`] with `?`; the service logs it once and turns it into
+//! `{"error": {"code", "message"}}` with the status below. Startup errors are a different
+//! type ([`crate::config::ConfigError`], [`crate::StartupError`]).
+
+use std::time::Duration;
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::{Body, full};
+use crate::provision::ProvisionError;
+use crate::route::RouteError;
+
+/// Everything that can go wrong while serving one request.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+    #[error("request body is not valid: {0}")]
+    BadBody(String),
+    #[error("request body is larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("owner {owner_hash} has no runtime of its own in shared isolation mode")]
+    SharedMode { owner_hash: String },
+    #[error("runtime refused the connection: {0}")]
+    UpstreamRefused(String),
+    #[error("runtime did not answer within {0:?}")]
+    UpstreamTimeout(Duration),
+    #[error("runtime connection failed: {0}")]
+    UpstreamFailed(String),
+    #[error("container engine is not reachable: {0}")]
+    EngineUnavailable(String),
+}
+
+/// How long clients are told to wait before retrying a 503.
+const RETRY_AFTER_SECONDS: &str = "2";
+
+impl RequestError {
+    pub fn status(&self) -> StatusCode {
+        use RequestError::*;
+        match self {
+            Route(RouteError::NotFound(_)) => StatusCode::NOT_FOUND,
+            Route(RouteError::MethodNotAllowed { .. }) => StatusCode::METHOD_NOT_ALLOWED,
+            Route(_) | BadBody(_) => StatusCode::BAD_REQUEST,
+            BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            SharedMode { .. } => StatusCode::CONFLICT,
+            Provision(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
+            Provision(_) | UpstreamRefused(_) | UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
+            UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            EngineUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        use RequestError::*;
+        match self {
+            Route(RouteError::NotFound(_)) => "not_found",
+            Route(RouteError::MethodNotAllowed { .. }) => "method_not_allowed",
+            Route(RouteError::Owner(_)) => "invalid_owner",
+            Route(RouteError::OwnerHash(_)) => "invalid_owner_hash",
+            Route(RouteError::Path(_)) => "invalid_path",
+            BadBody(_) => "invalid_body",
+            BodyTooLarge { .. } => "body_too_large",
+            SharedMode { .. } => "shared_mode",
+            Provision(e) => e.code(),
+            UpstreamRefused(_) => "runtime_refused",
+            UpstreamTimeout(_) => "runtime_timeout",
+            UpstreamFailed(_) => "runtime_connection_failed",
+            EngineUnavailable(_) => "engine_unavailable",
+        }
+    }
+
+    /// The JSON error response.
+    pub fn to_response(&self) -> Response<Body> {
+        error_response(self.status(), self.code(), &self.to_string())
+    }
+}
+
+/// Builds `{"error": {"code", "message"}}` with `status`; 503s carry `Retry-After`.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({ "error": { "code": code, "message": message } });
+    let mut response = Response::new(full(body.to_string()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+    }
+    response
+}
+
+/// A JSON success response.
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(full(value.to_string()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

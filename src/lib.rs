@@ -1,0 +1,80 @@
+//! lazygate: the single ingress for per-owner browser runtimes.
+//!
+//! A request travels through the modules in this order:
+//!
+//! - [`server`] accepts connections (HTTP/1.1 with upgrades, HTTP/2) and drains them on shutdown.
+//! - [`service`] is the pipeline for one request and its one log line.
+//! - [`route`] turns method + URI into a [`route::Route`], refusing malformed owners
+//!   ([`owner`]) and paths before anything else happens.
+//! - [`provision`] gets or creates the owner's runtime — once, however many requests race —
+//!   and hands out a [`provision::Lease`] that holds it alive; its [`provision::reaper`]
+//!   removes runtimes idle past the TTL, and [`provision::docker`] is the one file that talks
+//!   to the container engine.
+//! - [`proxy`] streams the request to the runtime and the answer back, and tunnels WebSockets.
+//! - [`api`] is the seed-compatible `ensure`/`cleanup` API; [`view_url`] builds live-view URLs.
+//! - [`config`] reads and validates [`config::Settings`]; [`error`] maps request errors to
+//!   statuses and JSON bodies in one place.
+//!
+//! [`run`] ties them together around a bound listener, so tests can bind port 0.
+
+pub mod api;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod owner;
+pub mod provision;
+pub mod proxy;
+pub mod route;
+pub mod server;
+pub mod service;
+pub mod view_url;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use config::Settings;
+use provision::{Backend, Provisioner};
+use service::Gateway;
+use view_url::ViewUrls;
+
+/// Serves on `listener` until `shutdown` completes, then drains connections and tunnels
+/// within the configured deadline. Runtimes are never stopped on the way out.
+pub async fn run(listener: TcpListener, settings: Settings, backend: Arc<dyn Backend>, shutdown: impl Future<Output = ()>) {
+    let settings = Arc::new(settings);
+    let views = Arc::new(ViewUrls::new(
+        settings.view_base_url.clone(),
+        settings.tunnel_container.clone(),
+        backend.clone(),
+    ));
+    let provisioner = Provisioner::new(settings.clone(), backend, views.clone());
+    if settings.isolation_mode != config::IsolationMode::Shared {
+        // Adopt before serving, so a restarted gateway finds its runtimes rather than racing
+        // requests; when the engine is down the reaper keeps trying.
+        match provisioner.adopt().await {
+            Ok(count) => tracing::info!(count, "adopted running runtimes"),
+            Err(error) => tracing::warn!(%error, "container engine not reachable; serving anyway and retrying"),
+        }
+    }
+
+    // The reaper is owned here: the guard cancels it however this function is left.
+    let reaper_token = CancellationToken::new();
+    let _reaper_guard = reaper_token.clone().drop_guard();
+    let reaper = tokio::spawn(provision::reaper::run(provisioner.clone(), reaper_token.clone()));
+
+    let gateway = Arc::new(Gateway::new(settings.clone(), provisioner, views));
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(server::serve(listener, gateway.clone(), stop.clone(), settings.drain));
+    shutdown.await;
+    tracing::info!("shutting down: no new connections; runtimes keep running");
+    stop.cancel();
+    server.await.ok();
+    gateway.tunnels.close();
+    if tokio::time::timeout(settings.drain, gateway.tunnels.wait()).await.is_err() {
+        tracing::warn!("closing WebSocket tunnels still open at the drain deadline");
+    }
+    reaper_token.cancel();
+    reaper.await.ok();
+}

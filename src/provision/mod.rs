@@ -1,0 +1,500 @@
+//! Provisioning: get-or-create an owner's runtime, exactly once, and hand out leases on it.
+//!
+//! Each owner hash has a [`Slot`]. Its async mutex is the single-flight lock: the lifecycle
+//! `Absent → Starting → Ready → Removing → Absent` only changes while it is held — starting
+//! and removing happen *under* it — so concurrent first requests for one owner queue behind
+//! one start, while different owners, in different slots, start in parallel.
+//!
+//! A [`Lease`] is a hold: while any lease on a runtime lives (an in-flight request, an open
+//! WebSocket), the reaper leaves it alone. Holds are taken under the slot lock and the reaper
+//! re-checks them under the same lock, so a request at the TTL boundary either keeps the
+//! runtime or waits for its removal and gets a fresh one.
+
+pub mod backend;
+pub mod docker;
+pub mod readiness;
+pub mod reaper;
+pub mod state_file;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+use tokio::time::{Instant, timeout_at};
+
+pub use backend::{Backend, BackendError, Endpoints, Ports, RuntimeInfo, RuntimeSpec};
+
+use crate::config::{IsolationMode, Settings, UpstreamMode};
+use crate::owner::OwnerHash;
+use crate::view_url::ViewUrls;
+use backend::{LABEL_MANAGED_BY, LABEL_OWNER_HASH, LABEL_RUNTIME, LABEL_SCOPE, MANAGED_BY};
+use state_file::{Registry, RegistryEntry};
+
+/// Why a runtime could not be provided.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error(transparent)]
+    Engine(#[from] BackendError),
+    #[error("runtime {container} did not become ready within {waited:?}: {last_error}")]
+    NotReady {
+        container: String,
+        waited: Duration,
+        last_error: String,
+    },
+    #[error("runtime for {owner_hash} is still starting after {waited:?}")]
+    StartTimeout { owner_hash: OwnerHash, waited: Duration },
+    #[error("runtime start was interrupted: {0}")]
+    Interrupted(String),
+}
+
+impl ProvisionError {
+    /// 503 (try again) rather than 502 (the runtime is broken).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            ProvisionError::Engine(e) => e.is_unavailable(),
+            ProvisionError::NotReady { .. } | ProvisionError::StartTimeout { .. } => true,
+            ProvisionError::Interrupted(_) => false,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProvisionError::Engine(e) if e.is_unavailable() => "engine_unavailable",
+            ProvisionError::Engine(_) | ProvisionError::Interrupted(_) => "runtime_failed",
+            ProvisionError::NotReady { .. } | ProvisionError::StartTimeout { .. } => "runtime_not_ready",
+        }
+    }
+}
+
+/// What a slot's runtime is doing. Starting and Removing are "the lock is held".
+enum SlotState {
+    Absent,
+    Ready(Arc<RuntimeInfo>),
+}
+
+/// One owner's place in the registry.
+struct Slot {
+    /// The single-flight lock and the lifecycle state it guards.
+    state: Arc<AsyncMutex<SlotState>>,
+    /// Leases alive on this owner's runtime; the reaper never removes a runtime with holds.
+    holds: AtomicUsize,
+    /// Last time a lease was taken or dropped, in ms of [`Provisioner::now_ms`]; may be
+    /// negative for runtimes adopted with an older last use.
+    last_used_ms: AtomicI64,
+}
+
+impl Slot {
+    fn new(now_ms: i64) -> Self {
+        Slot {
+            state: Arc::new(AsyncMutex::new(SlotState::Absent)),
+            holds: AtomicUsize::new(0),
+            last_used_ms: AtomicI64::new(now_ms),
+        }
+    }
+}
+
+/// A hold on an owner's runtime: keeps it from being reaped while alive, and records last
+/// use when taken and when dropped.
+pub struct Lease {
+    slot: Arc<Slot>,
+    runtime: Arc<RuntimeInfo>,
+    clock: Clock,
+    cold: bool,
+}
+
+impl Lease {
+    pub fn runtime(&self) -> &RuntimeInfo {
+        &self.runtime
+    }
+
+    /// True when this request had to start the runtime (or wait for its start).
+    pub fn cold(&self) -> bool {
+        self.cold
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.slot.last_used_ms.fetch_max(self.clock.now_ms(), Ordering::AcqRel);
+        self.slot.holds.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Milliseconds on tokio's clock (pausable in tests), anchored to wall time for the registry.
+#[derive(Clone, Copy)]
+struct Clock {
+    epoch: Instant,
+    epoch_wall: SystemTime,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Clock {
+            epoch: Instant::now(),
+            epoch_wall: SystemTime::now(),
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        Instant::now().duration_since(self.epoch).as_millis() as i64
+    }
+
+    /// Seconds since the Unix epoch for a clock reading, as the seed writes `last_used`.
+    fn to_unix(self, ms: i64) -> f64 {
+        let base = self.epoch_wall.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        base + ms as f64 / 1000.0
+    }
+
+    /// The clock reading for seconds since the Unix epoch.
+    fn reading_of_unix(self, seconds: f64) -> i64 {
+        let base = self.epoch_wall.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        ((seconds - base) * 1000.0).round() as i64
+    }
+}
+
+/// Owns every owner's slot and the backend that makes runtimes.
+pub struct Provisioner {
+    settings: Arc<Settings>,
+    backend: Arc<dyn Backend>,
+    views: Arc<ViewUrls>,
+    /// One slot per owner hash seen; sharded so that owners never contend with each other.
+    slots: DashMap<OwnerHash, Arc<Slot>>,
+    clock: Clock,
+    probe: readiness::ProbeClient,
+    /// The registry file is behind what is in memory and should be rewritten.
+    dirty: AtomicBool,
+    /// The registry file as found at start: last use for runtimes adopted later.
+    restored: Mutex<Registry>,
+    /// Running runtimes have been adopted; retried each reaper tick until the engine answers.
+    adopted: AtomicBool,
+}
+
+impl Provisioner {
+    pub fn new(settings: Arc<Settings>, backend: Arc<dyn Backend>, views: Arc<ViewUrls>) -> Arc<Self> {
+        let restored = Registry::load(&settings.registry_path());
+        Arc::new(Provisioner {
+            settings,
+            backend,
+            views,
+            slots: DashMap::new(),
+            clock: Clock::new(),
+            probe: readiness::probe_client(),
+            dirty: AtomicBool::new(false),
+            restored: Mutex::new(restored),
+            adopted: AtomicBool::new(false),
+        })
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn slot(&self, owner_hash: OwnerHash) -> Arc<Slot> {
+        if let Some(slot) = self.slots.get(&owner_hash) {
+            return slot.clone();
+        }
+        self.slots
+            .entry(owner_hash)
+            .or_insert_with(|| Arc::new(Slot::new(self.clock.now_ms())))
+            .clone()
+    }
+
+    fn mark_dirty(&self) {
+        if !self.dirty.load(Ordering::Relaxed) {
+            self.dirty.store(true, Ordering::Release);
+        }
+    }
+
+    /// Takes a hold; call only with the slot's lock held.
+    fn lease(&self, slot: &Arc<Slot>, runtime: Arc<RuntimeInfo>, cold: bool) -> Lease {
+        slot.holds.fetch_add(1, Ordering::AcqRel);
+        slot.last_used_ms.fetch_max(self.clock.now_ms(), Ordering::AcqRel);
+        self.mark_dirty();
+        Lease {
+            slot: slot.clone(),
+            runtime,
+            clock: self.clock,
+            cold,
+        }
+    }
+
+    /// Gets the owner's runtime, starting it if needed, and returns a lease on it.
+    ///
+    /// Waits at most the start timeout. The start itself runs in its own task holding the
+    /// slot lock, so a client that goes away never leaves a half-made runtime behind.
+    pub async fn acquire(self: &Arc<Self>, owner_hash: OwnerHash) -> Result<Lease, ProvisionError> {
+        let waited = self.settings.start_timeout;
+        let deadline = Instant::now() + waited;
+        let slot = self.slot(owner_hash);
+        let timed_out = || ProvisionError::StartTimeout { owner_hash, waited };
+        let guard = timeout_at(deadline, slot.state.clone().lock_owned())
+            .await
+            .map_err(|_| timed_out())?;
+        if let SlotState::Ready(runtime) = &*guard {
+            let runtime = runtime.clone();
+            return Ok(self.lease(&slot, runtime, false));
+        }
+        let this = self.clone();
+        let start = tokio::spawn(async move { this.start_locked(owner_hash, slot, guard).await });
+        match timeout_at(deadline, start).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join_error)) => Err(ProvisionError::Interrupted(join_error.to_string())),
+            Err(_) => Err(timed_out()),
+        }
+    }
+
+    async fn start_locked(
+        self: Arc<Self>,
+        owner_hash: OwnerHash,
+        slot: Arc<Slot>,
+        mut guard: OwnedMutexGuard<SlotState>,
+    ) -> Result<Lease, ProvisionError> {
+        let started = Instant::now();
+        let spec = self.spec(owner_hash).await;
+        let info = self.backend.ensure(&spec).await?;
+        let deadline = started + self.settings.start_timeout;
+        if let Err(last_error) = readiness::wait_ready(&self.probe, &info.endpoints.rpc, deadline).await {
+            // A runtime that never answers is broken: remove it (never its volume) so the
+            // next request starts a fresh one instead of finding this one again.
+            if let Err(error) = self.backend.remove(&info.container_name, None).await {
+                tracing::warn!(container = %info.container_name, %error, "cannot remove unready runtime");
+            }
+            return Err(ProvisionError::NotReady {
+                container: info.container_name,
+                waited: self.settings.start_timeout,
+                last_error,
+            });
+        }
+        tracing::info!(
+            owner_hash = %owner_hash,
+            container = %info.container_name,
+            adopted = info.adopted,
+            ready_ms = started.elapsed().as_millis() as u64,
+            "runtime ready"
+        );
+        let runtime = Arc::new(info);
+        *guard = SlotState::Ready(runtime.clone());
+        Ok(self.lease(&slot, runtime, true))
+    }
+
+    /// The seed's container for an owner: names, labels, environment, volume.
+    async fn spec(&self, owner_hash: OwnerHash) -> RuntimeSpec {
+        let s = &self.settings;
+        let mut env = vec![
+            format!("BROWSER_ENABLE_UI={}", if s.enable_ui { "true" } else { "false" }),
+            "BROWSER_DATA_DIR=/data".to_owned(),
+            "BROWSER_USE_RPC_HOST=0.0.0.0".to_owned(),
+            format!("BROWSER_USE_RPC_PORT={}", s.rpc_port),
+        ];
+        let view_url = self.views.view_url(s.isolation_mode, Some(owner_hash)).await;
+        if !view_url.is_empty() {
+            env.push(format!("BROWSER_VIEW_URL={view_url}"));
+        }
+        for (key, value) in &s.passthrough_env {
+            env.push(format!("{key}={value}"));
+        }
+        let mut labels = HashMap::from([
+            (LABEL_RUNTIME.to_owned(), "true".to_owned()),
+            (LABEL_OWNER_HASH.to_owned(), owner_hash.to_string()),
+            (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
+        ]);
+        if let Some(scope) = &s.scope {
+            labels.insert(LABEL_SCOPE.to_owned(), scope.clone());
+        }
+        RuntimeSpec {
+            owner_hash,
+            container_name: backend::container_name(&owner_hash),
+            volume_name: backend::volume_name(&owner_hash),
+            image: s.image.clone(),
+            network: s.network.clone(),
+            env,
+            labels,
+            shm_size_bytes: s.shm_size_bytes,
+            publish: s.upstream == UpstreamMode::Published,
+            ports: self.ports(),
+        }
+    }
+
+    fn ports(&self) -> Ports {
+        Ports {
+            rpc: self.settings.rpc_port,
+            view: self.settings.view_port,
+            cdp: self.settings.cdp_port,
+        }
+    }
+
+    /// The volume to remove with a runtime: only per-task runtimes lose their profile.
+    fn volume_to_remove(&self, owner_hash: &OwnerHash) -> Option<String> {
+        (self.settings.isolation_mode == IsolationMode::DockerPerTask).then(|| backend::volume_name(owner_hash))
+    }
+
+    /// Removes the owner's runtime now (the seed's `cleanup_browser_runtime`): its container,
+    /// and in per-task mode its volume. Waits for a start or removal in progress first.
+    pub async fn release(&self, owner_hash: OwnerHash) -> Result<bool, ProvisionError> {
+        let waited = self.settings.start_timeout;
+        let slot = self.slot(owner_hash);
+        let mut guard = tokio::time::timeout(waited, slot.state.lock())
+            .await
+            .map_err(|_| ProvisionError::StartTimeout { owner_hash, waited })?;
+        let was_ready = matches!(*guard, SlotState::Ready(_));
+        let volume = self.volume_to_remove(&owner_hash);
+        self.backend
+            .remove(&backend::container_name(&owner_hash), volume.as_deref())
+            .await?;
+        *guard = SlotState::Absent;
+        self.mark_dirty();
+        tracing::info!(owner_hash = %owner_hash, volume_removed = volume.is_some(), "runtime released");
+        Ok(was_ready)
+    }
+
+    /// Called when a lease's runtime refused a connection: if its container is gone or
+    /// stopped, forget it so that the next acquire starts a fresh one. Returns true when the
+    /// caller should acquire again.
+    pub async fn recover(&self, lease: &Lease) -> Result<bool, ProvisionError> {
+        let mut guard = lease.slot.state.lock().await;
+        match &*guard {
+            SlotState::Ready(current) if current.id == lease.runtime.id => {
+                if self.backend.is_running(&current.container_name).await? {
+                    return Ok(false);
+                }
+                tracing::warn!(container = %current.container_name, "runtime is gone; it will be started again");
+                *guard = SlotState::Absent;
+                self.mark_dirty();
+                Ok(true)
+            }
+            // Already replaced or removed by someone else.
+            _ => Ok(true),
+        }
+    }
+
+    /// Registers running runtimes that carry the managed labels, with last use from the
+    /// registry file, or a full TTL of grace when it has none.
+    pub async fn adopt(&self) -> Result<usize, BackendError> {
+        let runtimes = self.backend.list(self.ports(), self.settings.upstream == UpstreamMode::Published).await?;
+        let now = self.clock.now_ms();
+        let mode = self.settings.isolation_mode.as_str();
+        let mut adopted = 0;
+        for info in runtimes {
+            let slot = self.slot(info.owner_hash);
+            let Ok(mut guard) = slot.state.try_lock() else { continue };
+            if let SlotState::Absent = *guard {
+                let restored = self.restored.lock().expect("registry lock").last_used(mode, info.owner_hash.as_str());
+                let last_used = restored.map(|t| self.clock.reading_of_unix(t).min(now)).unwrap_or(now);
+                slot.last_used_ms.store(last_used, Ordering::Release);
+                tracing::info!(
+                    owner_hash = %info.owner_hash,
+                    container = %info.container_name,
+                    idle_seconds = (now - last_used) / 1000,
+                    "adopted running runtime"
+                );
+                *guard = SlotState::Ready(Arc::new(info));
+                adopted += 1;
+            }
+        }
+        self.adopted.store(true, Ordering::Release);
+        self.mark_dirty();
+        Ok(adopted)
+    }
+
+    pub fn is_adopted(&self) -> bool {
+        self.adopted.load(Ordering::Acquire)
+    }
+
+    /// Removes every runtime idle past the TTL with no holds, concurrently.
+    pub async fn reap_idle(&self) {
+        let now = self.clock.now_ms();
+        let ttl = self.settings.ttl.as_millis() as i64;
+        let idle = |slot: &Slot| {
+            slot.holds.load(Ordering::Acquire) == 0 && now - slot.last_used_ms.load(Ordering::Acquire) >= ttl
+        };
+        let candidates: Vec<(OwnerHash, Arc<Slot>)> = self
+            .slots
+            .iter()
+            .filter(|entry| idle(entry.value()))
+            .map(|entry| (*entry.key(), entry.value().clone()))
+            .collect();
+        let removals = candidates.into_iter().map(|(owner_hash, slot)| async move {
+            // Busy means starting or being removed: not idle, or somebody else's job.
+            let Ok(mut guard) = slot.state.try_lock() else { return };
+            let SlotState::Ready(runtime) = &*guard else { return };
+            // Re-check under the lock: a request may have taken a hold since.
+            if !idle(&slot) {
+                return;
+            }
+            let volume = self.volume_to_remove(&owner_hash);
+            match self.backend.remove(&runtime.container_name, volume.as_deref()).await {
+                Ok(()) => {
+                    tracing::info!(
+                        owner_hash = %owner_hash,
+                        container = %runtime.container_name,
+                        volume_removed = volume.is_some(),
+                        "removed idle runtime"
+                    );
+                    *guard = SlotState::Absent;
+                    self.mark_dirty();
+                }
+                Err(error) => tracing::warn!(owner_hash = %owner_hash, %error, "cannot remove idle runtime; will retry"),
+            }
+        });
+        futures_util::future::join_all(removals).await;
+        // Forget empty slots nobody is using, so state does not grow with every owner seen.
+        self.slots.retain(|_, slot| {
+            Arc::strong_count(slot) > 1
+                || slot.holds.load(Ordering::Acquire) > 0
+                || !matches!(slot.state.try_lock().as_deref(), Ok(SlotState::Absent))
+        });
+    }
+
+    /// The registry as it should be on disk now.
+    fn snapshot(&self) -> Registry {
+        let mode = self.settings.isolation_mode.as_str();
+        let mut registry = Registry::default();
+        for entry in self.slots.iter() {
+            let slot = entry.value();
+            let Ok(guard) = slot.state.try_lock() else { continue };
+            if let SlotState::Ready(runtime) = &*guard {
+                let owner_hash = entry.key().to_string();
+                registry.runtimes.insert(
+                    format!("{mode}:{owner_hash}"),
+                    RegistryEntry {
+                        container_name: runtime.container_name.clone(),
+                        last_used: self.clock.to_unix(slot.last_used_ms.load(Ordering::Acquire)),
+                        mode: mode.to_owned(),
+                        volume_name: backend::volume_name(entry.key()),
+                        owner_hash,
+                    },
+                );
+            }
+        }
+        registry
+    }
+
+    /// Rewrites the registry file if anything changed since the last write.
+    pub async fn persist(&self) {
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let registry = self.snapshot();
+        let path = self.settings.registry_path();
+        let result = tokio::task::spawn_blocking(move || registry.save(&path)).await;
+        if let Err(error) = result.map_err(std::io::Error::other).and_then(|r| r) {
+            tracing::warn!(%error, "cannot write runtime registry; will retry");
+            self.dirty.store(true, Ordering::Release);
+        }
+    }
+
+    /// Number of owners with a ready runtime (for logs and tests).
+    pub fn ready_count(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|e| matches!(e.value().state.try_lock().as_deref(), Ok(SlotState::Ready(_))))
+            .count()
+    }
+}

@@ -1,0 +1,53 @@
+//! Readiness: a runtime is ready when `GET /health` on its RPC port answers 2xx.
+//!
+//! Probed right after the container starts and then with a short, growing backoff (5 ms up
+//! to 50 ms), never a fixed one-second sleep: a runtime that is ready in 700 ms is served
+//! within a few milliseconds of that. A published port accepts TCP before the process
+//! listens, so only a real HTTP answer counts.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tokio::time::{Instant, sleep, timeout};
+
+/// A client for health probes only: fresh connections, no pool to carry stale ones over.
+pub type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
+
+pub fn probe_client() -> ProbeClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(1)));
+    Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(connector)
+}
+
+const FIRST_DELAY: Duration = Duration::from_millis(5);
+const MAX_DELAY: Duration = Duration::from_millis(50);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Waits until `http://<authority>/health` answers 2xx, or returns the last failure seen
+/// once `deadline` has passed.
+pub async fn wait_ready(client: &ProbeClient, authority: &str, deadline: Instant) -> Result<(), String> {
+    let uri: http::Uri = format!("http://{authority}/health")
+        .parse()
+        .map_err(|e| format!("bad health URL for {authority}: {e}"))?;
+    let mut delay = FIRST_DELAY;
+    loop {
+        let budget = deadline.saturating_duration_since(Instant::now()).min(PROBE_TIMEOUT);
+        let last_error = match timeout(budget, client.get(uri.clone())).await {
+            Ok(Ok(response)) if response.status().is_success() => return Ok(()),
+            Ok(Ok(response)) => format!("/health answered HTTP {}", response.status()),
+            Ok(Err(error)) => crate::proxy::error_chain(&error),
+            Err(_) => format!("/health did not answer within {budget:?}"),
+        };
+        if Instant::now() + delay >= deadline {
+            return Err(last_error);
+        }
+        sleep(delay).await;
+        delay = (delay * 2).min(MAX_DELAY);
+    }
+}

@@ -1,0 +1,220 @@
+//! Proxy: forwards a request to a runtime over a pooled client and streams the answer back.
+//!
+//! Bodies stream both ways without being buffered; the response body carries the request's
+//! [`Lease`] so the runtime stays held until the last byte has gone out. WebSocket
+//! handshakes go through [`tunnel`].
+
+pub mod headers;
+pub mod tunnel;
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body_util::BodyExt;
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::body::{Body, BoxError};
+use crate::error::RequestError;
+use crate::provision::Lease;
+
+/// Renders an error with its sources, since hyper's top-level messages are terse.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The pooled HTTP/1.1 client every forwarded request goes through.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpConnector, RequestBody>,
+    /// Longest wait for a runtime's response head.
+    timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Upstream { client, timeout }
+    }
+
+    /// Sends `request` to `http://<authority><path_and_query>`.
+    pub async fn send(
+        &self,
+        parts: &http::request::Parts,
+        authority: &str,
+        path_and_query: &str,
+        body: RequestBody,
+    ) -> Result<Response<Incoming>, SendError> {
+        let uri: Uri = format!("http://{authority}{path_and_query}")
+            .parse()
+            .map_err(|e| SendError::Failed(format!("bad upstream URI: {e}")))?;
+        let mut request = Request::new(body);
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = uri;
+        *request.headers_mut() = parts.headers.clone();
+        request.headers_mut().remove(http::header::HOST);
+        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
+            Err(_) => Err(SendError::Timeout(self.timeout)),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) if error.is_connect() => Err(SendError::Connect(error_chain(&error))),
+            Ok(Err(error)) => Err(SendError::Failed(error_chain(&error))),
+        }
+    }
+}
+
+/// How sending to a runtime failed.
+#[derive(Debug)]
+pub enum SendError {
+    /// Nothing was sent: the runtime could not be reached (may be gone).
+    Connect(String),
+    Timeout(Duration),
+    Failed(String),
+}
+
+impl From<SendError> for RequestError {
+    fn from(error: SendError) -> Self {
+        match error {
+            SendError::Connect(message) => RequestError::UpstreamRefused(message),
+            SendError::Timeout(waited) => RequestError::UpstreamTimeout(waited),
+            SendError::Failed(message) => RequestError::UpstreamFailed(message),
+        }
+    }
+}
+
+/// A request body that the client takes only when it starts sending: until then it can be
+/// reclaimed, so a request whose runtime turned out to be gone is sent again, body and all,
+/// to its replacement.
+pub struct RequestBody {
+    shared: Arc<Mutex<Option<Incoming>>>,
+    taken: Option<Incoming>,
+    hint: SizeHint,
+    end_stream: bool,
+}
+
+impl RequestBody {
+    /// Wraps `incoming`; the returned handle reclaims it while unsent.
+    pub fn new(incoming: Incoming) -> (Self, BodyHandle) {
+        let hint = incoming.size_hint();
+        let end_stream = incoming.is_end_stream();
+        let shared = Arc::new(Mutex::new(Some(incoming)));
+        let body = RequestBody {
+            shared: shared.clone(),
+            taken: None,
+            hint,
+            end_stream,
+        };
+        (body, BodyHandle { shared, hint, end_stream })
+    }
+}
+
+/// The other end of a [`RequestBody`].
+pub struct BodyHandle {
+    shared: Arc<Mutex<Option<Incoming>>>,
+    hint: SizeHint,
+    end_stream: bool,
+}
+
+impl BodyHandle {
+    /// A fresh body for a resend, if the first attempt never started reading it.
+    pub fn resend(&self) -> Option<RequestBody> {
+        let still_here = self.shared.lock().expect("body lock").is_some();
+        still_here.then(|| RequestBody {
+            shared: self.shared.clone(),
+            taken: None,
+            hint: self.hint,
+            end_stream: self.end_stream,
+        })
+    }
+}
+
+impl HttpBody for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if self.taken.is_none() {
+            let taken = self.shared.lock().expect("body lock").take();
+            match taken {
+                Some(incoming) => self.taken = Some(incoming),
+                None => return Poll::Ready(None),
+            }
+        }
+        let incoming = self.taken.as_mut().expect("taken above");
+        Pin::new(incoming).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.taken {
+            Some(incoming) => incoming.is_end_stream(),
+            None => self.end_stream,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.taken {
+            Some(incoming) => incoming.size_hint(),
+            None => self.hint,
+        }
+    }
+}
+
+/// A response body that holds the lease until it has been sent whole (or dropped).
+struct LeasedBody {
+    inner: Incoming,
+    /// `None` once the body has ended (or in shared mode, which has no leases).
+    lease: Option<Lease>,
+}
+
+impl HttpBody for LeasedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = &polled {
+            self.lease = None;
+        }
+        polled.map(|frame| frame.map(|r| r.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Turns a runtime's response into the client's: hop-by-hop headers removed, the body
+/// streamed through with the lease attached.
+pub fn into_client_response(response: Response<Incoming>, lease: Option<Lease>) -> Response<Body> {
+    let (mut parts, incoming) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, false);
+    let body = if incoming.is_end_stream() {
+        drop(lease);
+        crate::body::empty()
+    } else {
+        LeasedBody { inner: incoming, lease }
+        .boxed()
+    };
+    Response::from_parts(parts, body)
+}

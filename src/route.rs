@@ -1,0 +1,253 @@
+//! Routing: a pure function from method and URI to a [`Route`].
+//!
+//! Everything a request names (owner, hash, path) is parsed and checked here, before
+//! any other stage runs, so that malformed input can never reach the container engine.
+
+use http::{Method, Uri};
+
+use crate::owner::{OwnerError, OwnerHash, decode_owner};
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `/healthz`: the process is alive.
+    Health,
+    /// `/readyz`: the container engine answers.
+    Ready,
+    /// `/view/<hash>` without the trailing slash: redirect so noVNC's relative assets resolve.
+    ViewRedirect { owner_hash: OwnerHash },
+    /// `/view/<hash>/<rest>`: the owner's noVNC page and websockify.
+    View { owner_hash: OwnerHash, rest: String },
+    /// `/rpc/<owner>[/<rest>]`: the owner's RPC server; `/rpc/<owner>` alone is `/run`.
+    Rpc { owner: String, owner_hash: OwnerHash, rest: String },
+    /// `DELETE /rpc/<owner>`: remove the owner's runtime now.
+    Release { owner: String, owner_hash: OwnerHash },
+    /// `POST /api/runtimes/ensure`: the seed's `ensure_browser_runtime`.
+    ApiEnsure,
+    /// `POST /api/runtimes/cleanup`: the seed's `cleanup_browser_runtime`.
+    ApiCleanup,
+}
+
+impl Route {
+    /// A short name for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Route::Health => "healthz",
+            Route::Ready => "readyz",
+            Route::ViewRedirect { .. } | Route::View { .. } => "view",
+            Route::Rpc { .. } => "rpc",
+            Route::Release { .. } => "release",
+            Route::ApiEnsure => "api_ensure",
+            Route::ApiCleanup => "api_cleanup",
+        }
+    }
+
+    /// The owner hash this route concerns, if any.
+    pub fn owner_hash(&self) -> Option<OwnerHash> {
+        match self {
+            Route::ViewRedirect { owner_hash }
+            | Route::View { owner_hash, .. }
+            | Route::Rpc { owner_hash, .. }
+            | Route::Release { owner_hash, .. } => Some(*owner_hash),
+            _ => None,
+        }
+    }
+}
+
+/// Why a request could not be routed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("no route for {0}")]
+    NotFound(String),
+    #[error("{method} is not allowed on {path}")]
+    MethodNotAllowed { method: Method, path: String },
+    #[error("invalid owner: {0}")]
+    Owner(OwnerError),
+    #[error("invalid owner hash: {0}")]
+    OwnerHash(OwnerError),
+    #[error("invalid path: {0}")]
+    Path(&'static str),
+}
+
+/// Parses a request's method and URI into a route.
+pub fn parse(method: &Method, uri: &Uri) -> Result<Route, RouteError> {
+    let path = uri.path();
+    let query = uri.query();
+    let not_found = || RouteError::NotFound(truncate(path));
+
+    if let Some(after) = path.strip_prefix("/view/") {
+        let (hash, rest) = split_first_segment(after);
+        let owner_hash = OwnerHash::parse(hash).map_err(RouteError::OwnerHash)?;
+        return match rest {
+            None => Ok(Route::ViewRedirect { owner_hash }),
+            Some(rest) => Ok(Route::View {
+                owner_hash,
+                rest: forward_path(rest, query)?,
+            }),
+        };
+    }
+    if let Some(after) = path.strip_prefix("/rpc/") {
+        let (segment, rest) = split_first_segment(after);
+        let owner = decode_owner(segment).map_err(RouteError::Owner)?;
+        let owner_hash = OwnerHash::of(&owner);
+        return match rest {
+            None if method == Method::DELETE => Ok(Route::Release { owner, owner_hash }),
+            None => Ok(Route::Rpc {
+                owner,
+                owner_hash,
+                rest: forward_path("/run", query)?,
+            }),
+            Some(rest) => Ok(Route::Rpc {
+                owner,
+                owner_hash,
+                rest: forward_path(rest, query)?,
+            }),
+        };
+    }
+    let route = match path {
+        "/healthz" => Route::Health,
+        "/readyz" => Route::Ready,
+        "/api/runtimes/ensure" => Route::ApiEnsure,
+        "/api/runtimes/cleanup" => Route::ApiCleanup,
+        _ => return Err(not_found()),
+    };
+    let allowed = match route {
+        Route::Health | Route::Ready => method == Method::GET || method == Method::HEAD,
+        _ => method == Method::POST,
+    };
+    if !allowed {
+        return Err(RouteError::MethodNotAllowed {
+            method: method.clone(),
+            path: path.to_owned(),
+        });
+    }
+    Ok(route)
+}
+
+/// Splits `seg/rest...` into `seg` and `Some("/rest...")`; `seg` alone gives `None`.
+fn split_first_segment(path: &str) -> (&str, Option<&str>) {
+    match path.find('/') {
+        Some(i) => (&path[..i], Some(&path[i..])),
+        None => (path, None),
+    }
+}
+
+/// Checks the path forwarded to a runtime and joins the query back on.
+///
+/// Every segment is percent-decoded once and refused when it is a dot segment, holds a
+/// separator, a control byte, or a further percent-escape (double encoding): the runtime
+/// must see exactly the path the gateway checked.
+fn forward_path(rest: &str, query: Option<&str>) -> Result<String, RouteError> {
+    for segment in rest.split('/') {
+        if segment.contains('\\') {
+            return Err(RouteError::Path("backslash in path"));
+        }
+        if !segment.contains('%') && !segment.starts_with('.') {
+            continue;
+        }
+        let decoded: Vec<u8> = percent_encoding::percent_decode_str(segment).collect();
+        if decoded == b"." || decoded == b".." {
+            return Err(RouteError::Path("dot segment in path"));
+        }
+        if decoded.iter().any(|b| matches!(b, b'/' | b'\\')) {
+            return Err(RouteError::Path("encoded separator in path"));
+        }
+        if decoded.iter().any(|b| b.is_ascii_control()) {
+            return Err(RouteError::Path("control character in path"));
+        }
+        if decoded.contains(&b'%') {
+            return Err(RouteError::Path("double percent-encoding in path"));
+        }
+    }
+    Ok(match query {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.to_owned(),
+    })
+}
+
+fn truncate(path: &str) -> String {
+    const MAX: usize = 128;
+    if path.len() <= MAX {
+        return path.to_owned();
+    }
+    let mut end = MAX;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &path[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "2bd806c97f0e00af";
+
+    fn route(method: Method, uri: &str) -> Result<Route, RouteError> {
+        parse(&method, &uri.parse::<Uri>().unwrap())
+    }
+
+    #[test]
+    fn routes_table() {
+        let h = OwnerHash::parse(HASH).unwrap();
+        let alice = OwnerHash::of("alice");
+        let cases: Vec<(Method, String, Result<Route, RouteError>)> = vec![
+            (Method::GET, "/healthz".into(), Ok(Route::Health)),
+            (Method::GET, "/readyz".into(), Ok(Route::Ready)),
+            (
+                Method::GET,
+                format!("/view/{HASH}/vnc.html?path=view/{HASH}/websockify"),
+                Ok(Route::View { owner_hash: h, rest: format!("/vnc.html?path=view/{HASH}/websockify") }),
+            ),
+            (Method::GET, format!("/view/{HASH}/"), Ok(Route::View { owner_hash: h, rest: "/".into() })),
+            (Method::GET, format!("/view/{HASH}"), Ok(Route::ViewRedirect { owner_hash: h })),
+            (
+                Method::POST,
+                "/rpc/alice".into(),
+                Ok(Route::Rpc { owner: "alice".into(), owner_hash: alice, rest: "/run".into() }),
+            ),
+            (
+                Method::GET,
+                "/rpc/alice/health?x=1".into(),
+                Ok(Route::Rpc { owner: "alice".into(), owner_hash: alice, rest: "/health?x=1".into() }),
+            ),
+            (
+                Method::DELETE,
+                "/rpc/alice".into(),
+                Ok(Route::Release { owner: "alice".into(), owner_hash: alice }),
+            ),
+            (Method::POST, "/api/runtimes/ensure".into(), Ok(Route::ApiEnsure)),
+            (Method::POST, "/api/runtimes/cleanup".into(), Ok(Route::ApiCleanup)),
+            (Method::GET, "/".into(), Err(RouteError::NotFound("/".into()))),
+            (Method::GET, "/view/".into(), Err(RouteError::OwnerHash(OwnerError::BadHash))),
+            (Method::GET, "/view/ABCDEF0123456789/".into(), Err(RouteError::OwnerHash(OwnerError::BadHash))),
+            (Method::GET, "/view/2bd806c97f0e00a/".into(), Err(RouteError::OwnerHash(OwnerError::BadHash))),
+            (Method::GET, "/view/..%2f..%2fetc/".into(), Err(RouteError::OwnerHash(OwnerError::BadHash))),
+            (Method::POST, "/rpc/..".into(), Err(RouteError::Owner(OwnerError::DotSegment))),
+            (Method::POST, "/rpc/a%2Fb".into(), Err(RouteError::Owner(OwnerError::Slash))),
+            (Method::POST, "/rpc/a%00".into(), Err(RouteError::Owner(OwnerError::ControlChar))),
+            (Method::POST, "/rpc/".into(), Err(RouteError::Owner(OwnerError::Empty))),
+            (Method::GET, format!("/view/{HASH}/../x"), Err(RouteError::Path("dot segment in path"))),
+            (Method::GET, format!("/view/{HASH}/%2e%2E/x"), Err(RouteError::Path("dot segment in path"))),
+            (Method::GET, format!("/view/{HASH}/a%2fb"), Err(RouteError::Path("encoded separator in path"))),
+            (Method::GET, format!("/view/{HASH}/a%5cb"), Err(RouteError::Path("encoded separator in path"))),
+            (Method::GET, format!("/view/{HASH}/%252e%252e/"), Err(RouteError::Path("double percent-encoding in path"))),
+            (Method::GET, format!("/view/{HASH}/a%00"), Err(RouteError::Path("control character in path"))),
+            (Method::GET, "/rpc/alice/a/../../x".into(), Err(RouteError::Path("dot segment in path"))),
+            (
+                Method::GET,
+                "/api/runtimes/ensure".into(),
+                Err(RouteError::MethodNotAllowed { method: Method::GET, path: "/api/runtimes/ensure".into() }),
+            ),
+        ];
+        for (method, uri, want) in cases {
+            assert_eq!(route(method.clone(), &uri), want, "{method} {uri}");
+        }
+    }
+
+    #[test]
+    fn long_owner_is_refused() {
+        let uri = format!("/rpc/{}", "a".repeat(10_000));
+        assert!(matches!(route(Method::POST, &uri), Err(RouteError::Owner(OwnerError::TooLong(_)))));
+    }
+}

@@ -1,0 +1,224 @@
+//! The request pipeline: route → provision (lease) → proxy, with one log line per request.
+//!
+//! [`Gateway::handle`] is the outer layer: it runs [`Gateway::dispatch`] (which uses `?`
+//! throughout), turns a [`RequestError`] into its JSON response, and logs once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use serde_json::json;
+use tokio_util::task::TaskTracker;
+
+use crate::api;
+use crate::body::{Body, empty};
+use crate::config::{IsolationMode, Settings};
+use crate::error::{RequestError, json_response};
+use crate::owner::OwnerHash;
+use crate::provision::{Lease, Provisioner};
+use crate::proxy::{self, RequestBody, SendError, Upstream, headers, tunnel};
+use crate::route::{self, Route};
+use crate::view_url::ViewUrls;
+
+/// Which of a runtime's services a request is for.
+#[derive(Debug, Clone, Copy)]
+pub enum Service {
+    Rpc,
+    View,
+}
+
+/// What the log line says about a request besides its status and duration.
+#[derive(Default)]
+pub struct RequestLog {
+    route: &'static str,
+    owner_hash: Option<OwnerHash>,
+    /// The request started its runtime (or waited for the start).
+    pub cold: bool,
+}
+
+/// Everything a request needs, shared by all connections.
+pub struct Gateway {
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) provisioner: Arc<Provisioner>,
+    pub(crate) views: Arc<ViewUrls>,
+    upstream: Upstream,
+    /// Open WebSocket tunnels, so shutdown can give them the drain deadline to finish.
+    pub(crate) tunnels: TaskTracker,
+}
+
+impl Gateway {
+    pub fn new(settings: Arc<Settings>, provisioner: Arc<Provisioner>, views: Arc<ViewUrls>) -> Self {
+        Gateway {
+            upstream: Upstream::new(settings.upstream_timeout),
+            settings,
+            provisioner,
+            views,
+            tunnels: TaskTracker::new(),
+        }
+    }
+
+    /// Serves one request; never fails (errors become JSON responses).
+    pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+        let method = request.method().clone();
+        let mut log = RequestLog {
+            route: "-",
+            ..Default::default()
+        };
+        let response = match self.dispatch(request, peer, &mut log).await {
+            Ok(response) => response,
+            Err(error) => {
+                let status = error.status();
+                if status.is_server_error() {
+                    tracing::warn!(route = log.route, owner_hash = ?log.owner_hash.map(|h| h.to_string()), code = error.code(), %error, "request failed");
+                }
+                error.to_response()
+            }
+        };
+        tracing::info!(
+            %method,
+            route = log.route,
+            owner_hash = %log.owner_hash.map(|h| h.to_string()).unwrap_or_default(),
+            status = response.status().as_u16(),
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            cold = log.cold,
+            "request"
+        );
+        response
+    }
+
+    async fn dispatch(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        log: &mut RequestLog,
+    ) -> Result<Response<Body>, RequestError> {
+        let route = route::parse(request.method(), request.uri())?;
+        log.route = route.kind();
+        log.owner_hash = route.owner_hash();
+        match route {
+            Route::Health => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
+            Route::Ready => self.readiness().await,
+            Route::ViewRedirect { owner_hash } => {
+                let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+                let location = format!("/view/{owner_hash}/{query}");
+                let mut response = Response::new(empty());
+                *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+                if let Ok(value) = HeaderValue::from_str(&location) {
+                    response.headers_mut().insert(header::LOCATION, value);
+                }
+                Ok(response)
+            }
+            Route::View { owner_hash, rest } => self.proxy(request, peer, owner_hash, Service::View, &rest, log).await,
+            Route::Rpc { owner_hash, rest, .. } => self.proxy(request, peer, owner_hash, Service::Rpc, &rest, log).await,
+            Route::Release { owner_hash, .. } => {
+                if self.settings.isolation_mode == IsolationMode::Shared {
+                    return Err(RequestError::SharedMode { owner_hash: owner_hash.to_string() });
+                }
+                let removed = self.provisioner.release(owner_hash).await?;
+                let volume_removed = self.settings.isolation_mode == IsolationMode::DockerPerTask;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &json!({"owner_hash": owner_hash.to_string(), "removed": removed, "volume_removed": volume_removed}),
+                ))
+            }
+            Route::ApiEnsure => api::ensure(self, request, log).await,
+            Route::ApiCleanup => api::cleanup(self, request).await,
+        }
+    }
+
+    async fn readiness(&self) -> Result<Response<Body>, RequestError> {
+        if self.settings.isolation_mode == IsolationMode::Shared {
+            return Ok(json_response(StatusCode::OK, &json!({"status": "ready", "engine": "not used"})));
+        }
+        match tokio::time::timeout(Duration::from_secs(2), self.provisioner.backend().ping()).await {
+            Ok(Ok(())) => Ok(json_response(StatusCode::OK, &json!({"status": "ready", "engine": "ok"}))),
+            Ok(Err(error)) => Err(RequestError::EngineUnavailable(error.to_string())),
+            Err(_) => Err(RequestError::EngineUnavailable("no answer within 2s".into())),
+        }
+    }
+
+    /// Where a service answers in shared mode: the seed's shared browser.
+    fn shared_authority(&self, service: Service) -> String {
+        let authority_of = |url: &str| {
+            url.parse::<http::Uri>()
+                .ok()
+                .and_then(|u| u.authority().map(|a| a.to_string()))
+                .unwrap_or_default()
+        };
+        match service {
+            Service::Rpc => authority_of(&self.settings.shared_rpc_url),
+            Service::View => {
+                let cdp = self.settings.shared_cdp_url.parse::<http::Uri>().ok();
+                let host = cdp.as_ref().and_then(|u| u.host()).unwrap_or("browser");
+                format!("{host}:{}", self.settings.view_port)
+            }
+        }
+    }
+
+    /// Forwards a request to the owner's runtime, starting it if needed. When the runtime
+    /// turns out to be gone (the container was killed behind our back), it is started again
+    /// and the request — body included, since none of it was sent — goes to the new one.
+    async fn proxy(
+        &self,
+        mut request: Request<Incoming>,
+        peer: SocketAddr,
+        owner_hash: OwnerHash,
+        service: Service,
+        rest: &str,
+        log: &mut RequestLog,
+    ) -> Result<Response<Body>, RequestError> {
+        let client_upgrade = headers::is_websocket_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
+        let (mut parts, incoming) = request.into_parts();
+        let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        headers::strip_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
+        headers::set_forwarded(&mut parts.headers, peer.ip(), original_host);
+        let (body, handle) = RequestBody::new(incoming);
+        let mut body = Some(body);
+        let shared = self.settings.isolation_mode == IsolationMode::Shared;
+        let mut retried = false;
+        loop {
+            let lease = if shared { None } else { Some(self.provisioner.acquire(owner_hash).await?) };
+            log.cold |= lease.as_ref().is_some_and(Lease::cold);
+            let authority = match (&lease, service) {
+                (None, _) => self.shared_authority(service),
+                (Some(lease), Service::Rpc) => lease.runtime().endpoints.rpc.clone(),
+                (Some(lease), Service::View) => lease.runtime().endpoints.view.clone(),
+            };
+            let result = match client_upgrade {
+                Some(_) => tunnel::handshake(&parts, &authority, rest, self.settings.upstream_timeout)
+                    .await,
+                None => {
+                    let body = body.take().or_else(|| handle.resend()).ok_or_else(|| {
+                        RequestError::UpstreamFailed("request body was already sent".into())
+                    })?;
+                    self.upstream.send(&parts, &authority, rest, body).await.map(|r| (r, None))
+                }
+            };
+            match result {
+                Ok((response, Some(upstream_upgrade))) => {
+                    let client_upgrade = client_upgrade.expect("upstream upgraded only when asked");
+                    return Ok(tunnel::splice(response, client_upgrade, upstream_upgrade, lease, &self.tunnels));
+                }
+                Ok((response, None)) => return Ok(proxy::into_client_response(response, lease)),
+                Err(SendError::Connect(message)) => {
+                    let Some(lease) = lease else {
+                        return Err(RequestError::UpstreamRefused(message));
+                    };
+                    let resendable = client_upgrade.is_some() || handle.resend().is_some();
+                    if !retried && resendable && self.provisioner.recover(&lease).await? {
+                        retried = true;
+                        drop(lease);
+                        continue;
+                    }
+                    return Err(RequestError::UpstreamRefused(message));
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! A stand-in for the browser runtime, for lazygate's integration tests.
+//!
+//! It serves the same ports as the real runtime, with behaviour tests can steer:
+//! - RPC (BROWSER_USE_RPC_PORT, 8787): `GET /health`; `POST /run` (echoes what it got);
+//!   `GET /env`; `GET /headers`; `POST /echo` (streams the body back);
+//!   `GET /sleep?ms=N`; `GET /hold?id=X` (sends one chunk, then waits for
+//!   `GET /release?id=X` before finishing: proves streaming without timing); `GET /boots`
+//!   (the boot log kept in the data volume).
+//! - View (6080): `GET /vnc.html`; `/websockify`, a WebSocket echo.
+//! - CDP (9222): `GET /json/version`.
+//!
+//! Every answer carries `x-runtime-host` (the container's hostname) so tests can tell
+//! runtimes apart.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+#[derive(Default)]
+struct State {
+    /// Open `/hold` responses, by id, waiting for their `/release`.
+    held: Mutex<HashMap<String, oneshot::Sender<()>>>,
+    hostname: String,
+    data_dir: String,
+}
+
+fn full(text: impl Into<Bytes>) -> Body {
+    Full::new(text.into()).map_err(|never| match never {}).boxed()
+}
+
+fn query_param(req: &Request<Incoming>, key: &str) -> Option<String> {
+    req.uri().query()?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == key).then(|| v.to_owned())
+    })
+}
+
+async fn rpc(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    match (req.method().as_str(), path.as_str()) {
+        ("GET", "/health") => Response::new(full("ok")),
+        ("POST", "/run") => {
+            let method = req.method().to_string();
+            let uri = req.uri().to_string();
+            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let answer = serde_json::json!({
+                "ok": true,
+                "method": method,
+                "uri": uri,
+                "body": String::from_utf8_lossy(&body),
+                "hostname": state.hostname,
+            });
+            Response::new(full(answer.to_string()))
+        }
+        ("GET", "/env") => {
+            let env: HashMap<String, String> = std::env::vars().collect();
+            Response::new(full(serde_json::to_string(&env).unwrap()))
+        }
+        ("GET", "/headers") => {
+            let headers: HashMap<String, String> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .collect();
+            Response::new(full(serde_json::to_string(&headers).unwrap()))
+        }
+        ("POST", "/echo") => {
+            Response::new(req.into_body().boxed())
+        }
+        ("GET", "/sleep") => {
+            let ms: u64 = query_param(&req, "ms").and_then(|v| v.parse().ok()).unwrap_or(1000);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Response::new(full(format!("slept {ms} ms")))
+        }
+        ("GET", "/hold") => {
+            let id = query_param(&req, "id").unwrap_or_default();
+            let (tx, rx) = oneshot::channel();
+            state.held.lock().unwrap().insert(id, tx);
+            let first = futures_util::stream::once(async { Ok::<_, hyper::Error>(Frame::data(Bytes::from("first;"))) });
+            let rest = futures_util::stream::once(async move {
+                let _ = rx.await;
+                Ok::<_, hyper::Error>(Frame::data(Bytes::from("rest")))
+            });
+            Response::new(BodyExt::boxed(StreamBody::new(first.chain(rest))))
+        }
+        ("GET", "/release") => {
+            let id = query_param(&req, "id").unwrap_or_default();
+            let found = state.held.lock().unwrap().remove(&id).map(|tx| tx.send(()));
+            Response::new(full(if found.is_some() { "released" } else { "unknown" }))
+        }
+        ("GET", "/boots") => {
+            let boots = std::fs::read_to_string(format!("{}/boots", state.data_dir)).unwrap_or_default();
+            Response::new(full(boots))
+        }
+        _ => {
+            let mut response = Response::new(full("stub: no such path"));
+            *response.status_mut() = StatusCode::NOT_FOUND;
+            response
+        }
+    }
+}
+
+async fn view(req: Request<Incoming>) -> Response<Body> {
+    match req.uri().path() {
+        "/vnc.html" => {
+            let mut response = Response::new(full("<!doctype html><title>stub noVNC</title><p>stub view</p>"));
+            response.headers_mut().insert("content-type", "text/html".parse().unwrap());
+            response
+        }
+        "/websockify" => websocket_echo(req),
+        _ => {
+            let mut response = Response::new(full("stub view: no such path"));
+            *response.status_mut() = StatusCode::NOT_FOUND;
+            response
+        }
+    }
+}
+
+/// Accepts a WebSocket handshake and echoes every message back, byte for byte.
+fn websocket_echo(mut req: Request<Incoming>) -> Response<Body> {
+    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+        let mut response = Response::new(full("expected a websocket handshake"));
+        *response.status_mut() = StatusCode::BAD_REQUEST;
+        return response;
+    };
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        while let Some(Ok(message)) = ws.next().await {
+            if message.is_close() {
+                let _ = ws.close(None).await;
+                break;
+            }
+            if (message.is_binary() || message.is_text()) && ws.send(message).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut response = Response::new(full(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert("connection", "upgrade".parse().unwrap());
+    headers.insert("upgrade", "websocket".parse().unwrap());
+    headers.insert("sec-websocket-accept", derive_accept_key(key.as_bytes()).parse().unwrap());
+    response
+}
+
+async fn cdp(req: Request<Incoming>) -> Response<Body> {
+    match req.uri().path() {
+        "/json/version" => Response::new(full(r#"{"Browser":"stub-runtime"}"#)),
+        _ => {
+            let mut response = Response::new(full("stub cdp: no such path"));
+            *response.status_mut() = StatusCode::NOT_FOUND;
+            response
+        }
+    }
+}
+
+async fn serve<F, Fut>(port: u16, hostname: String, handler: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
+{
+    let listener = TcpListener::bind(("0.0.0.0", port)).await.expect("bind");
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let handler = handler.clone();
+        let hostname = hostname.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let handler = handler.clone();
+                let hostname = hostname.clone();
+                async move {
+                    let mut response = handler(req).await;
+                    response.headers_mut().insert("x-runtime-host", hostname.parse().unwrap());
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+        });
+    }
+}
+
+fn port(key: &str, default: u16) -> u16 {
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() {
+    let hostname = std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim().to_owned();
+    let data_dir = std::env::var("BROWSER_DATA_DIR").unwrap_or_else(|_| "/data".into());
+    // Record each boot in the data volume, so tests can see that a profile survived.
+    let boots_path = format!("{data_dir}/boots");
+    let mut boots = std::fs::read_to_string(&boots_path).unwrap_or_default();
+    boots.push_str(&hostname);
+    boots.push('\n');
+    let _ = std::fs::write(&boots_path, boots);
+
+    let state = Arc::new(State {
+        hostname: hostname.clone(),
+        data_dir,
+        ..Default::default()
+    });
+    let rpc_state = state.clone();
+    tokio::spawn(serve(port("BROWSER_USE_RPC_PORT", 8787), hostname.clone(), move |req| {
+        rpc(rpc_state.clone(), req)
+    }));
+    tokio::spawn(serve(6080, hostname.clone(), view));
+    tokio::spawn(serve(9222, hostname, cdp));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal");
+    term.recv().await;
+}
