@@ -9,8 +9,13 @@ apt_install curl
 scripts/build-test-images.sh
 cargo fmt --all --check
 cargo clippy --all-targets --workspace --quiet -- -D warnings
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace "$@" || status=$?
+cargo test --workspace "$@" 2>&1 | tee "$log" || status=$?
 # The test network is shared by all tests; remove it once they are done (ignored if in use).
 docker network rm lazygate-test >/dev/null 2>&1 || true
+# One closing line for the whole run (cargo's last line is the doc-tests' own count).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit $status

@@ -61,7 +61,11 @@ impl RunIdentity {
 
 /// The seed's `ensure_browser_runtime`: starts (or finds) the runtime and answers with its
 /// `cdp_url`, `rpc_url`, `browser_view`, `isolation_mode` and `owner_hash`.
-pub async fn ensure(gateway: &Gateway, request: Request<Incoming>, log: &mut RequestLog) -> Result<Response<Body>, RequestError> {
+pub async fn ensure(
+    gateway: &Gateway,
+    request: Request<Incoming>,
+    log: &mut RequestLog,
+) -> Result<Response<Body>, RequestError> {
     let identity = read_identity(request).await?;
     let settings = &gateway.settings;
     let mode = settings.isolation_mode;

@@ -202,18 +202,11 @@ impl Settings {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid value {value:?} for {key}: {reason}")]
-    Invalid {
-        key: String,
-        value: String,
-        reason: String,
-    },
+    Invalid { key: String, value: String, reason: String },
 }
 
 /// Where environment overrides come from: the process environment, or a map in tests.
@@ -291,7 +284,10 @@ impl RawConfig {
         set(&mut r.isolation_mode, env.var("BROWSER_USE_ISOLATION_MODE"));
         set(&mut r.image, env.var("BROWSER_RUNTIME_IMAGE"));
         set(&mut r.network, env.var("BROWSER_RUNTIME_NETWORK"));
-        set(&mut r.ttl_seconds, parse_env(env, "BROWSER_RUNTIME_TTL_SECONDS", SECONDS)?);
+        set(
+            &mut r.ttl_seconds,
+            parse_env(env, "BROWSER_RUNTIME_TTL_SECONDS", SECONDS)?,
+        );
         set(
             &mut r.start_timeout_seconds,
             parse_env(env, "BROWSER_RUNTIME_START_TIMEOUT", SECONDS)?,
@@ -357,7 +353,11 @@ fn docker_name(key: &str, value: String) -> Result<String, ConfigError> {
     if ok {
         Ok(value)
     } else {
-        Err(invalid(key, value, "expected a Docker name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)"))
+        Err(invalid(
+            key,
+            value,
+            "expected a Docker name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)",
+        ))
     }
 }
 
@@ -378,7 +378,12 @@ impl TryFrom<RawConfig> for Settings {
     type Error = ConfigError;
 
     fn try_from(raw: RawConfig) -> Result<Settings, ConfigError> {
-        let RawConfig { server, runtime, shared, view } = raw;
+        let RawConfig {
+            server,
+            runtime,
+            shared,
+            view,
+        } = raw;
         let listen_text = server.listen.unwrap_or_else(|| "0.0.0.0:8080".to_owned());
         let listen = listen_text
             .trim()
@@ -386,9 +391,9 @@ impl TryFrom<RawConfig> for Settings {
             .map_err(|_| invalid("server.listen (LAZYGATE_LISTEN)", &listen_text, "expected IP:PORT"))?;
         let isolation_mode = match runtime.isolation_mode {
             None => IsolationMode::DockerPerPrincipal,
-            Some(v) => v.parse().map_err(|reason| {
-                invalid("runtime.isolation_mode (BROWSER_USE_ISOLATION_MODE)", &v, reason)
-            })?,
+            Some(v) => v
+                .parse()
+                .map_err(|reason| invalid("runtime.isolation_mode (BROWSER_USE_ISOLATION_MODE)", &v, reason))?,
         };
         let upstream = match runtime.upstream {
             None => UpstreamMode::Network,
@@ -402,11 +407,19 @@ impl TryFrom<RawConfig> for Settings {
             "browser-use-browser-runtime:latest",
         )?;
         if image.chars().any(char::is_whitespace) {
-            return Err(invalid("runtime.image (BROWSER_RUNTIME_IMAGE)", image, "must not contain spaces"));
+            return Err(invalid(
+                "runtime.image (BROWSER_RUNTIME_IMAGE)",
+                image,
+                "must not contain spaces",
+            ));
         }
         let network = docker_name(
             "runtime.network (BROWSER_RUNTIME_NETWORK)",
-            non_empty("runtime.network (BROWSER_RUNTIME_NETWORK)", runtime.network, "browser-net")?,
+            non_empty(
+                "runtime.network (BROWSER_RUNTIME_NETWORK)",
+                runtime.network,
+                "browser-net",
+            )?,
         )?;
         let scope = match runtime.scope.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()) {
             None => None,
@@ -441,11 +454,21 @@ impl TryFrom<RawConfig> for Settings {
                 300,
                 1,
             )?,
-            drain: seconds("server.drain_seconds (LAZYGATE_DRAIN_SECONDS)", server.drain_seconds, 10, 0)?,
+            drain: seconds(
+                "server.drain_seconds (LAZYGATE_DRAIN_SECONDS)",
+                server.drain_seconds,
+                10,
+                0,
+            )?,
             isolation_mode,
             image,
             network,
-            ttl: seconds("runtime.ttl_seconds (BROWSER_RUNTIME_TTL_SECONDS)", runtime.ttl_seconds, 900, 1)?,
+            ttl: seconds(
+                "runtime.ttl_seconds (BROWSER_RUNTIME_TTL_SECONDS)",
+                runtime.ttl_seconds,
+                900,
+                1,
+            )?,
             start_timeout: seconds(
                 "runtime.start_timeout_seconds (BROWSER_RUNTIME_START_TIMEOUT)",
                 runtime.start_timeout_seconds,
@@ -508,7 +531,10 @@ mod tests {
         assert!(s.enable_ui);
         assert_eq!(s.upstream, UpstreamMode::Network);
         assert_eq!((s.view_port, s.rpc_port, s.cdp_port), (6080, 8787, 9222));
-        assert_eq!(s.registry_path(), PathBuf::from("/tmp/browser-use-api/docker_runtimes.json"));
+        assert_eq!(
+            s.registry_path(),
+            PathBuf::from("/tmp/browser-use-api/docker_runtimes.json")
+        );
         assert_eq!(s.shared_rpc_url, "http://browser:8787/run");
         assert_eq!(s.view_base_url, None);
     }
@@ -545,16 +571,36 @@ mod tests {
     fn invalid_values_name_the_key() {
         type Case<'a> = (&'a str, [(&'a str, &'a str); 1], &'a str);
         let cases: Vec<Case> = vec![
-            ("", [("BROWSER_RUNTIME_TTL_SECONDS", "abc")], "BROWSER_RUNTIME_TTL_SECONDS"),
-            ("", [("BROWSER_RUNTIME_TTL_SECONDS", "0")], "BROWSER_RUNTIME_TTL_SECONDS"),
-            ("", [("BROWSER_USE_ISOLATION_MODE", "docker")], "BROWSER_USE_ISOLATION_MODE"),
-            ("", [("BROWSER_RUNTIME_ENABLE_UI", "maybe")], "BROWSER_RUNTIME_ENABLE_UI"),
+            (
+                "",
+                [("BROWSER_RUNTIME_TTL_SECONDS", "abc")],
+                "BROWSER_RUNTIME_TTL_SECONDS",
+            ),
+            (
+                "",
+                [("BROWSER_RUNTIME_TTL_SECONDS", "0")],
+                "BROWSER_RUNTIME_TTL_SECONDS",
+            ),
+            (
+                "",
+                [("BROWSER_USE_ISOLATION_MODE", "docker")],
+                "BROWSER_USE_ISOLATION_MODE",
+            ),
+            (
+                "",
+                [("BROWSER_RUNTIME_ENABLE_UI", "maybe")],
+                "BROWSER_RUNTIME_ENABLE_UI",
+            ),
             ("", [("LAZYGATE_UPSTREAM", "carrier-pigeon")], "LAZYGATE_UPSTREAM"),
             ("", [("LAZYGATE_LISTEN", "8080")], "LAZYGATE_LISTEN"),
             ("", [("LAZYGATE_VIEW_PORT", "70000")], "LAZYGATE_VIEW_PORT"),
             ("", [("LAZYGATE_RPC_PORT", "0")], "LAZYGATE_RPC_PORT"),
             ("", [("BROWSER_URL", "browser:9222")], "BROWSER_URL"),
-            ("", [("BROWSER_RUNTIME_NETWORK", "no spaces")], "BROWSER_RUNTIME_NETWORK"),
+            (
+                "",
+                [("BROWSER_RUNTIME_NETWORK", "no spaces")],
+                "BROWSER_RUNTIME_NETWORK",
+            ),
             ("[runtime]\nttl_seconds = 0\n", [("X", "")], "runtime.ttl_seconds"),
         ];
         for (file, env, key) in cases {

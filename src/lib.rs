@@ -42,7 +42,12 @@ use view_url::ViewUrls;
 
 /// Serves on `listener` until `shutdown` completes, then drains connections and tunnels
 /// within the configured deadline. Runtimes are never stopped on the way out.
-pub async fn run(listener: TcpListener, settings: Settings, backend: Arc<dyn Backend>, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    listener: TcpListener,
+    settings: Settings,
+    backend: Arc<dyn Backend>,
+    shutdown: impl Future<Output = ()>,
+) {
     let settings = Arc::new(settings);
     let views = Arc::new(ViewUrls::new(
         settings.view_base_url.clone(),
@@ -64,6 +69,14 @@ pub async fn run(listener: TcpListener, settings: Settings, backend: Arc<dyn Bac
     let _reaper_guard = reaper_token.clone().drop_guard();
     let reaper = tokio::spawn(provision::reaper::run(provisioner.clone(), reaper_token.clone()));
 
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(
+        %addr,
+        mode = settings.isolation_mode.as_str(),
+        image = %settings.image,
+        ttl_seconds = settings.ttl.as_secs(),
+        "listening"
+    );
     let gateway = Arc::new(Gateway::new(settings.clone(), provisioner, views));
     let stop = CancellationToken::new();
     let server = tokio::spawn(server::serve(listener, gateway.clone(), stop.clone(), settings.drain));
@@ -72,7 +85,10 @@ pub async fn run(listener: TcpListener, settings: Settings, backend: Arc<dyn Bac
     stop.cancel();
     server.await.ok();
     gateway.tunnels.close();
-    if tokio::time::timeout(settings.drain, gateway.tunnels.wait()).await.is_err() {
+    if tokio::time::timeout(settings.drain, gateway.tunnels.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("closing WebSocket tunnels still open at the drain deadline");
     }
     reaper_token.cancel();

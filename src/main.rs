@@ -62,14 +62,6 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        tracing::info!(
-            %addr,
-            mode = settings.isolation_mode.as_str(),
-            image = %settings.image,
-            ttl_seconds = settings.ttl.as_secs(),
-            "listening"
-        );
         let backend = Arc::new(DockerBackend::new(settings.scope.clone()));
         lazygate::run(listener, settings, backend, shutdown_signal()).await;
         ExitCode::SUCCESS

@@ -57,8 +57,7 @@ impl OwnerHash {
     /// Parses a hash as it appears in `/view/<hash>/`: 16 lowercase hex characters.
     pub fn parse(text: &str) -> Result<Self, OwnerError> {
         let bytes = text.as_bytes();
-        if bytes.len() != HASH_LEN || !bytes.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        {
+        if bytes.len() != HASH_LEN || !bytes.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(OwnerError::BadHash);
         }
         let mut out = [0u8; HASH_LEN];
@@ -177,7 +176,13 @@ mod tests {
     #[test]
     fn parse_hash_accepts_only_lowercase_hex_of_16() {
         assert!(OwnerHash::parse("2bd806c97f0e00af").is_ok());
-        for bad in ["2BD806C97F0E00AF", "2bd806c97f0e00a", "2bd806c97f0e00afa", "2bd806c97f0e00ag", ""] {
+        for bad in [
+            "2BD806C97F0E00AF",
+            "2bd806c97f0e00a",
+            "2bd806c97f0e00afa",
+            "2bd806c97f0e00ag",
+            "",
+        ] {
             assert_eq!(OwnerHash::parse(bad), Err(OwnerError::BadHash), "{bad}");
         }
     }
@@ -211,18 +216,36 @@ mod tests {
         use IsolationMode::*;
         let meta = json!({"user_id": "u1", "session_id": "s1"});
         let meta = meta.as_object();
-        assert_eq!(resolve_isolation_owner(DockerPerTask, Some(" t1 "), meta, Some("th")), "t1");
+        assert_eq!(
+            resolve_isolation_owner(DockerPerTask, Some(" t1 "), meta, Some("th")),
+            "t1"
+        );
         assert_eq!(resolve_isolation_owner(DockerPerTask, None, meta, None), "default");
-        assert_eq!(resolve_isolation_owner(DockerPerPrincipal, Some("t"), meta, Some("th")), "u1");
+        assert_eq!(
+            resolve_isolation_owner(DockerPerPrincipal, Some("t"), meta, Some("th")),
+            "u1"
+        );
         let only_session = json!({"user_id": "", "session_id": 42});
         assert_eq!(
             resolve_isolation_owner(DockerPerPrincipal, None, only_session.as_object(), None),
             "42"
         );
         let flag = json!({"user_id": true});
-        assert_eq!(resolve_isolation_owner(DockerPerPrincipal, None, flag.as_object(), None), "True");
-        assert_eq!(resolve_isolation_owner(DockerPerPrincipal, Some("t"), None, Some("")), "t");
-        assert_eq!(resolve_isolation_owner(DockerPerPrincipal, Some("t"), None, Some("th")), "th");
-        assert_eq!(resolve_isolation_owner(DockerPerPrincipal, None, None, Some("  ")), "default");
+        assert_eq!(
+            resolve_isolation_owner(DockerPerPrincipal, None, flag.as_object(), None),
+            "True"
+        );
+        assert_eq!(
+            resolve_isolation_owner(DockerPerPrincipal, Some("t"), None, Some("")),
+            "t"
+        );
+        assert_eq!(
+            resolve_isolation_owner(DockerPerPrincipal, Some("t"), None, Some("th")),
+            "th"
+        );
+        assert_eq!(
+            resolve_isolation_owner(DockerPerPrincipal, None, None, Some("  ")),
+            "default"
+        );
     }
 }

@@ -19,7 +19,11 @@ pub enum Route {
     /// `/view/<hash>/<rest>`: the owner's noVNC page and websockify.
     View { owner_hash: OwnerHash, rest: String },
     /// `/rpc/<owner>[/<rest>]`: the owner's RPC server; `/rpc/<owner>` alone is `/run`.
-    Rpc { owner: String, owner_hash: OwnerHash, rest: String },
+    Rpc {
+        owner: String,
+        owner_hash: OwnerHash,
+        rest: String,
+    },
     /// `DELETE /rpc/<owner>`: remove the owner's runtime now.
     Release { owner: String, owner_hash: OwnerHash },
     /// `POST /api/runtimes/ensure`: the seed's `ensure_browser_runtime`.
@@ -197,47 +201,131 @@ mod tests {
             (
                 Method::GET,
                 format!("/view/{HASH}/vnc.html?path=view/{HASH}/websockify"),
-                Ok(Route::View { owner_hash: h, rest: format!("/vnc.html?path=view/{HASH}/websockify") }),
+                Ok(Route::View {
+                    owner_hash: h,
+                    rest: format!("/vnc.html?path=view/{HASH}/websockify"),
+                }),
             ),
-            (Method::GET, format!("/view/{HASH}/"), Ok(Route::View { owner_hash: h, rest: "/".into() })),
-            (Method::GET, format!("/view/{HASH}"), Ok(Route::ViewRedirect { owner_hash: h })),
+            (
+                Method::GET,
+                format!("/view/{HASH}/"),
+                Ok(Route::View {
+                    owner_hash: h,
+                    rest: "/".into(),
+                }),
+            ),
+            (
+                Method::GET,
+                format!("/view/{HASH}"),
+                Ok(Route::ViewRedirect { owner_hash: h }),
+            ),
             (
                 Method::POST,
                 "/rpc/alice".into(),
-                Ok(Route::Rpc { owner: "alice".into(), owner_hash: alice, rest: "/run".into() }),
+                Ok(Route::Rpc {
+                    owner: "alice".into(),
+                    owner_hash: alice,
+                    rest: "/run".into(),
+                }),
             ),
             (
                 Method::GET,
                 "/rpc/alice/health?x=1".into(),
-                Ok(Route::Rpc { owner: "alice".into(), owner_hash: alice, rest: "/health?x=1".into() }),
+                Ok(Route::Rpc {
+                    owner: "alice".into(),
+                    owner_hash: alice,
+                    rest: "/health?x=1".into(),
+                }),
             ),
             (
                 Method::DELETE,
                 "/rpc/alice".into(),
-                Ok(Route::Release { owner: "alice".into(), owner_hash: alice }),
+                Ok(Route::Release {
+                    owner: "alice".into(),
+                    owner_hash: alice,
+                }),
             ),
             (Method::POST, "/api/runtimes/ensure".into(), Ok(Route::ApiEnsure)),
             (Method::POST, "/api/runtimes/cleanup".into(), Ok(Route::ApiCleanup)),
             (Method::GET, "/".into(), Err(RouteError::NotFound("/".into()))),
-            (Method::GET, "/view/".into(), Err(RouteError::OwnerHash(OwnerError::BadHash))),
-            (Method::GET, "/view/ABCDEF0123456789/".into(), Err(RouteError::OwnerHash(OwnerError::BadHash))),
-            (Method::GET, "/view/2bd806c97f0e00a/".into(), Err(RouteError::OwnerHash(OwnerError::BadHash))),
-            (Method::GET, "/view/..%2f..%2fetc/".into(), Err(RouteError::OwnerHash(OwnerError::BadHash))),
-            (Method::POST, "/rpc/..".into(), Err(RouteError::Owner(OwnerError::DotSegment))),
-            (Method::POST, "/rpc/a%2Fb".into(), Err(RouteError::Owner(OwnerError::Slash))),
-            (Method::POST, "/rpc/a%00".into(), Err(RouteError::Owner(OwnerError::ControlChar))),
+            (
+                Method::GET,
+                "/view/".into(),
+                Err(RouteError::OwnerHash(OwnerError::BadHash)),
+            ),
+            (
+                Method::GET,
+                "/view/ABCDEF0123456789/".into(),
+                Err(RouteError::OwnerHash(OwnerError::BadHash)),
+            ),
+            (
+                Method::GET,
+                "/view/2bd806c97f0e00a/".into(),
+                Err(RouteError::OwnerHash(OwnerError::BadHash)),
+            ),
+            (
+                Method::GET,
+                "/view/..%2f..%2fetc/".into(),
+                Err(RouteError::OwnerHash(OwnerError::BadHash)),
+            ),
+            (
+                Method::POST,
+                "/rpc/..".into(),
+                Err(RouteError::Owner(OwnerError::DotSegment)),
+            ),
+            (
+                Method::POST,
+                "/rpc/a%2Fb".into(),
+                Err(RouteError::Owner(OwnerError::Slash)),
+            ),
+            (
+                Method::POST,
+                "/rpc/a%00".into(),
+                Err(RouteError::Owner(OwnerError::ControlChar)),
+            ),
             (Method::POST, "/rpc/".into(), Err(RouteError::Owner(OwnerError::Empty))),
-            (Method::GET, format!("/view/{HASH}/../x"), Err(RouteError::Path("dot segment in path"))),
-            (Method::GET, format!("/view/{HASH}/%2e%2E/x"), Err(RouteError::Path("dot segment in path"))),
-            (Method::GET, format!("/view/{HASH}/a%2fb"), Err(RouteError::Path("encoded separator in path"))),
-            (Method::GET, format!("/view/{HASH}/a%5cb"), Err(RouteError::Path("encoded separator in path"))),
-            (Method::GET, format!("/view/{HASH}/%252e%252e/"), Err(RouteError::Path("double percent-encoding in path"))),
-            (Method::GET, format!("/view/{HASH}/a%00"), Err(RouteError::Path("control character in path"))),
-            (Method::GET, "/rpc/alice/a/../../x".into(), Err(RouteError::Path("dot segment in path"))),
+            (
+                Method::GET,
+                format!("/view/{HASH}/../x"),
+                Err(RouteError::Path("dot segment in path")),
+            ),
+            (
+                Method::GET,
+                format!("/view/{HASH}/%2e%2E/x"),
+                Err(RouteError::Path("dot segment in path")),
+            ),
+            (
+                Method::GET,
+                format!("/view/{HASH}/a%2fb"),
+                Err(RouteError::Path("encoded separator in path")),
+            ),
+            (
+                Method::GET,
+                format!("/view/{HASH}/a%5cb"),
+                Err(RouteError::Path("encoded separator in path")),
+            ),
+            (
+                Method::GET,
+                format!("/view/{HASH}/%252e%252e/"),
+                Err(RouteError::Path("double percent-encoding in path")),
+            ),
+            (
+                Method::GET,
+                format!("/view/{HASH}/a%00"),
+                Err(RouteError::Path("control character in path")),
+            ),
+            (
+                Method::GET,
+                "/rpc/alice/a/../../x".into(),
+                Err(RouteError::Path("dot segment in path")),
+            ),
             (
                 Method::GET,
                 "/api/runtimes/ensure".into(),
-                Err(RouteError::MethodNotAllowed { method: Method::GET, path: "/api/runtimes/ensure".into() }),
+                Err(RouteError::MethodNotAllowed {
+                    method: Method::GET,
+                    path: "/api/runtimes/ensure".into(),
+                }),
             ),
         ];
         for (method, uri, want) in cases {
@@ -248,6 +336,9 @@ mod tests {
     #[test]
     fn long_owner_is_refused() {
         let uri = format!("/rpc/{}", "a".repeat(10_000));
-        assert!(matches!(route(Method::POST, &uri), Err(RouteError::Owner(OwnerError::TooLong(_)))));
+        assert!(matches!(
+            route(Method::POST, &uri),
+            Err(RouteError::Owner(OwnerError::TooLong(_)))
+        ));
     }
 }

@@ -112,10 +112,14 @@ impl Gateway {
                 Ok(response)
             }
             Route::View { owner_hash, rest } => self.proxy(request, peer, owner_hash, Service::View, &rest, log).await,
-            Route::Rpc { owner_hash, rest, .. } => self.proxy(request, peer, owner_hash, Service::Rpc, &rest, log).await,
+            Route::Rpc { owner_hash, rest, .. } => {
+                self.proxy(request, peer, owner_hash, Service::Rpc, &rest, log).await
+            }
             Route::Release { owner_hash, .. } => {
                 if self.settings.isolation_mode == IsolationMode::Shared {
-                    return Err(RequestError::SharedMode { owner_hash: owner_hash.to_string() });
+                    return Err(RequestError::SharedMode {
+                        owner_hash: owner_hash.to_string(),
+                    });
                 }
                 let removed = self.provisioner.release(owner_hash).await?;
                 let volume_removed = self.settings.isolation_mode == IsolationMode::DockerPerTask;
@@ -131,10 +135,16 @@ impl Gateway {
 
     async fn readiness(&self) -> Result<Response<Body>, RequestError> {
         if self.settings.isolation_mode == IsolationMode::Shared {
-            return Ok(json_response(StatusCode::OK, &json!({"status": "ready", "engine": "not used"})));
+            return Ok(json_response(
+                StatusCode::OK,
+                &json!({"status": "ready", "engine": "not used"}),
+            ));
         }
         match tokio::time::timeout(Duration::from_secs(2), self.provisioner.backend().ping()).await {
-            Ok(Ok(())) => Ok(json_response(StatusCode::OK, &json!({"status": "ready", "engine": "ok"}))),
+            Ok(Ok(())) => Ok(json_response(
+                StatusCode::OK,
+                &json!({"status": "ready", "engine": "ok"}),
+            )),
             Ok(Err(error)) => Err(RequestError::EngineUnavailable(error.to_string())),
             Err(_) => Err(RequestError::EngineUnavailable("no answer within 2s".into())),
         }
@@ -173,7 +183,10 @@ impl Gateway {
         let client_upgrade = headers::is_websocket_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
         let (mut parts, incoming) = request.into_parts();
         let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-            parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
         headers::strip_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
         headers::set_forwarded(&mut parts.headers, peer.ip(), original_host);
@@ -182,7 +195,11 @@ impl Gateway {
         let shared = self.settings.isolation_mode == IsolationMode::Shared;
         let mut retried = false;
         loop {
-            let lease = if shared { None } else { Some(self.provisioner.acquire(owner_hash).await?) };
+            let lease = if shared {
+                None
+            } else {
+                Some(self.provisioner.acquire(owner_hash).await?)
+            };
             log.cold |= lease.as_ref().is_some_and(Lease::cold);
             let authority = match (&lease, service) {
                 (None, _) => self.shared_authority(service),
@@ -190,19 +207,28 @@ impl Gateway {
                 (Some(lease), Service::View) => lease.runtime().endpoints.view.clone(),
             };
             let result = match client_upgrade {
-                Some(_) => tunnel::handshake(&parts, &authority, rest, self.settings.upstream_timeout)
-                    .await,
+                Some(_) => tunnel::handshake(&parts, &authority, rest, self.settings.upstream_timeout).await,
                 None => {
-                    let body = body.take().or_else(|| handle.resend()).ok_or_else(|| {
-                        RequestError::UpstreamFailed("request body was already sent".into())
-                    })?;
-                    self.upstream.send(&parts, &authority, rest, body).await.map(|r| (r, None))
+                    let body = body
+                        .take()
+                        .or_else(|| handle.resend())
+                        .ok_or_else(|| RequestError::UpstreamFailed("request body was already sent".into()))?;
+                    self.upstream
+                        .send(&parts, &authority, rest, body)
+                        .await
+                        .map(|r| (r, None))
                 }
             };
             match result {
                 Ok((response, Some(upstream_upgrade))) => {
                     let client_upgrade = client_upgrade.expect("upstream upgraded only when asked");
-                    return Ok(tunnel::splice(response, client_upgrade, upstream_upgrade, lease, &self.tunnels));
+                    return Ok(tunnel::splice(
+                        response,
+                        client_upgrade,
+                        upstream_upgrade,
+                        lease,
+                        &self.tunnels,
+                    ));
                 }
                 Ok((response, None)) => return Ok(proxy::into_client_response(response, lease)),
                 Err(SendError::Connect(message)) => {

@@ -98,7 +98,10 @@ mod tests {
                     INF |  https://old-name.trycloudflare.com  |\n\
                     INF |  https://fresh-name.trycloudflare.com/vnc.html  |\n\
                     INF Registered tunnel connection";
-        assert_eq!(last_https_url(logs), Some("https://fresh-name.trycloudflare.com/vnc.html"));
+        assert_eq!(
+            last_https_url(logs),
+            Some("https://fresh-name.trycloudflare.com/vnc.html")
+        );
         assert_eq!(
             normalize_view_base_url(last_https_url(logs).unwrap()),
             "https://fresh-name.trycloudflare.com"

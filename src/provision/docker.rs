@@ -12,18 +12,18 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::errors::Error as EngineError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig,
-    NetworkCreateRequest, PortBinding, VolumeCreateRequest,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig, NetworkCreateRequest,
+    PortBinding, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptionsBuilder,
 };
 use futures_util::StreamExt;
 
 use super::backend::{
-    Backend, BackendError, Endpoints, LABEL_MANAGED_BY, LABEL_OWNER_HASH, LABEL_SCOPE, MANAGED_BY,
-    Operation, Ports, RuntimeInfo, RuntimeSpec,
+    Backend, BackendError, Endpoints, LABEL_MANAGED_BY, LABEL_OWNER_HASH, LABEL_SCOPE, MANAGED_BY, Operation, Ports,
+    RuntimeInfo, RuntimeSpec,
 };
 use crate::owner::OwnerHash;
 
@@ -205,7 +205,12 @@ impl DockerBackend {
 }
 
 /// Reads where a running container's services answer.
-fn endpoints_of(c: &ContainerInspectResponse, name: &str, ports: Ports, publish: bool) -> Result<Endpoints, BackendError> {
+fn endpoints_of(
+    c: &ContainerInspectResponse,
+    name: &str,
+    ports: Ports,
+    publish: bool,
+) -> Result<Endpoints, BackendError> {
     let settings = c.network_settings.as_ref();
     if !publish {
         return Ok(Endpoints {
@@ -218,16 +223,21 @@ fn endpoints_of(c: &ContainerInspectResponse, name: &str, ports: Ports, publish:
         let bindings = settings?.ports.as_ref()?.get(&format!("{port}/tcp"))?.as_ref()?;
         bindings
             .iter()
-            .find(|b| b.host_ip.as_deref().is_some_and(|ip| ip == "127.0.0.1" || ip == "0.0.0.0"))
+            .find(|b| {
+                b.host_ip
+                    .as_deref()
+                    .is_some_and(|ip| ip == "127.0.0.1" || ip == "0.0.0.0")
+            })
             .and_then(|b| b.host_port.as_deref())
             .filter(|p| !p.is_empty())
             .map(|p| format!("127.0.0.1:{p}"))
     };
     // A runtime started without published ports (by the seed, say) is still reachable from
     // the host at its bridge address.
-    let bridge_ip = settings
-        .and_then(|s| s.networks.as_ref())
-        .and_then(|n| n.values().find_map(|e| e.ip_address.clone().filter(|ip| !ip.is_empty())));
+    let bridge_ip = settings.and_then(|s| s.networks.as_ref()).and_then(|n| {
+        n.values()
+            .find_map(|e| e.ip_address.clone().filter(|ip| !ip.is_empty()))
+    });
     let resolve = |port: u16| -> Result<String, BackendError> {
         published(port)
             .or_else(|| bridge_ip.as_ref().map(|ip| format!("{ip}:{port}")))

@@ -144,13 +144,21 @@ impl Clock {
 
     /// Seconds since the Unix epoch for a clock reading, as the seed writes `last_used`.
     fn to_unix(self, ms: i64) -> f64 {
-        let base = self.epoch_wall.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        let base = self
+            .epoch_wall
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
         base + ms as f64 / 1000.0
     }
 
     /// The clock reading for seconds since the Unix epoch.
     fn reading_of_unix(self, seconds: f64) -> i64 {
-        let base = self.epoch_wall.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        let base = self
+            .epoch_wall
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
         ((seconds - base) * 1000.0).round() as i64
     }
 }
@@ -377,7 +385,10 @@ impl Provisioner {
     /// Registers running runtimes that carry the managed labels, with last use from the
     /// registry file, or a full TTL of grace when it has none.
     pub async fn adopt(&self) -> Result<usize, BackendError> {
-        let runtimes = self.backend.list(self.ports(), self.settings.upstream == UpstreamMode::Published).await?;
+        let runtimes = self
+            .backend
+            .list(self.ports(), self.settings.upstream == UpstreamMode::Published)
+            .await?;
         let now = self.clock.now_ms();
         let mode = self.settings.isolation_mode.as_str();
         let mut adopted = 0;
@@ -385,7 +396,11 @@ impl Provisioner {
             let slot = self.slot(info.owner_hash);
             let Ok(mut guard) = slot.state.try_lock() else { continue };
             if let SlotState::Absent = *guard {
-                let restored = self.restored.lock().expect("registry lock").last_used(mode, info.owner_hash.as_str());
+                let restored = self
+                    .restored
+                    .lock()
+                    .expect("registry lock")
+                    .last_used(mode, info.owner_hash.as_str());
                 let last_used = restored.map(|t| self.clock.reading_of_unix(t).min(now)).unwrap_or(now);
                 slot.last_used_ms.store(last_used, Ordering::Release);
                 tracing::info!(
@@ -440,7 +455,9 @@ impl Provisioner {
                     *guard = SlotState::Absent;
                     self.mark_dirty();
                 }
-                Err(error) => tracing::warn!(owner_hash = %owner_hash, %error, "cannot remove idle runtime; will retry"),
+                Err(error) => {
+                    tracing::warn!(owner_hash = %owner_hash, %error, "cannot remove idle runtime; will retry")
+                }
             }
         });
         futures_util::future::join_all(removals).await;

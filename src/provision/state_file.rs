@@ -101,8 +101,14 @@ mod tests {
 }"#;
         std::fs::write(&path, seed).unwrap();
         let registry = Registry::load(&path);
-        assert_eq!(registry.last_used("docker-per-principal", "2bd806c97f0e00af"), Some(1764340000.25));
-        assert_eq!(registry.last_used("docker-per-task", "2bd806c97f0e00af"), Some(1764340000.25));
+        assert_eq!(
+            registry.last_used("docker-per-principal", "2bd806c97f0e00af"),
+            Some(1764340000.25)
+        );
+        assert_eq!(
+            registry.last_used("docker-per-task", "2bd806c97f0e00af"),
+            Some(1764340000.25)
+        );
         assert_eq!(registry.last_used("docker-per-task", "0000000000000000"), None);
         registry.save(&path).unwrap();
         let written = std::fs::read_to_string(&path).unwrap();

@@ -121,7 +121,14 @@ impl RequestBody {
             hint,
             end_stream,
         };
-        (body, BodyHandle { shared, hint, end_stream })
+        (
+            body,
+            BodyHandle {
+                shared,
+                hint,
+                end_stream,
+            },
+        )
     }
 }
 
@@ -213,8 +220,7 @@ pub fn into_client_response(response: Response<Incoming>, lease: Option<Lease>) 
         drop(lease);
         crate::body::empty()
     } else {
-        LeasedBody { inner: incoming, lease }
-        .boxed()
+        LeasedBody { inner: incoming, lease }.boxed()
     };
     Response::from_parts(parts, body)
 }

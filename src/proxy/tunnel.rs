@@ -66,7 +66,10 @@ pub fn splice(
     tasks: &TaskTracker,
 ) -> Response<Body> {
     let (parts, _) = response.into_parts();
-    let owner_hash = lease.as_ref().map(|l| l.runtime().owner_hash.to_string()).unwrap_or_default();
+    let owner_hash = lease
+        .as_ref()
+        .map(|l| l.runtime().owner_hash.to_string())
+        .unwrap_or_default();
     tasks.spawn(async move {
         let _lease = lease;
         let (client, upstream) = match tokio::try_join!(client, upstream) {

@@ -58,7 +58,12 @@ async fn rpc(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         ("POST", "/run") => {
             let method = req.method().to_string();
             let uri = req.uri().to_string();
-            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             let answer = serde_json::json!({
                 "ok": true,
                 "method": method,
@@ -80,9 +85,7 @@ async fn rpc(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                 .collect();
             Response::new(full(serde_json::to_string(&headers).unwrap()))
         }
-        ("POST", "/echo") => {
-            Response::new(req.into_body().boxed())
-        }
+        ("POST", "/echo") => Response::new(req.into_body().boxed()),
         ("GET", "/sleep") => {
             let ms: u64 = query_param(&req, "ms").and_then(|v| v.parse().ok()).unwrap_or(1000);
             tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -120,7 +123,9 @@ async fn view(req: Request<Incoming>) -> Response<Body> {
     match req.uri().path() {
         "/vnc.html" => {
             let mut response = Response::new(full("<!doctype html><title>stub noVNC</title><p>stub view</p>"));
-            response.headers_mut().insert("content-type", "text/html".parse().unwrap());
+            response
+                .headers_mut()
+                .insert("content-type", "text/html".parse().unwrap());
             response
         }
         "/websockify" => websocket_echo(req),
@@ -143,11 +148,8 @@ fn websocket_echo(mut req: Request<Incoming>) -> Response<Body> {
     tokio::spawn(async move {
         let Ok(upgraded) = upgrade.await else { return };
         let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        // On a close frame, tungstenite queues the reply; reading on flushes it and ends.
         while let Some(Ok(message)) = ws.next().await {
-            if message.is_close() {
-                let _ = ws.close(None).await;
-                break;
-            }
             if (message.is_binary() || message.is_text()) && ws.send(message).await.is_err() {
                 break;
             }
@@ -158,7 +160,10 @@ fn websocket_echo(mut req: Request<Incoming>) -> Response<Body> {
     let headers = response.headers_mut();
     headers.insert("connection", "upgrade".parse().unwrap());
     headers.insert("upgrade", "websocket".parse().unwrap());
-    headers.insert("sec-websocket-accept", derive_accept_key(key.as_bytes()).parse().unwrap());
+    headers.insert(
+        "sec-websocket-accept",
+        derive_accept_key(key.as_bytes()).parse().unwrap(),
+    );
     response
 }
 
@@ -180,7 +185,9 @@ where
 {
     let listener = TcpListener::bind(("0.0.0.0", port)).await.expect("bind");
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let handler = handler.clone();
         let hostname = hostname.clone();
         tokio::spawn(async move {
@@ -189,7 +196,9 @@ where
                 let hostname = hostname.clone();
                 async move {
                     let mut response = handler(req).await;
-                    response.headers_mut().insert("x-runtime-host", hostname.parse().unwrap());
+                    response
+                        .headers_mut()
+                        .insert("x-runtime-host", hostname.parse().unwrap());
                     Ok::<_, Infallible>(response)
                 }
             });
@@ -207,7 +216,10 @@ fn port(key: &str, default: u16) -> u16 {
 
 #[tokio::main]
 async fn main() {
-    let hostname = std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim().to_owned();
+    let hostname = std::fs::read_to_string("/etc/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
     let data_dir = std::env::var("BROWSER_DATA_DIR").unwrap_or_else(|_| "/data".into());
     // Record each boot in the data volume, so tests can see that a profile survived.
     let boots_path = format!("{data_dir}/boots");
@@ -222,9 +234,11 @@ async fn main() {
         ..Default::default()
     });
     let rpc_state = state.clone();
-    tokio::spawn(serve(port("BROWSER_USE_RPC_PORT", 8787), hostname.clone(), move |req| {
-        rpc(rpc_state.clone(), req)
-    }));
+    tokio::spawn(serve(
+        port("BROWSER_USE_RPC_PORT", 8787),
+        hostname.clone(),
+        move |req| rpc(rpc_state.clone(), req),
+    ));
     tokio::spawn(serve(6080, hostname.clone(), view));
     tokio::spawn(serve(9222, hostname, cdp));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal");

@@ -1,0 +1,362 @@
+//! Shared helpers for the integration tests: a real gateway process on an ephemeral port,
+//! the real container engine (through the `docker` CLI), and an HTTP client.
+//!
+//! Every test runs its gateway with a scope of its own (`LAZYGATE_SCOPE`), so gateways
+//! running in parallel never adopt or reap each other's runtimes; a [`Scope`] removes what
+//! carries its label when it is made (leftovers of an earlier run) and when it is dropped.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+pub const STUB_IMAGE: &str = "lazygate-stub-runtime:test";
+pub const TEST_NETWORK: &str = "lazygate-test";
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The seed's owner hash, computed independently of the crate (by Python's hashlib).
+pub fn seed_hash(owner: &str) -> String {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import hashlib,sys;print(hashlib.sha256(sys.argv[1].encode()).hexdigest()[:16])",
+            owner,
+        ])
+        .output()
+        .expect("python3 runs");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+pub fn container_name(owner_hash: &str) -> String {
+    format!("browser-use-browser-{owner_hash}")
+}
+
+pub fn volume_name(owner_hash: &str) -> String {
+    format!("browser-use-profile-{owner_hash}")
+}
+
+/// Runs the docker CLI; returns stdout, or `None` when it failed.
+pub fn docker(args: &[&str]) -> Option<String> {
+    let out = Command::new("docker").args(args).output().expect("docker CLI runs");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `docker inspect` of a container, or `None` when it does not exist.
+pub fn inspect(name: &str) -> Option<serde_json::Value> {
+    let text = docker(&["container", "inspect", name])?;
+    let mut list: Vec<serde_json::Value> = serde_json::from_str(&text).ok()?;
+    list.pop()
+}
+
+pub fn container_id(name: &str) -> Option<String> {
+    inspect(name).and_then(|c| c["Id"].as_str().map(str::to_owned))
+}
+
+pub fn volume_exists(name: &str) -> bool {
+    docker(&["volume", "inspect", name]).is_some()
+}
+
+/// A test's own label scope: its containers and volumes are removed at start and at drop.
+pub struct Scope {
+    pub name: String,
+}
+
+impl Scope {
+    pub fn new(test: &str) -> Scope {
+        let scope = Scope {
+            name: format!("lgtest-{test}"),
+        };
+        scope.clean();
+        scope
+    }
+
+    pub fn containers(&self) -> Vec<String> {
+        let filter = format!("label=lazygate.scope={}", self.name);
+        docker(&["ps", "-aq", "--filter", &filter])
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    pub fn volumes(&self) -> Vec<String> {
+        let filter = format!("label=lazygate.scope={}", self.name);
+        docker(&["volume", "ls", "-q", "--filter", &filter])
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn clean(&self) {
+        let containers = self.containers();
+        if !containers.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(containers.iter().map(String::as_str));
+            docker(&args);
+        }
+        let volumes = self.volumes();
+        if !volumes.is_empty() {
+            let mut args = vec!["volume", "rm", "-f"];
+            args.extend(volumes.iter().map(String::as_str));
+            docker(&args);
+        }
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        self.clean();
+    }
+}
+
+/// How to start a gateway: environment on top of the test defaults.
+pub struct GatewayConfig {
+    pub env: Vec<(String, String)>,
+    pub state_dir: Arc<tempfile::TempDir>,
+}
+
+impl GatewayConfig {
+    /// A gateway on 127.0.0.1:0 with published upstreams, the stub image and `scope`.
+    pub fn new(scope: &Scope) -> GatewayConfig {
+        let state_dir = Arc::new(tempfile::tempdir().unwrap());
+        let env = [
+            ("LAZYGATE_LISTEN", "127.0.0.1:0"),
+            ("LAZYGATE_UPSTREAM", "published"),
+            ("BROWSER_RUNTIME_IMAGE", STUB_IMAGE),
+            ("BROWSER_RUNTIME_NETWORK", TEST_NETWORK),
+            ("BROWSER_RUNTIME_START_TIMEOUT", "30"),
+            ("LAZYGATE_SCOPE", &scope.name),
+            ("BROWSER_RUNTIME_STATE_DIR", state_dir.path().to_str().unwrap()),
+            ("LAZYGATE_DRAIN_SECONDS", "1"),
+        ];
+        GatewayConfig {
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            state_dir,
+        }
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lazygate"));
+        command.arg("serve");
+        for key in [
+            "LAZYGATE_CONFIG",
+            "BROWSER_USE_ISOLATION_MODE",
+            "BROWSER_RUNTIME_TTL_SECONDS",
+            "BROWSER_VIEW_BASE_URL",
+            "BROWSER_VIEW_URL",
+            "DOCKER_HOST",
+        ] {
+            command.env_remove(key);
+        }
+        command.env("RUST_LOG", "info");
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        command
+    }
+
+    /// Runs the gateway to completion (for configurations that must be refused).
+    pub fn run_to_exit(&self) -> (Option<i32>, String) {
+        let out = self.command().stdout(Stdio::null()).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// Starts the gateway and waits for it to listen.
+    pub fn start(&self) -> Gateway {
+        let mut child = self
+            .command()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("gateway starts");
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[gateway] {line}");
+                if line.contains(" listening ") {
+                    let addr = line
+                        .split_whitespace()
+                        .find_map(|w| w.strip_prefix("addr="))
+                        .map(str::to_owned);
+                    let _ = tx.send(addr);
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("gateway printed its address")
+            .expect("address in the listening line")
+            .parse()
+            .unwrap();
+        Gateway { child, addr, logs }
+    }
+}
+
+/// A running gateway process; killed (SIGKILL) when dropped.
+pub struct Gateway {
+    child: Child,
+    pub addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Gateway {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: the gateway gets no chance to clean up.
+    pub fn kill(mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn terminate(mut self) -> Option<i32> {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .ok();
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    /// The `error.code` of a JSON error body.
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Which runtime container answered (the stub's hostname header).
+    pub fn runtime_host(&self) -> String {
+        self.headers
+            .get("x-runtime-host")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    }
+}
+
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+/// Sends one request and reads the whole response (bounded at 60 s so nothing hangs).
+pub async fn send(method: Method, url: &str, body: &str) -> Reply {
+    let request = Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap();
+    send_request(request).await
+}
+
+pub async fn send_request(request: Request<Full<Bytes>>) -> Reply {
+    let work = async {
+        let response = client().request(request).await.expect("request sent");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("body read").to_bytes();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), work)
+        .await
+        .expect("answer within 60 s")
+}
+
+pub async fn get(url: &str) -> Reply {
+    send(Method::GET, url, "").await
+}
+
+pub async fn post(url: &str, body: &str) -> Reply {
+    send(Method::POST, url, body).await
+}
+
+/// Polls `condition` every 20 ms until it holds; panics after `limit` (a hang guard, not a
+/// performance threshold). Returns how long it took.
+pub async fn eventually(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !condition() {
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}

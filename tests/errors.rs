@@ -1,0 +1,227 @@
+//! Errors a user can meet: malformed input (never reaches the engine), an engine that is
+//! away and comes back, a runtime that does not answer, a broken image, bad configuration.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::*;
+use http::Method;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_owners_hashes_and_paths_are_refused_without_creating_anything() {
+    let scope = Scope::new("malformed");
+    let gateway = GatewayConfig::new(&scope).start();
+    let hash = seed_hash("someone");
+    let long = "a".repeat(10_000);
+    let cases: Vec<(Method, String, u16, &str)> = vec![
+        (
+            Method::GET,
+            "/view/ABCDEF0123456789/vnc.html".into(),
+            400,
+            "invalid_owner_hash",
+        ),
+        (
+            Method::GET,
+            "/view/0123456789abcde/vnc.html".into(),
+            400,
+            "invalid_owner_hash",
+        ),
+        (
+            Method::GET,
+            "/view/0123456789abcdef0/vnc.html".into(),
+            400,
+            "invalid_owner_hash",
+        ),
+        (
+            Method::GET,
+            "/view/zzzzzzzzzzzzzzzz/vnc.html".into(),
+            400,
+            "invalid_owner_hash",
+        ),
+        (
+            Method::GET,
+            "/view/..%2f..%2f..%2fetc/passwd".into(),
+            400,
+            "invalid_owner_hash",
+        ),
+        (
+            Method::GET,
+            format!("/view/{hash}/../../etc/passwd"),
+            400,
+            "invalid_path",
+        ),
+        (
+            Method::GET,
+            format!("/view/{hash}/%2e%2e/%2e%2e/etc/passwd"),
+            400,
+            "invalid_path",
+        ),
+        (Method::GET, format!("/view/{hash}/a%2fb"), 400, "invalid_path"),
+        (Method::GET, format!("/view/{hash}/%252e%252e/x"), 400, "invalid_path"),
+        (Method::GET, format!("/view/{hash}/a%00b"), 400, "invalid_path"),
+        (Method::POST, "/rpc/..".into(), 400, "invalid_owner"),
+        (Method::POST, "/rpc/%2e%2E".into(), 400, "invalid_owner"),
+        (Method::POST, "/rpc/a%2Fb".into(), 400, "invalid_owner"),
+        (Method::POST, "/rpc/a%5Cb".into(), 400, "invalid_owner"),
+        (Method::POST, "/rpc/a%00b".into(), 400, "invalid_owner"),
+        (Method::POST, "/rpc/a%0d%0ab".into(), 400, "invalid_owner"),
+        (Method::POST, "/rpc/%ff%fe".into(), 400, "invalid_owner"),
+        (Method::POST, "/rpc/".into(), 400, "invalid_owner"),
+        (Method::POST, format!("/rpc/{long}"), 400, "invalid_owner"),
+        (Method::POST, "/rpc/ok/..%2f..%2fx".into(), 400, "invalid_path"),
+        (Method::GET, "/".into(), 404, "not_found"),
+        (Method::GET, "/view".into(), 404, "not_found"),
+        (Method::GET, "/api/runtimes/ensure".into(), 405, "method_not_allowed"),
+        (Method::POST, "/healthz".into(), 405, "method_not_allowed"),
+    ];
+    for (method, path, status, code) in &cases {
+        let reply = send(method.clone(), &gateway.url(path), "").await;
+        assert_eq!(reply.status.as_u16(), *status, "{method} {path:.60}: {}", reply.text());
+        assert_eq!(&reply.error_code(), code, "{method} {path:.60}");
+        assert!(!reply.json()["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let bad_json = post(&gateway.url("/api/runtimes/ensure"), "{\"task_id\": 5").await;
+    assert_eq!(bad_json.status, 400);
+    assert_eq!(bad_json.error_code(), "invalid_body");
+
+    // Shapes a client library would refuse to send, written on the wire by hand.
+    for raw in [
+        "GET /rpc/a\\b HTTP/1.1\r\nHost: x\r\n\r\n".as_bytes(),
+        b"GET /rpc/a\0b HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /rpc/\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /view/../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        let status = raw_status(gateway.addr, raw);
+        assert!(
+            (400..500).contains(&status),
+            "{:?} answered {status}",
+            String::from_utf8_lossy(raw)
+        );
+    }
+    assert!(scope.containers().is_empty(), "bad input created a container");
+    assert!(scope.volumes().is_empty(), "bad input created a volume");
+}
+
+/// Writes raw bytes and returns the status code of the answer.
+fn raw_status(addr: std::net::SocketAddr, request: &[u8]) -> u16 {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(request).unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).unwrap();
+    std::str::from_utf8(&head[9..12]).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_engine_answers_503_and_recovers_by_itself() {
+    let scope = Scope::new("engine-down");
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("engine.sock");
+    let gateway = GatewayConfig::new(&scope)
+        .env("DOCKER_HOST", &format!("unix://{}", socket.display()))
+        .start();
+    let owner = unique("patient");
+
+    let health = get(&gateway.url("/healthz")).await;
+    assert_eq!(health.status, 200, "the process is alive without an engine");
+    let ready = get(&gateway.url("/readyz")).await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.error_code(), "engine_unavailable");
+    let run = post(&gateway.url(&format!("/rpc/{owner}")), "").await;
+    assert_eq!(run.status, 503, "{}", run.text());
+    assert_eq!(run.error_code(), "engine_unavailable");
+    assert_eq!(run.headers.get("retry-after").unwrap(), "2");
+
+    // The engine comes back (a socket that forwards to the real one).
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let forwarder = tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                break;
+            };
+            tokio::spawn(async move {
+                if let Ok(mut engine) = tokio::net::UnixStream::connect("/var/run/docker.sock").await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+                }
+            });
+        }
+    });
+    let ready = get(&gateway.url("/readyz")).await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    let run = post(&gateway.url(&format!("/rpc/{owner}")), "now").await;
+    assert_eq!(run.status, 200, "{}", run.text());
+    assert_eq!(scope.containers().len(), 1);
+    forwarder.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runtime_that_does_not_answer_gives_504() {
+    let scope = Scope::new("upstream-timeout");
+    let gateway = GatewayConfig::new(&scope)
+        .env("LAZYGATE_UPSTREAM_TIMEOUT_SECONDS", "1")
+        .start();
+    let owner = unique("sleepy");
+    let reply = get(&gateway.url(&format!("/rpc/{owner}/sleep?ms=5000"))).await;
+    assert_eq!(reply.status, 504, "{}", reply.text());
+    assert_eq!(reply.error_code(), "runtime_timeout");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_image_is_a_502_that_names_the_operation() {
+    let scope = Scope::new("missing-image");
+    let gateway = GatewayConfig::new(&scope)
+        .env("BROWSER_RUNTIME_IMAGE", "lazygate-no-such-image:never")
+        .start();
+    let reply = post(&gateway.url(&format!("/rpc/{}", unique("unlucky"))), "").await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert_eq!(reply.error_code(), "runtime_failed");
+    let message = reply.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("create container") && message.contains("lazygate-no-such-image"),
+        "{message}"
+    );
+}
+
+#[test]
+fn invalid_configuration_is_refused_with_status_2_naming_the_key() {
+    let scope = Scope::new("bad-config");
+    let cases = [
+        ("BROWSER_RUNTIME_TTL_SECONDS", "soon"),
+        ("BROWSER_RUNTIME_TTL_SECONDS", "0"),
+        ("BROWSER_USE_ISOLATION_MODE", "docker-per-everything"),
+        ("LAZYGATE_UPSTREAM", "telepathy"),
+        ("LAZYGATE_LISTEN", "not-an-address"),
+        ("BROWSER_RUNTIME_ENABLE_UI", "perhaps"),
+    ];
+    for (key, value) in cases {
+        let (code, stderr) = GatewayConfig::new(&scope).env(key, value).run_to_exit();
+        assert_eq!(code, Some(2), "{key}={value}: {stderr}");
+        assert!(
+            stderr.contains(key) && stderr.contains(value),
+            "{key}={value}: {stderr}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lazygate.toml");
+    std::fs::write(&file, "[runtime]\nttl_secs = 5\n").unwrap();
+    let (code, stderr) = GatewayConfig::new(&scope)
+        .env("LAZYGATE_CONFIG", file.to_str().unwrap())
+        .run_to_exit();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("ttl_secs"), "{stderr}");
+    let (code, stderr) = GatewayConfig::new(&scope)
+        .env("LAZYGATE_CONFIG", "/nonexistent/lazygate.toml")
+        .run_to_exit();
+    assert_eq!(code, Some(2), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shipped_config_file_starts_the_gateway() {
+    let scope = Scope::new("shipped-config");
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/config/lazygate.toml");
+    let gateway = GatewayConfig::new(&scope).env("LAZYGATE_CONFIG", file).start();
+    assert_eq!(get(&gateway.url("/healthz")).await.status, 200);
+}

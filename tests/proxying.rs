@@ -1,0 +1,241 @@
+//! What crosses the gateway: streamed bodies both ways, byte-exact WebSockets, header
+//! hygiene, redirects, and the seed-compatible ensure/cleanup API.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Deterministic pseudo-random bytes (xorshift), so payloads are not trivially compressible.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_stream_both_ways_without_buffering() {
+    let scope = Scope::new("streaming");
+    let gateway = GatewayConfig::new(&scope).start();
+    let owner = unique("streamer");
+
+    // Response streaming: the runtime sends one chunk and then waits for a release that
+    // only comes after the test has read that chunk through the gateway.
+    let hold_id = unique("hold");
+    let response = client()
+        .request(
+            Request::get(gateway.url(&format!("/rpc/{owner}/hold?id={hold_id}")))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let first = tokio::time::timeout(Duration::from_secs(30), body.frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.into_data().unwrap(), "first;");
+    let release = get(&gateway.url(&format!("/rpc/{owner}/release?id={hold_id}"))).await;
+    assert_eq!(release.text(), "released");
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(rest, "rest");
+
+    // Request streaming: each chunk comes back before the next is sent.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(1);
+    let stream = tokio_stream_from(rx);
+    let streaming_client: Client<_, StreamBody<_>> =
+        Client::builder(TokioExecutor::new()).build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let request = Request::post(gateway.url(&format!("/rpc/{owner}/echo")))
+        .body(StreamBody::new(stream))
+        .unwrap();
+    let sending = tokio::spawn(async move { streaming_client.request(request).await });
+    tx.send(Ok(Frame::data(Bytes::from_static(b"chunk-1")))).await.unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(30), sending)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let mut body = response.into_body();
+    let mut echoed = Vec::new();
+    while echoed.len() < 7 {
+        let frame = body.frame().await.unwrap().unwrap();
+        echoed.extend_from_slice(&frame.into_data().unwrap());
+    }
+    assert_eq!(
+        echoed, b"chunk-1",
+        "the first chunk came back while the request was still open"
+    );
+    let big = noise(1 << 20, 7);
+    tx.send(Ok(Frame::data(Bytes::from(big.clone())))).await.unwrap();
+    drop(tx);
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(rest.len(), big.len());
+    assert!(rest == big, "1 MiB echoed byte for byte");
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_frames_cross_byte_exact() {
+    let scope = Scope::new("websocket");
+    let gateway = GatewayConfig::new(&scope).start();
+    let hash = seed_hash(&unique("watcher"));
+    let url = format!("ws://{}/view/{hash}/websockify", gateway.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect("websocket through the gateway");
+    for (i, size) in [1usize, 100, 1_000, 16_384, 65_536, 300_000].into_iter().enumerate() {
+        let payload = noise(size, i as u64 + 1);
+        ws.send(Message::Binary(payload.clone().into())).await.unwrap();
+        let echoed = ws.next().await.unwrap().unwrap();
+        assert_eq!(echoed.into_data().as_ref(), payload.as_slice(), "{size} bytes");
+    }
+    ws.send(Message::Text("héllo ✓".into())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::Text("héllo ✓".into()));
+    ws.close(None).await.unwrap();
+    // The close handshake completes through the tunnel.
+    let closing = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap();
+    assert!(matches!(closing, Some(Ok(Message::Close(_))) | None), "{closing:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hop_by_hop_headers_stay_and_forwarding_headers_are_set() {
+    let scope = Scope::new("headers");
+    let gateway = GatewayConfig::new(&scope).start();
+    let owner = unique("headers");
+    let request = Request::get(gateway.url(&format!("/rpc/{owner}/headers")))
+        .header("connection", "x-private")
+        .header("x-private", "only for this hop")
+        .header("keep-alive", "timeout=5")
+        .header("x-visible", "passes")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let reply = send_request(request).await;
+    assert_eq!(reply.status, 200);
+    let seen = reply.json();
+    assert_eq!(seen["x-visible"], "passes");
+    assert!(seen.get("x-private").is_none(), "{seen}");
+    assert!(seen.get("keep-alive").is_none(), "{seen}");
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["x-forwarded-host"], gateway.addr.to_string().as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_view_without_trailing_slash_redirects() {
+    let scope = Scope::new("redirect");
+    let gateway = GatewayConfig::new(&scope).start();
+    let hash = seed_hash("redirected");
+    let reply = get(&gateway.url(&format!("/view/{hash}?autoconnect=1"))).await;
+    assert_eq!(reply.status, 308);
+    assert_eq!(
+        reply.headers["location"],
+        format!("/view/{hash}/?autoconnect=1").as_str()
+    );
+    assert!(scope.containers().is_empty(), "a redirect starts nothing");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ensure_and_cleanup_answer_like_the_seed_per_principal() {
+    let scope = Scope::new("api-principal");
+    let gateway = GatewayConfig::new(&scope)
+        .env(
+            "BROWSER_VIEW_URL",
+            "https://tunnel.example.test/vnc.html?path=websockify",
+        )
+        .start();
+    let user = unique("user");
+    let hash = seed_hash(&user);
+    let body = serde_json::json!({"task_id": "t1", "thread_id": "th1", "metadata": {"user_id": user}});
+    let reply = post(&gateway.url("/api/runtimes/ensure"), &body.to_string()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let name = container_name(&hash);
+    assert_eq!(
+        reply.json(),
+        serde_json::json!({
+            "cdp_url": format!("http://{name}:9222"),
+            "rpc_url": format!("http://{name}:8787/run"),
+            "browser_view": format!("https://tunnel.example.test/view/{hash}/vnc.html?path=view/{hash}/websockify"),
+            "isolation_mode": "docker-per-principal",
+            "owner_hash": hash,
+        })
+    );
+    assert!(inspect(&name).is_some());
+    // cleanup does nothing outside per-task mode, as in the seed.
+    let cleanup = post(&gateway.url("/api/runtimes/cleanup"), &body.to_string()).await;
+    assert_eq!(cleanup.status, 200);
+    assert_eq!(cleanup.json()["removed"], false);
+    assert!(inspect(&name).is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ensure_and_cleanup_per_task_remove_container_and_volume() {
+    let scope = Scope::new("api-task");
+    let gateway = GatewayConfig::new(&scope)
+        .env("BROWSER_USE_ISOLATION_MODE", "docker-per-task")
+        .start();
+    let task = unique("task");
+    let hash = seed_hash(&task);
+    let body = serde_json::json!({"task_id": task, "metadata": {"user_id": "ignored-in-per-task"}});
+    let reply = post(&gateway.url("/api/runtimes/ensure"), &body.to_string()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["owner_hash"], hash.as_str());
+    assert_eq!(reply.json()["isolation_mode"], "docker-per-task");
+    assert_eq!(
+        reply.json()["browser_view"],
+        "",
+        "no base URL configured or discoverable"
+    );
+    assert!(volume_exists(&volume_name(&hash)));
+    let cleanup = post(&gateway.url("/api/runtimes/cleanup"), &body.to_string()).await;
+    assert_eq!(cleanup.status, 200, "{}", cleanup.text());
+    assert_eq!(cleanup.json()["removed"], true);
+    assert!(inspect(&container_name(&hash)).is_none());
+    assert!(!volume_exists(&volume_name(&hash)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shared_mode_answers_like_the_seed_and_starts_nothing() {
+    let scope = Scope::new("shared");
+    let gateway = GatewayConfig::new(&scope)
+        .env("BROWSER_USE_ISOLATION_MODE", "shared")
+        .env("BROWSER_VIEW_BASE_URL", "https://shared.example.test")
+        .start();
+    let reply = post(&gateway.url("/api/runtimes/ensure"), "{}").await;
+    assert_eq!(
+        reply.json(),
+        serde_json::json!({
+            "cdp_url": "http://browser:9222",
+            "rpc_url": "http://browser:8787/run",
+            "browser_view": "https://shared.example.test/vnc.html?path=websockify",
+            "isolation_mode": "shared",
+            "owner_hash": "",
+        })
+    );
+    let release = send(Method::DELETE, &gateway.url("/rpc/anyone"), "").await;
+    assert_eq!(release.status, 409);
+    assert_eq!(release.error_code(), "shared_mode");
+    assert!(scope.containers().is_empty());
+}
