@@ -5,8 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/engine.sh
 ensure_engine
-apt_install curl
+# python3 computes the seed's owner hashes independently; chromium is the person's browser.
+apt_install curl python3 chromium
 scripts/build-test-images.sh
+scripts/build-runtime-image.sh
+# Gateways under test create the network on demand; making it first keeps their races apart.
+docker network inspect lazygate-test >/dev/null 2>&1 || docker network create --label lazygate.test=1 lazygate-test >/dev/null
 cargo fmt --all --check
 cargo clippy --all-targets --workspace --quiet -- -D warnings
 log=$(mktemp)

@@ -29,13 +29,30 @@ pub enum Service {
     View,
 }
 
-/// What the log line says about a request besides its status and duration.
-#[derive(Default)]
+/// The one log line of a request, written when it is dropped: when the response head is
+/// ready, or when the client went away first (then with status 499, as nginx logs it).
 pub struct RequestLog {
+    method: http::Method,
+    started: Instant,
     route: &'static str,
     owner_hash: Option<OwnerHash>,
     /// The request started its runtime (or waited for the start).
     pub cold: bool,
+    status: Option<StatusCode>,
+}
+
+impl Drop for RequestLog {
+    fn drop(&mut self) {
+        tracing::info!(
+            method = %self.method,
+            route = self.route,
+            owner_hash = %self.owner_hash.map(|h| h.to_string()).unwrap_or_default(),
+            status = self.status.map_or(499, |s| s.as_u16()),
+            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            cold = self.cold,
+            "request"
+        );
+    }
 }
 
 /// Everything a request needs, shared by all connections.
@@ -61,31 +78,30 @@ impl Gateway {
 
     /// Serves one request; never fails (errors become JSON responses).
     pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        let started = Instant::now();
-        let method = request.method().clone();
         let mut log = RequestLog {
+            method: request.method().clone(),
+            started: Instant::now(),
             route: "-",
-            ..Default::default()
+            owner_hash: None,
+            cold: false,
+            status: None,
         };
         let response = match self.dispatch(request, peer, &mut log).await {
             Ok(response) => response,
             Err(error) => {
-                let status = error.status();
-                if status.is_server_error() {
-                    tracing::warn!(route = log.route, owner_hash = ?log.owner_hash.map(|h| h.to_string()), code = error.code(), %error, "request failed");
+                if error.status().is_server_error() {
+                    tracing::warn!(
+                        route = log.route,
+                        owner_hash = %log.owner_hash.map(|h| h.to_string()).unwrap_or_default(),
+                        code = error.code(),
+                        %error,
+                        "request failed"
+                    );
                 }
                 error.to_response()
             }
         };
-        tracing::info!(
-            %method,
-            route = log.route,
-            owner_hash = %log.owner_hash.map(|h| h.to_string()).unwrap_or_default(),
-            status = response.status().as_u16(),
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-            cold = log.cold,
-            "request"
-        );
+        log.status = Some(response.status());
         response
     }
 

@@ -12,12 +12,12 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::errors::Error as EngineError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig, NetworkCreateRequest,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig, Network, NetworkCreateRequest,
     PortBinding, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveVolumeOptionsBuilder,
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
 };
 use futures_util::StreamExt;
 
@@ -38,8 +38,10 @@ pub struct DockerBackend {
     /// The version-negotiated client, kept once the engine has answered: the engine may be
     /// down when the gateway starts, so contact is retried on every call until it answers.
     client: Mutex<Option<Docker>>,
-    /// The runtime network is known to exist; saves an engine call on every cold start.
+    /// The runtime network is known to exist; saves engine calls on every cold start.
     network_ready: AtomicBool,
+    /// Single-flight for creating the runtime network when owners start in parallel.
+    network_lock: tokio::sync::Mutex<()>,
     /// Only runtimes with this `lazygate.scope` label are listed (see [`LABEL_SCOPE`]).
     scope: Option<String>,
 }
@@ -68,6 +70,7 @@ impl DockerBackend {
         DockerBackend {
             client: Mutex::new(None),
             network_ready: AtomicBool::new(false),
+            network_lock: tokio::sync::Mutex::new(()),
             scope,
         }
     }
@@ -87,30 +90,58 @@ impl DockerBackend {
         Ok(docker)
     }
 
+    /// Makes sure the runtime network exists, once per process (single-flight). The engine
+    /// accepts two networks with one name, so gateways racing to create it can end up with
+    /// duplicates, which make the name ambiguous; every racer then keeps the oldest one and
+    /// removes the others, so they all settle on the same network.
     async fn ensure_network(&self, docker: &Docker, spec: &RuntimeSpec) -> Result<(), BackendError> {
         if self.network_ready.load(Ordering::Acquire) {
             return Ok(());
         }
-        match docker.inspect_network(&spec.network, None).await {
-            Ok(_) => {}
-            Err(e) if status_of(&e) == Some(404) => {
-                let labels = HashMap::from([(LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned())]);
-                let request = NetworkCreateRequest {
-                    name: spec.network.clone(),
-                    driver: Some("bridge".into()),
-                    labels: Some(labels),
-                    ..Default::default()
-                };
-                match docker.create_network(request).await {
-                    Ok(_) => tracing::info!(network = %spec.network, "created runtime network"),
-                    Err(e) if status_of(&e) == Some(409) => {}
-                    Err(e) => return Err(fail(Operation::CreateNetwork)(e)),
+        let _single_flight = self.network_lock.lock().await;
+        if self.network_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if self.networks_named(docker, &spec.network).await?.is_empty() {
+            let labels = HashMap::from([(LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned())]);
+            let request = NetworkCreateRequest {
+                name: spec.network.clone(),
+                driver: Some("bridge".into()),
+                labels: Some(labels),
+                ..Default::default()
+            };
+            docker
+                .create_network(request)
+                .await
+                .map_err(fail(Operation::CreateNetwork))?;
+            tracing::info!(network = %spec.network, "created runtime network");
+        }
+        let mut networks = self.networks_named(docker, &spec.network).await?;
+        networks.sort_by(|a, b| (&a.created, &a.id).cmp(&(&b.created, &b.id)));
+        for duplicate in networks.iter().skip(1) {
+            if let Some(id) = &duplicate.id {
+                tracing::warn!(network = %spec.network, %id, "removing a duplicate runtime network");
+                if let Err(error) = docker.remove_network(id).await {
+                    tracing::debug!(%error, "duplicate network already gone or in use");
                 }
             }
-            Err(e) => return Err(fail(Operation::CreateNetwork)(e)),
         }
         self.network_ready.store(true, Ordering::Release);
         Ok(())
+    }
+
+    async fn networks_named(&self, docker: &Docker, name: &str) -> Result<Vec<Network>, BackendError> {
+        let filters = HashMap::from([("name".to_owned(), vec![name.to_owned()])]);
+        let options = ListNetworksOptionsBuilder::default().filters(&filters).build();
+        let networks = docker
+            .list_networks(Some(options))
+            .await
+            .map_err(fail(Operation::CreateNetwork))?;
+        // The name filter matches substrings; keep exact matches.
+        Ok(networks
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(name))
+            .collect())
     }
 
     async fn create(&self, docker: &Docker, spec: &RuntimeSpec) -> Result<bool, BackendError> {
@@ -167,8 +198,8 @@ impl DockerBackend {
             Ok(_) => {}
             // Another gateway (or a request racing this one) created it first: adopt theirs.
             Err(e) if status_of(&e) == Some(409) => return Ok(false),
-            Err(e) if status_of(&e) == Some(404) && e.to_string().contains("network") => {
-                // The network vanished since we checked: check again next time.
+            Err(e) if e.to_string().contains("network") => {
+                // The network vanished or became ambiguous since we checked: check again next time.
                 self.network_ready.store(false, Ordering::Release);
                 return Err(fail(Operation::CreateContainer)(e));
             }

@@ -21,8 +21,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+pub mod browser;
+
 pub const STUB_IMAGE: &str = "lazygate-stub-runtime:test";
 pub const TEST_NETWORK: &str = "lazygate-test";
+/// The reference browser runtime, built from runtime/ by scripts/build-runtime-image.sh.
+pub const BROWSER_IMAGE: &str = "browser-use-browser-runtime:latest";
 
 /// A name no other test (or earlier run) uses.
 pub fn unique(prefix: &str) -> String {

@@ -1,0 +1,28 @@
+#!/bin/sh
+# Starts the display, the browser, the live view and the RPC server. tini (PID 1) forwards
+# signals, so `docker stop` ends everything in well under a second.
+set -eu
+data="${BROWSER_DATA_DIR:-/data}"
+mkdir -p "$data/profile"
+# A profile copied from a crashed container keeps its lock; this container owns it now.
+rm -f "$data/profile/SingletonLock" "$data/profile/SingletonSocket" "$data/profile/SingletonCookie"
+
+export DISPLAY=:99
+Xvfb :99 -screen 0 1280x800x24 -nolisten tcp >/tmp/xvfb.log 2>&1 &
+
+# Headful Chromium binds CDP to loopback whatever it is told; socat publishes it on 9222.
+chromium --no-sandbox --disable-gpu --no-first-run --no-default-browser-check \
+  --disable-background-networking --disable-component-update --disable-sync \
+  --disable-dev-shm-usage --window-position=0,0 --window-size=1280,800 \
+  --user-data-dir="$data/profile" --remote-debugging-port=9223 --remote-allow-origins='*' \
+  about:blank >/tmp/chromium.log 2>&1 &
+socat TCP-LISTEN:9222,fork,reuseaddr,bind=0.0.0.0 TCP:127.0.0.1:9223 &
+
+case "${BROWSER_ENABLE_UI:-true}" in
+  1|true|yes|on)
+    x11vnc -display :99 -forever -shared -nopw -localhost -rfbport 5900 -quiet >/tmp/x11vnc.log 2>&1 &
+    websockify --web /usr/share/novnc 6080 127.0.0.1:5900 >/tmp/websockify.log 2>&1 &
+    ;;
+esac
+
+exec python3 /opt/runtime/rpc_server.py
