@@ -7,8 +7,12 @@ cd "$(dirname "$0")/.."
 ensure_engine
 # python3 computes the seed's owner hashes independently; chromium is the person's browser.
 apt_install curl python3 chromium
+command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+# playwright-core, the CDP client of the CDP test; it drives the runtime's own Chromium.
+npm ci --prefix tests/cdp-client --no-audit --no-fund --silent
 scripts/build-test-images.sh
 scripts/build-runtime-image.sh
+scripts/build-gateway-image.sh
 # Gateways under test create the network on demand; making it first keeps their races apart.
 docker network inspect lazygate-test >/dev/null 2>&1 || docker network create --label lazygate.test=1 lazygate-test >/dev/null
 cargo fmt --all --check

@@ -11,6 +11,7 @@
 //!   removes runtimes idle past the TTL, and [`provision::docker`] is the one file that talks
 //!   to the container engine.
 //! - [`proxy`] streams the request to the runtime and the answer back, and tunnels WebSockets.
+//! - [`waiting_page`] is what a person sees while their runtime starts.
 //! - [`api`] is the seed-compatible `ensure`/`cleanup` API; [`view_url`] builds live-view URLs.
 //! - [`config`] reads and validates [`config::Settings`]; [`error`] maps request errors to
 //!   statuses and JSON bodies in one place.
@@ -28,6 +29,7 @@ pub mod route;
 pub mod server;
 pub mod service;
 pub mod view_url;
+pub mod waiting_page;
 
 use std::future::Future;
 use std::sync::Arc;

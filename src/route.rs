@@ -24,6 +24,12 @@ pub enum Route {
         owner_hash: OwnerHash,
         rest: String,
     },
+    /// `/cdp/<owner>/<rest>`: the owner's Chrome DevTools Protocol endpoint (HTTP and WebSocket).
+    Cdp {
+        owner: String,
+        owner_hash: OwnerHash,
+        rest: String,
+    },
     /// `DELETE /rpc/<owner>`: remove the owner's runtime now.
     Release { owner: String, owner_hash: OwnerHash },
     /// `POST /api/runtimes/ensure`: the seed's `ensure_browser_runtime`.
@@ -40,6 +46,7 @@ impl Route {
             Route::Ready => "readyz",
             Route::ViewRedirect { .. } | Route::View { .. } => "view",
             Route::Rpc { .. } => "rpc",
+            Route::Cdp { .. } => "cdp",
             Route::Release { .. } => "release",
             Route::ApiEnsure => "api_ensure",
             Route::ApiCleanup => "api_cleanup",
@@ -52,6 +59,7 @@ impl Route {
             Route::ViewRedirect { owner_hash }
             | Route::View { owner_hash, .. }
             | Route::Rpc { owner_hash, .. }
+            | Route::Cdp { owner_hash, .. }
             | Route::Release { owner_hash, .. } => Some(*owner_hash),
             _ => None,
         }
@@ -107,6 +115,16 @@ pub fn parse(method: &Method, uri: &Uri) -> Result<Route, RouteError> {
                 rest: forward_path(rest, query)?,
             }),
         };
+    }
+    if let Some(after) = path.strip_prefix("/cdp/") {
+        let (segment, rest) = split_first_segment(after);
+        let owner = decode_owner(segment).map_err(RouteError::Owner)?;
+        let owner_hash = OwnerHash::of(&owner);
+        return Ok(Route::Cdp {
+            owner,
+            owner_hash,
+            rest: forward_path(rest.unwrap_or("/"), query)?,
+        });
     }
     let route = match path {
         "/healthz" => Route::Health,
@@ -244,6 +262,29 @@ mod tests {
                     owner: "alice".into(),
                     owner_hash: alice,
                 }),
+            ),
+            (
+                Method::GET,
+                "/cdp/alice/json/version".into(),
+                Ok(Route::Cdp {
+                    owner: "alice".into(),
+                    owner_hash: alice,
+                    rest: "/json/version".into(),
+                }),
+            ),
+            (
+                Method::GET,
+                "/cdp/alice".into(),
+                Ok(Route::Cdp {
+                    owner: "alice".into(),
+                    owner_hash: alice,
+                    rest: "/".into(),
+                }),
+            ),
+            (
+                Method::GET,
+                "/cdp/../json".into(),
+                Err(RouteError::Owner(OwnerError::DotSegment)),
             ),
             (Method::POST, "/api/runtimes/ensure".into(), Ok(Route::ApiEnsure)),
             (Method::POST, "/api/runtimes/cleanup".into(), Ok(Route::ApiCleanup)),

@@ -18,15 +18,17 @@ use crate::config::{IsolationMode, Settings};
 use crate::error::{RequestError, json_response};
 use crate::owner::OwnerHash;
 use crate::provision::{Lease, Provisioner};
-use crate::proxy::{self, RequestBody, SendError, Upstream, headers, tunnel};
+use crate::proxy::{self, RequestBody, SendError, Upstream, cdp, headers, tunnel};
 use crate::route::{self, Route};
 use crate::view_url::ViewUrls;
+use crate::waiting_page;
 
 /// Which of a runtime's services a request is for.
 #[derive(Debug, Clone, Copy)]
 pub enum Service {
     Rpc,
     View,
+    Cdp,
 }
 
 /// The one log line of a request, written when it is dropped: when the response head is
@@ -127,9 +129,40 @@ impl Gateway {
                 }
                 Ok(response)
             }
-            Route::View { owner_hash, rest } => self.proxy(request, peer, owner_hash, Service::View, &rest, log).await,
-            Route::Rpc { owner_hash, rest, .. } => {
-                self.proxy(request, peer, owner_hash, Service::Rpc, &rest, log).await
+            Route::View { owner_hash, rest } => {
+                let target = Target {
+                    owner_hash,
+                    owner: None,
+                    service: Service::View,
+                    rest: &rest,
+                };
+                self.proxy(request, peer, target, log).await
+            }
+            Route::Rpc {
+                owner,
+                owner_hash,
+                rest,
+            } => {
+                let target = Target {
+                    owner_hash,
+                    owner: Some(&owner),
+                    service: Service::Rpc,
+                    rest: &rest,
+                };
+                self.proxy(request, peer, target, log).await
+            }
+            Route::Cdp {
+                owner,
+                owner_hash,
+                rest,
+            } => {
+                let target = Target {
+                    owner_hash,
+                    owner: Some(&owner),
+                    service: Service::Cdp,
+                    rest: &rest,
+                };
+                self.proxy(request, peer, target, log).await
             }
             Route::Release { owner_hash, .. } => {
                 if self.settings.isolation_mode == IsolationMode::Shared {
@@ -176,6 +209,7 @@ impl Gateway {
         };
         match service {
             Service::Rpc => authority_of(&self.settings.shared_rpc_url),
+            Service::Cdp => authority_of(&self.settings.shared_cdp_url),
             Service::View => {
                 let cdp = self.settings.shared_cdp_url.parse::<http::Uri>().ok();
                 let host = cdp.as_ref().and_then(|u| u.host()).unwrap_or("browser");
@@ -191,24 +225,46 @@ impl Gateway {
         &self,
         mut request: Request<Incoming>,
         peer: SocketAddr,
-        owner_hash: OwnerHash,
-        service: Service,
-        rest: &str,
+        target: Target<'_>,
         log: &mut RequestLog,
     ) -> Result<Response<Body>, RequestError> {
+        let shared = self.settings.isolation_mode == IsolationMode::Shared;
+        let Target {
+            owner_hash,
+            owner,
+            service,
+            rest,
+        } = target;
+        // A person opening a view whose runtime is not up gets the waiting page at once.
+        if matches!(service, Service::View)
+            && !shared
+            && waiting_page::is_navigation(request.method(), request.headers())
+            && !self.provisioner.is_ready(owner_hash)
+        {
+            self.provisioner.start_in_background(owner_hash);
+            log.cold = true;
+            return Ok(waiting_page::response());
+        }
         let client_upgrade = headers::is_websocket_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
         let (mut parts, incoming) = request.into_parts();
-        let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        let public_host = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts
                 .uri
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
         headers::strip_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
-        headers::set_forwarded(&mut parts.headers, peer.ip(), original_host);
+        headers::set_forwarded(&mut parts.headers, peer.ip(), public_host.clone());
+        match service {
+            // Chrome's DevTools server answers only to an IP address or `localhost`.
+            Service::Cdp => parts
+                .headers
+                .insert(header::HOST, HeaderValue::from_static(cdp::DEVTOOLS_HOST)),
+            // Otherwise the client sets the runtime's own address.
+            Service::Rpc | Service::View => parts.headers.remove(header::HOST),
+        };
         let (body, handle) = RequestBody::new(incoming);
         let mut body = Some(body);
-        let shared = self.settings.isolation_mode == IsolationMode::Shared;
         let mut retried = false;
         loop {
             let lease = if shared {
@@ -221,6 +277,7 @@ impl Gateway {
                 (None, _) => self.shared_authority(service),
                 (Some(lease), Service::Rpc) => lease.runtime().endpoints.rpc.clone(),
                 (Some(lease), Service::View) => lease.runtime().endpoints.view.clone(),
+                (Some(lease), Service::Cdp) => lease.runtime().endpoints.cdp.clone(),
             };
             let result = match client_upgrade {
                 Some(_) => tunnel::handshake(&parts, &authority, rest, self.settings.upstream_timeout).await,
@@ -246,6 +303,17 @@ impl Gateway {
                         &self.tunnels,
                     ));
                 }
+                Ok((response, None)) if matches!(service, Service::Cdp) && cdp::is_discovery(rest) => {
+                    let public_host = public_host
+                        .as_ref()
+                        .and_then(|h| h.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    let response =
+                        cdp::rewrite_response(response, &public_host, owner.unwrap_or_default(), false).await?;
+                    drop(lease);
+                    return Ok(response);
+                }
                 Ok((response, None)) => return Ok(proxy::into_client_response(response, lease)),
                 Err(SendError::Connect(message)) => {
                     let Some(lease) = lease else {
@@ -263,4 +331,14 @@ impl Gateway {
             }
         }
     }
+}
+
+/// What a proxied request is for.
+struct Target<'a> {
+    owner_hash: OwnerHash,
+    /// The raw owner id, where the route names it (RPC and CDP; views name only the hash).
+    owner: Option<&'a str>,
+    service: Service,
+    /// Path and query to forward.
+    rest: &'a str,
 }

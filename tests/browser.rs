@@ -4,24 +4,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use base64::Engine;
-use common::browser::HostBrowser;
+use common::browser::live_view_shows_agent_page;
 use common::*;
 use serde_json::json;
-
-/// Share of the noVNC canvas that is magenta (the colour of the page the agent opens).
-const MAGENTA_SHARE: &str = r#"(() => {
-  const canvas = document.querySelector('#noVNC_container canvas') || document.querySelector('canvas');
-  if (!canvas || !canvas.width) return 0;
-  const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
-  let magenta = 0;
-  for (let i = 0; i < data.length; i += 4) {
-    if (data[i] > 200 && data[i + 1] < 60 && data[i + 2] > 200) magenta++;
-  }
-  return magenta / (data.length / 4);
-})()"#;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_live_view_shows_the_agents_page_in_a_real_browser() {
@@ -32,75 +20,20 @@ async fn the_live_view_shows_the_agents_page_in_a_real_browser() {
         .start();
     let owner = unique("viewer");
     let hash = seed_hash(&owner);
-    let browser = HostBrowser::launch().await;
-
-    // A cold view: the runtime does not exist until this navigation asks for it.
+    // A cold view: the runtime does not exist until the navigation asks for it.
     assert!(inspect(&container_name(&hash)).is_none());
-    let view = gateway.url(&format!(
-        "/view/{hash}/vnc.html?path=view/{hash}/websockify&autoconnect=1&resize=scale"
-    ));
-    let started = Instant::now();
-    let mut page = browser.open(&view).await;
-    let connected = "document.documentElement.classList.contains('noVNC_connected')";
-    let mut reloads = 0;
-    let mut navigated = Instant::now();
-    // noVNC gave up: its page is there, but it is neither connecting nor connected.
-    let gave_up = "document.readyState === 'complete' && !!document.getElementById('noVNC_status') \
-        && !document.documentElement.classList.contains('noVNC_connecting') \
-        && !document.documentElement.classList.contains('noVNC_connected')";
-    loop {
-        if page.eval(connected).await == json!(true) {
-            break;
-        }
-        // A new container's network change can abort the host browser's load or WebSocket in
-        // flight (net::ERR_NETWORK_CHANGED): load a failed page again, as a person would.
-        let failed = page.eval("location.href.startsWith('chrome-error:')").await == json!(true)
-            || page.eval(gave_up).await == json!(true);
-        if failed && navigated.elapsed() > Duration::from_secs(2) && reloads < 5 {
-            reloads += 1;
-            navigated = Instant::now();
-            page.call("Page.navigate", json!({"url": view})).await;
-        }
-        if started.elapsed() > Duration::from_secs(90) {
-            let state = page
-                .eval("JSON.stringify({href: location.href, class: document.documentElement.className, status: (document.getElementById('noVNC_status') || {}).textContent})")
-                .await;
-            panic!("noVNC did not connect through the gateway: {state}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let cold_to_connected = started.elapsed();
-    eprintln!("cold /view request to noVNC connected: {cold_to_connected:?} ({reloads} reloads)");
-    assert!(gateway.log_lines("cold=true").iter().any(|l| l.contains(&hash)));
-
-    // The agent opens a page; the person must see it.
-    let run = json!({"actions": [
-        {"action": "open", "url": "data:text/html,<title>lazygate-e2e</title><body style='margin:0;background:%23ff00ff'></body>"},
-        {"action": "title"}
-    ]});
-    let reply = post(&gateway.url(&format!("/rpc/{owner}")), &run.to_string()).await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_eq!(reply.json()["results"][1]["title"], "lazygate-e2e");
-
-    let shown = Instant::now();
-    let mut share = 0.0;
-    while share <= 0.5 {
-        assert!(
-            shown.elapsed() < Duration::from_secs(60),
-            "the agent's page never showed (share {share})"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        share = page.eval(MAGENTA_SHARE).await.as_f64().unwrap_or(0.0);
-    }
-    let waited = shown.elapsed();
-    eprintln!("remote page on screen {waited:?} after the run answered; magenta share {share:.2}");
-
-    let shot = page.call("Page.captureScreenshot", json!({"format": "png"})).await;
-    let png = base64::engine::general_purpose::STANDARD
-        .decode(shot["data"].as_str().unwrap())
-        .unwrap();
+    let report = live_view_shows_agent_page(&gateway.url(""), &owner).await;
+    eprintln!("{report}");
+    // The first navigation got the waiting page (503), which reloaded itself into noVNC.
+    let waiting = gateway.log_lines("status=503");
+    assert!(
+        waiting
+            .iter()
+            .any(|l| l.contains(&hash) && l.contains("route=\"view\"")),
+        "{waiting:?}"
+    );
     let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("live-view-through-gateway.png");
-    std::fs::write(&path, png).unwrap();
+    std::fs::write(&path, &report.screenshot).unwrap();
     eprintln!("screenshot: {}", path.display());
 }
 
@@ -146,4 +79,76 @@ async fn the_reference_runtime_answers_runs_and_health() {
     eprintln!("docker stop of the reference runtime: {:?}", stopping.elapsed());
     let exit_code = inspect(&name).unwrap()["State"]["ExitCode"].as_i64().unwrap();
     assert_ne!(exit_code, 137, "the runtime ignored SIGTERM and was killed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cdp_client_drives_the_browser_through_the_gateway() {
+    let scope = Scope::new("browser-cdp");
+    let gateway = GatewayConfig::new(&scope)
+        .env("BROWSER_RUNTIME_IMAGE", BROWSER_IMAGE)
+        .env("BROWSER_RUNTIME_START_TIMEOUT", "60")
+        .start();
+    let owner = unique("cdp-agent");
+
+    // Discovery answers point back through the gateway, as the client reached it.
+    let version = get(&gateway.url(&format!("/cdp/{owner}/json/version"))).await;
+    assert_eq!(version.status, 200, "{}", version.text());
+    let ws = version.json()["webSocketDebuggerUrl"].as_str().unwrap().to_owned();
+    let expected = format!("ws://{}/cdp/{owner}/devtools/browser/", gateway.addr);
+    assert!(ws.starts_with(&expected), "{ws} should start with {expected}");
+    let list = get(&gateway.url(&format!("/cdp/{owner}/json/list"))).await;
+    let pages = list.json();
+    let first = &pages.as_array().unwrap()[0];
+    assert!(
+        first["webSocketDebuggerUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("ws://{}/cdp/", gateway.addr))
+    );
+    assert!(
+        first["devtoolsFrontendUrl"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("ws={}/cdp/{owner}/devtools/page/", gateway.addr))
+    );
+
+    // A real CDP client: playwright-core (from npm) connected to the gateway's endpoint.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cdp-client/cdp_check.mjs");
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cdp-through-gateway.png");
+    let endpoint = gateway.url(&format!("/cdp/{owner}"));
+    let page_url = "data:text/html,<title>cdp-through-lazygate</title><h1 style='font-size:80px'>hello over CDP</h1>";
+    let shot_path = shot.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(script)
+            .arg(endpoint)
+            .arg(page_url)
+            .arg(shot_path)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "playwright failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(result["title"], "cdp-through-lazygate");
+    let png = std::fs::read(&shot).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    eprintln!(
+        "CDP screenshot through the gateway: {} ({} bytes)",
+        shot.display(),
+        png.len()
+    );
+    // The CDP WebSocket tunnels appear in the gateway's log as upgrades.
+    assert!(
+        gateway
+            .log_lines("route=\"cdp\"")
+            .iter()
+            .any(|l| l.contains("status=101"))
+    );
 }

@@ -239,3 +239,37 @@ async fn shared_mode_answers_like_the_seed_and_starts_nothing() {
     assert_eq!(release.error_code(), "shared_mode");
     assert!(scope.containers().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_browser_navigation_to_a_starting_view_gets_the_waiting_page() {
+    let scope = Scope::new("waiting-page");
+    let gateway = GatewayConfig::new(&scope).start();
+    let hash = seed_hash(&unique("early-bird"));
+    let url = gateway.url(&format!("/view/{hash}/vnc.html"));
+    let navigation = Request::get(&url)
+        .header(
+            "accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        )
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let page = send_request(navigation).await;
+    assert_eq!(page.status, 503);
+    assert_eq!(page.headers["retry-after"], "1");
+    assert!(page.headers["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(page.text().contains("Starting your browser"), "{}", page.text());
+    // The runtime starts without anyone waiting on it...
+    eventually("runtime started by the waiting page", Duration::from_secs(30), || {
+        inspect(&container_name(&hash)).is_some()
+    })
+    .await;
+    // ...and the page's own poll (a non-navigation request) waits for it and gets through.
+    let poll = Request::get(&url)
+        .header("accept", "application/json")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let ready = send_request(poll).await;
+    assert_eq!(ready.status, 200);
+    assert!(ready.text().contains("stub noVNC"));
+    assert_eq!(scope.containers().len(), 1);
+}

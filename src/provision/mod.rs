@@ -81,6 +81,8 @@ struct Slot {
     state: Arc<AsyncMutex<SlotState>>,
     /// Leases alive on this owner's runtime; the reaper never removes a runtime with holds.
     holds: AtomicUsize,
+    /// Mirrors "state is Ready" for lock-free reads (the waiting page); written under the lock.
+    ready: AtomicBool,
     /// Last time a lease was taken or dropped, in ms of [`Provisioner::now_ms`]; may be
     /// negative for runtimes adopted with an older last use.
     last_used_ms: AtomicI64,
@@ -91,6 +93,7 @@ impl Slot {
         Slot {
             state: Arc::new(AsyncMutex::new(SlotState::Absent)),
             holds: AtomicUsize::new(0),
+            ready: AtomicBool::new(false),
             last_used_ms: AtomicI64::new(now_ms),
         }
     }
@@ -289,6 +292,7 @@ impl Provisioner {
         );
         let runtime = Arc::new(info);
         *guard = SlotState::Ready(runtime.clone());
+        slot.ready.store(true, Ordering::Release);
         Ok(self.lease(&slot, runtime, true))
     }
 
@@ -343,6 +347,23 @@ impl Provisioner {
         (self.settings.isolation_mode == IsolationMode::DockerPerTask).then(|| backend::volume_name(owner_hash))
     }
 
+    /// True when the owner's runtime is up: neither absent nor still starting.
+    pub fn is_ready(&self, owner_hash: OwnerHash) -> bool {
+        self.slots
+            .get(&owner_hash)
+            .is_some_and(|slot| slot.ready.load(Ordering::Acquire))
+    }
+
+    /// Starts the owner's runtime without waiting for it (for the waiting page).
+    pub fn start_in_background(self: &Arc<Self>, owner_hash: OwnerHash) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = this.acquire(owner_hash).await {
+                tracing::warn!(%owner_hash, %error, "background start failed");
+            }
+        });
+    }
+
     /// Removes the owner's runtime now (the seed's `cleanup_browser_runtime`): its container,
     /// and in per-task mode its volume. Waits for a start or removal in progress first.
     pub async fn release(&self, owner_hash: OwnerHash) -> Result<bool, ProvisionError> {
@@ -357,6 +378,7 @@ impl Provisioner {
             .remove(&backend::container_name(&owner_hash), volume.as_deref())
             .await?;
         *guard = SlotState::Absent;
+        slot.ready.store(false, Ordering::Release);
         self.mark_dirty();
         tracing::info!(owner_hash = %owner_hash, volume_removed = volume.is_some(), "runtime released");
         Ok(was_ready)
@@ -374,6 +396,7 @@ impl Provisioner {
                 }
                 tracing::warn!(container = %current.container_name, "runtime is gone; it will be started again");
                 *guard = SlotState::Absent;
+                lease.slot.ready.store(false, Ordering::Release);
                 self.mark_dirty();
                 Ok(true)
             }
@@ -410,6 +433,7 @@ impl Provisioner {
                     "adopted running runtime"
                 );
                 *guard = SlotState::Ready(Arc::new(info));
+                slot.ready.store(true, Ordering::Release);
                 adopted += 1;
             }
         }
@@ -453,6 +477,7 @@ impl Provisioner {
                         "removed idle runtime"
                     );
                     *guard = SlotState::Absent;
+                    slot.ready.store(false, Ordering::Release);
                     self.mark_dirty();
                 }
                 Err(error) => {
@@ -513,5 +538,175 @@ impl Provisioner {
             .iter()
             .filter(|e| matches!(e.value().state.try_lock().as_deref(), Ok(SlotState::Ready(_))))
             .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The reaper's rules on tokio's paused clock, with an in-memory backend (the real engine
+    //! is exercised by the integration tests).
+
+    use super::*;
+    use crate::config::RawConfig;
+    use async_trait::async_trait;
+
+    /// Runs nothing; lists one running runtime until it is removed, and records removals.
+    #[derive(Default)]
+    struct FakeBackend {
+        removed: Mutex<Vec<(String, Option<String>)>>,
+    }
+
+    fn info(owner_hash: OwnerHash) -> RuntimeInfo {
+        let name = backend::container_name(&owner_hash);
+        RuntimeInfo {
+            id: format!("id-{owner_hash}"),
+            container_name: name.clone(),
+            owner_hash,
+            endpoints: Endpoints {
+                rpc: format!("{name}:8787"),
+                view: format!("{name}:6080"),
+                cdp: format!("{name}:9222"),
+            },
+            adopted: true,
+        }
+    }
+
+    #[async_trait]
+    impl Backend for FakeBackend {
+        async fn ping(&self) -> Result<(), BackendError> {
+            Ok(())
+        }
+        async fn ensure(&self, spec: &RuntimeSpec) -> Result<RuntimeInfo, BackendError> {
+            Ok(info(spec.owner_hash))
+        }
+        async fn is_running(&self, _: &str) -> Result<bool, BackendError> {
+            Ok(true)
+        }
+        async fn remove(&self, container: &str, volume: Option<&str>) -> Result<(), BackendError> {
+            let entry = (container.to_owned(), volume.map(str::to_owned));
+            self.removed.lock().unwrap().push(entry);
+            Ok(())
+        }
+        async fn list(&self, _: Ports, _: bool) -> Result<Vec<RuntimeInfo>, BackendError> {
+            Ok(vec![info(OwnerHash::of("alice"))])
+        }
+        async fn logs_tail(&self, _: &str, _: usize) -> Result<String, BackendError> {
+            Ok(String::new())
+        }
+    }
+
+    fn provisioner(mode: IsolationMode, backend: Arc<FakeBackend>, state_dir: &std::path::Path) -> Arc<Provisioner> {
+        let mut settings = Settings::try_from(RawConfig::default()).unwrap();
+        settings.ttl = Duration::from_secs(10);
+        settings.isolation_mode = mode;
+        settings.state_dir = state_dir.to_path_buf();
+        let backend: Arc<dyn Backend> = backend;
+        let views = Arc::new(ViewUrls::new(None, "tunnel".into(), backend.clone()));
+        Provisioner::new(Arc::new(settings), backend, views)
+    }
+
+    async fn advance(seconds: u64) {
+        tokio::time::advance(Duration::from_secs(seconds)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_runtimes_go_after_the_ttl_and_holds_keep_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(FakeBackend::default());
+        let provisioner = provisioner(IsolationMode::DockerPerPrincipal, backend.clone(), dir.path());
+        let alice = OwnerHash::of("alice");
+        assert_eq!(
+            provisioner.adopt().await.unwrap(),
+            1,
+            "adopted with a full TTL of grace"
+        );
+        assert!(provisioner.is_ready(alice));
+
+        advance(9).await;
+        provisioner.reap_idle().await;
+        assert!(backend.removed.lock().unwrap().is_empty(), "9 s idle < 10 s TTL");
+
+        // A lease (an in-flight request or an open WebSocket) holds it however long it lasts.
+        let lease = provisioner.acquire(alice).await.unwrap();
+        assert!(!lease.cold(), "a ready runtime is a warm hit");
+        advance(60).await;
+        provisioner.reap_idle().await;
+        assert!(
+            backend.removed.lock().unwrap().is_empty(),
+            "held runtimes are never reaped"
+        );
+
+        // Last use is when the hold ended, not when it began.
+        drop(lease);
+        advance(9).await;
+        provisioner.reap_idle().await;
+        assert!(backend.removed.lock().unwrap().is_empty());
+        advance(1).await;
+        provisioner.reap_idle().await;
+        let removed = backend.removed.lock().unwrap().clone();
+        assert_eq!(
+            removed,
+            vec![(backend::container_name(&alice), None)],
+            "per-principal keeps the volume"
+        );
+        assert!(!provisioner.is_ready(alice));
+
+        // The registry file follows.
+        provisioner.persist().await;
+        let registry = Registry::load(&dir.path().join("docker_runtimes.json"));
+        assert!(registry.runtimes.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn per_task_runtimes_go_with_their_volume() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(FakeBackend::default());
+        let provisioner = provisioner(IsolationMode::DockerPerTask, backend.clone(), dir.path());
+        let alice = OwnerHash::of("alice");
+        provisioner.adopt().await.unwrap();
+        provisioner.persist().await;
+        let registry = Registry::load(&dir.path().join("docker_runtimes.json"));
+        let key = format!("docker-per-task:{alice}");
+        assert_eq!(registry.runtimes[&key].container_name, backend::container_name(&alice));
+        advance(10).await;
+        provisioner.reap_idle().await;
+        let removed = backend.removed.lock().unwrap().clone();
+        assert_eq!(
+            removed,
+            vec![(backend::container_name(&alice), Some(backend::volume_name(&alice)))]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn adoption_takes_last_use_from_the_registry_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = OwnerHash::of("alice");
+        // The seed (or an earlier gateway) last used alice's runtime 8 s ago.
+        let mut registry = Registry::default();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+        registry.runtimes.insert(
+            format!("docker-per-principal:{alice}"),
+            RegistryEntry {
+                container_name: backend::container_name(&alice),
+                last_used: now - 8.0,
+                mode: "docker-per-principal".into(),
+                owner_hash: alice.to_string(),
+                volume_name: backend::volume_name(&alice),
+            },
+        );
+        registry.save(&dir.path().join("docker_runtimes.json")).unwrap();
+        let backend = Arc::new(FakeBackend::default());
+        let provisioner = provisioner(IsolationMode::DockerPerPrincipal, backend.clone(), dir.path());
+        provisioner.adopt().await.unwrap();
+        advance(1).await;
+        provisioner.reap_idle().await;
+        assert!(backend.removed.lock().unwrap().is_empty(), "9 s idle");
+        advance(1).await;
+        provisioner.reap_idle().await;
+        assert_eq!(
+            backend.removed.lock().unwrap().len(),
+            1,
+            "10 s idle counting the time before the restart"
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! [`Lease`] so the runtime stays held until the last byte has gone out. WebSocket
 //! handshakes go through [`tunnel`].
 
+pub mod cdp;
 pub mod headers;
 pub mod tunnel;
 
@@ -70,7 +71,6 @@ impl Upstream {
         *request.method_mut() = parts.method.clone();
         *request.uri_mut() = uri;
         *request.headers_mut() = parts.headers.clone();
-        request.headers_mut().remove(http::header::HOST);
         match tokio::time::timeout(self.timeout, self.client.request(request)).await {
             Err(_) => Err(SendError::Timeout(self.timeout)),
             Ok(Ok(response)) => Ok(response),

@@ -46,8 +46,10 @@ pub async fn handshake(
     *request.uri_mut() = uri;
     *request.headers_mut() = parts.headers.clone();
     headers::strip_hop_by_hop(request.headers_mut(), true);
-    let host = http::HeaderValue::from_str(authority).map_err(|e| SendError::Failed(e.to_string()))?;
-    request.headers_mut().insert(http::header::HOST, host);
+    if !request.headers().contains_key(http::header::HOST) {
+        let host = http::HeaderValue::from_str(authority).map_err(|e| SendError::Failed(e.to_string()))?;
+        request.headers_mut().insert(http::header::HOST, host);
+    }
     let mut response = tokio::time::timeout(timeout, sender.send_request(request))
         .await
         .map_err(|_| SendError::Timeout(timeout))?

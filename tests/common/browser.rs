@@ -126,3 +126,107 @@ impl Drop for HostBrowser {
         self.child.wait().ok();
     }
 }
+
+/// Share of the noVNC canvas that is magenta (the colour of the page the agent opens).
+const MAGENTA_SHARE: &str = r#"(() => {
+  const canvas = document.querySelector('#noVNC_container canvas') || document.querySelector('canvas');
+  if (!canvas || !canvas.width) return 0;
+  const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  let magenta = 0;
+  for (let i = 0; i < data.length; i += 4) {
+    if (data[i] > 200 && data[i + 1] < 60 && data[i + 2] > 200) magenta++;
+  }
+  return magenta / (data.length / 4);
+})()"#;
+
+/// What [`live_view_shows_agent_page`] saw.
+pub struct LiveViewReport {
+    /// From opening the view URL to noVNC's connected state.
+    pub to_connected: std::time::Duration,
+    /// Reloads needed after a failed load (see below).
+    pub reloads: u32,
+    /// From the agent's run answering to its page on the person's screen.
+    pub to_on_screen: std::time::Duration,
+    pub magenta_share: f64,
+    pub screenshot: Vec<u8>,
+}
+
+impl std::fmt::Display for LiveViewReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "view URL to noVNC connected: {:?} ({} reloads); run answered to page on screen: {:?} (magenta share {:.2})",
+            self.to_connected, self.reloads, self.to_on_screen, self.magenta_share
+        )
+    }
+}
+
+/// As a person and an agent would: opens `/view/<hash>/vnc.html?…&autoconnect=1` on the
+/// gateway at `base` in a real browser and waits for noVNC to connect over the gateway's
+/// WebSocket; then the agent posts a run to `/rpc/<owner>` that opens a magenta page, and
+/// the noVNC canvas is read until that page is on the person's screen.
+pub async fn live_view_shows_agent_page(base: &str, owner: &str) -> LiveViewReport {
+    use std::time::Instant;
+    let hash = crate::common::seed_hash(owner);
+    let browser = HostBrowser::launch().await;
+    let view = format!("{base}/view/{hash}/vnc.html?path=view/{hash}/websockify&autoconnect=1&resize=scale");
+    let started = Instant::now();
+    let mut page = browser.open(&view).await;
+    let connected = "document.documentElement.classList.contains('noVNC_connected')";
+    // noVNC gave up: its page is there, but it is neither connecting nor connected.
+    let gave_up = "document.readyState === 'complete' && !!document.getElementById('noVNC_status') \
+        && !document.documentElement.classList.contains('noVNC_connecting') \
+        && !document.documentElement.classList.contains('noVNC_connected')";
+    let mut reloads = 0;
+    let mut navigated = Instant::now();
+    while page.eval(connected).await != json!(true) {
+        // A new container's network change can abort the host browser's load or WebSocket in
+        // flight (net::ERR_NETWORK_CHANGED): load a failed page again, as a person would.
+        let failed = page.eval("location.href.startsWith('chrome-error:')").await == json!(true)
+            || page.eval(gave_up).await == json!(true);
+        if failed && navigated.elapsed() > Duration::from_secs(2) && reloads < 5 {
+            reloads += 1;
+            navigated = Instant::now();
+            page.call("Page.navigate", json!({"url": view})).await;
+        }
+        if started.elapsed() > Duration::from_secs(90) {
+            let state = page
+                .eval("JSON.stringify({href: location.href, class: document.documentElement.className, status: (document.getElementById('noVNC_status') || {}).textContent})")
+                .await;
+            panic!("noVNC did not connect through the gateway: {state}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let to_connected = started.elapsed();
+
+    let run = json!({"actions": [
+        {"action": "open", "url": "data:text/html,<title>lazygate-e2e</title><body style='margin:0;background:%23ff00ff'></body>"},
+        {"action": "title"}
+    ]});
+    let reply = crate::common::post(&format!("{base}/rpc/{owner}"), &run.to_string()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["results"][1]["title"], "lazygate-e2e");
+    let shown = Instant::now();
+    let mut magenta_share = 0.0;
+    while magenta_share <= 0.5 {
+        assert!(
+            shown.elapsed() < Duration::from_secs(60),
+            "the agent's page never showed ({magenta_share})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        magenta_share = page.eval(MAGENTA_SHARE).await.as_f64().unwrap_or(0.0);
+    }
+    let to_on_screen = shown.elapsed();
+    let shot = page.call("Page.captureScreenshot", json!({"format": "png"})).await;
+    use base64::Engine;
+    let screenshot = base64::engine::general_purpose::STANDARD
+        .decode(shot["data"].as_str().unwrap())
+        .unwrap();
+    LiveViewReport {
+        to_connected,
+        reloads,
+        to_on_screen,
+        magenta_share,
+        screenshot,
+    }
+}

@@ -71,6 +71,19 @@ pub fn docker(args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// A container's output, stdout and stderr together (lazygate logs to stderr).
+pub fn container_logs(name: &str) -> String {
+    let out = Command::new("docker")
+        .args(["logs", name])
+        .output()
+        .expect("docker CLI runs");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// `docker inspect` of a container, or `None` when it does not exist.
 pub fn inspect(name: &str) -> Option<serde_json::Value> {
     let text = docker(&["container", "inspect", name])?;
@@ -84,6 +97,14 @@ pub fn container_id(name: &str) -> Option<String> {
 
 pub fn volume_exists(name: &str) -> bool {
     docker(&["volume", "inspect", name]).is_some()
+}
+
+/// Makes sure the shared test network exists (gateways create it on demand; a container
+/// joining it at `docker run` needs it first).
+pub fn ensure_test_network() {
+    if docker(&["network", "inspect", TEST_NETWORK]).is_none() {
+        docker(&["network", "create", "--label", "lazygate.test=1", TEST_NETWORK]);
+    }
 }
 
 /// A test's own label scope: its containers and volumes are removed at start and at drop.
