@@ -129,39 +129,8 @@ impl Gateway {
                 }
                 Ok(response)
             }
-            Route::View { owner_hash, rest } => {
-                let target = Target {
-                    owner_hash,
-                    owner: None,
-                    service: Service::View,
-                    rest: &rest,
-                };
-                self.proxy(request, peer, target, log).await
-            }
-            Route::Rpc {
-                owner,
-                owner_hash,
-                rest,
-            } => {
-                let target = Target {
-                    owner_hash,
-                    owner: Some(&owner),
-                    service: Service::Rpc,
-                    rest: &rest,
-                };
-                self.proxy(request, peer, target, log).await
-            }
-            Route::Cdp {
-                owner,
-                owner_hash,
-                rest,
-            } => {
-                let target = Target {
-                    owner_hash,
-                    owner: Some(&owner),
-                    service: Service::Cdp,
-                    rest: &rest,
-                };
+            Route::View { .. } | Route::Rpc { .. } | Route::Cdp { .. } => {
+                let target = Target::of(&route).expect("a proxied route");
                 self.proxy(request, peer, target, log).await
             }
             Route::Release { owner_hash, .. } => {
@@ -334,6 +303,7 @@ impl Gateway {
 }
 
 /// What a proxied request is for.
+#[derive(Clone, Copy)]
 struct Target<'a> {
     owner_hash: OwnerHash,
     /// The raw owner id, where the route names it (RPC and CDP; views name only the hash).
@@ -341,4 +311,30 @@ struct Target<'a> {
     service: Service,
     /// Path and query to forward.
     rest: &'a str,
+}
+
+impl<'a> Target<'a> {
+    /// The target of a route that goes to a runtime.
+    fn of(route: &'a Route) -> Option<Target<'a>> {
+        let (owner_hash, owner, service, rest) = match route {
+            Route::View { owner_hash, rest } => (*owner_hash, None, Service::View, rest),
+            Route::Rpc {
+                owner,
+                owner_hash,
+                rest,
+            } => (*owner_hash, Some(owner.as_str()), Service::Rpc, rest),
+            Route::Cdp {
+                owner,
+                owner_hash,
+                rest,
+            } => (*owner_hash, Some(owner.as_str()), Service::Cdp, rest),
+            _ => return None,
+        };
+        Some(Target {
+            owner_hash,
+            owner,
+            service,
+            rest,
+        })
+    }
 }

@@ -273,3 +273,45 @@ async fn a_browser_navigation_to_a_starting_view_gets_the_waiting_page() {
     assert!(ready.text().contains("stub noVNC"));
     assert_eq!(scope.containers().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_view_base_url_is_discovered_from_the_tunnels_logs() {
+    let scope = Scope::new("tunnel-discovery");
+    // A stand-in tunnel container that announces its public URL the way quick tunnels do.
+    let tunnel = format!("lazygate-tunnel-{}", unique("t"));
+    let label = format!("lazygate.scope={}", scope.name);
+    let announce = "echo 'INF Requesting new quick Tunnel'; \
+                    echo 'INF |  https://stale-name.example.test  |'; \
+                    echo 'INF |  https://fresh-name.example.test/vnc.html  |' >&2; \
+                    sleep 600";
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &tunnel,
+        "--label",
+        &label,
+        "lazygate-debian:bookworm",
+        "sh",
+        "-c",
+        announce,
+    ])
+    .expect("tunnel stand-in starts");
+    eventually("tunnel stand-in printed its URL", Duration::from_secs(30), || {
+        container_logs(&tunnel).contains("fresh-name")
+    })
+    .await;
+    let gateway = GatewayConfig::new(&scope)
+        .env("LAZYGATE_TUNNEL_CONTAINER", &tunnel)
+        .start();
+    let user = unique("tunnel-user");
+    let hash = seed_hash(&user);
+    let body = serde_json::json!({"metadata": {"user_id": user}});
+    let reply = post(&gateway.url("/api/runtimes/ensure"), &body.to_string()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let expected = format!("https://fresh-name.example.test/view/{hash}/vnc.html?path=view/{hash}/websockify");
+    assert_eq!(reply.json()["browser_view"], expected.as_str());
+    // The runtime was started with the same URL, as the seed does.
+    let env = inspect(&container_name(&hash)).unwrap()["Config"]["Env"].to_string();
+    assert!(env.contains(&format!("BROWSER_VIEW_URL={expected}")), "{env}");
+}
