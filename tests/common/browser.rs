@@ -181,10 +181,19 @@ pub async fn live_view_shows_agent_page(base: &str, owner: &str) -> LiveViewRepo
     let mut navigated = Instant::now();
     while page.eval(connected).await != json!(true) {
         // A new container's network change can abort the host browser's load or WebSocket in
-        // flight (net::ERR_NETWORK_CHANGED): load a failed page again, as a person would.
+        // flight (net::ERR_NETWORK_CHANGED): load a failed page again, as a person would, and
+        // likewise a page stuck for 15 s (seen once or twice, cause not yet found).
         let failed = page.eval("location.href.startsWith('chrome-error:')").await == json!(true)
             || page.eval(gave_up).await == json!(true);
-        if failed && navigated.elapsed() > Duration::from_secs(2) && reloads < 5 {
+        let stuck = navigated.elapsed() > Duration::from_secs(15);
+        if (failed && navigated.elapsed() > Duration::from_secs(2) || stuck) && reloads < 5 {
+            let state = page
+                .eval("document.documentElement.className + ' ' + location.href")
+                .await;
+            eprintln!(
+                "reloading the view after {:?} (failed: {failed}): {state}",
+                navigated.elapsed()
+            );
             reloads += 1;
             navigated = Instant::now();
             page.call("Page.navigate", json!({"url": view})).await;
