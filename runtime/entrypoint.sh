@@ -9,6 +9,12 @@ rm -f "$data/profile/SingletonLock" "$data/profile/SingletonSocket" "$data/profi
 
 export DISPLAY=:99
 Xvfb :99 -screen 0 1280x800x24 -nolisten tcp >/tmp/xvfb.log 2>&1 &
+# Chromium and x11vnc give up at once without a display: wait for Xvfb's socket first (a
+# loaded host can take seconds to bring it up).
+for _ in $(seq 1 600); do
+  [ -S /tmp/.X11-unix/X99 ] && break
+  sleep 0.02
+done
 
 # Headful Chromium binds CDP to loopback whatever it is told; socat publishes it on 9222.
 chromium --no-sandbox --disable-gpu --no-first-run --no-default-browser-check \
@@ -20,7 +26,8 @@ socat TCP-LISTEN:9222,fork,reuseaddr,bind=0.0.0.0 TCP:127.0.0.1:9223 &
 
 case "${BROWSER_ENABLE_UI:-true}" in
   1|true|yes|on)
-    x11vnc -display :99 -forever -shared -nopw -localhost -rfbport 5900 -quiet >/tmp/x11vnc.log 2>&1 &
+    # -loop: should x11vnc ever exit, it starts again.
+    x11vnc -display :99 -forever -loop200 -shared -nopw -localhost -rfbport 5900 -quiet >/tmp/x11vnc.log 2>&1 &
     websockify --web /usr/share/novnc 6080 127.0.0.1:5900 >/tmp/websockify.log 2>&1 &
     ;;
 esac

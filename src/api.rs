@@ -90,11 +90,23 @@ pub async fn ensure(
         &json!({
             "cdp_url": format!("http://{container}:{}", settings.cdp_port),
             "rpc_url": format!("http://{container}:{}/run", settings.rpc_port),
-            "browser_view": gateway.views.view_url(mode, Some(owner_hash)).await,
+            "browser_view": signed_view_url(gateway, owner_hash).await,
             "isolation_mode": mode.as_str(),
             "owner_hash": owner_hash.to_string(),
         }),
     ))
+}
+
+/// The seed's view URL, with a view token appended when auth is on.
+async fn signed_view_url(gateway: &Gateway, owner_hash: OwnerHash) -> String {
+    let url = gateway
+        .views
+        .view_url(gateway.settings.isolation_mode, Some(owner_hash))
+        .await;
+    if url.is_empty() || gateway.auth.is_insecure() {
+        return url;
+    }
+    format!("{url}&token={}", gateway.auth.sign_view(&owner_hash, None))
 }
 
 /// The seed's `cleanup_browser_runtime`: in per-task mode, removes the task's container and

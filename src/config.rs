@@ -78,6 +78,8 @@ pub struct RawConfig {
     pub shared: RawShared,
     #[serde(default)]
     pub view: RawView,
+    #[serde(default)]
+    pub auth: RawAuth,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -86,6 +88,7 @@ pub struct RawServer {
     pub listen: Option<String>,
     pub upstream_timeout_seconds: Option<u64>,
     pub drain_seconds: Option<u64>,
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -111,6 +114,17 @@ pub struct RawRuntime {
 pub struct RawShared {
     pub cdp_url: Option<String>,
     pub rpc_url: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub api_tokens: Option<Vec<String>>,
+    pub view_secret: Option<String>,
+    pub view_secret_previous: Option<String>,
+    pub view_token_ttl_seconds: Option<u64>,
+    pub allowed_origins: Option<Vec<String>>,
+    pub insecure_dev: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -154,6 +168,43 @@ pub struct Settings {
     pub tunnel_container: String,
     /// The gateway's MODEL_DEFAULT / OPENAI_API_KEY / OPENAI_BASE_URL, passed to runtimes.
     pub passthrough_env: Vec<(String, String)>,
+    /// Peers (the tunnel) whose X-Forwarded-* headers are believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub auth: AuthSettings,
+}
+
+/// Who may reach runtimes; see [`crate::auth`].
+#[derive(Clone, Default)]
+pub struct AuthSettings {
+    /// Bearer tokens accepted on /rpc, /cdp and /api; empty: generated at start.
+    pub api_tokens: Vec<String>,
+    /// Signs view URLs; `None`: generated at start.
+    pub view_secret: Option<String>,
+    /// The secret before the last rotation, still accepted so open views keep working.
+    pub view_secret_previous: Option<String>,
+    /// Lifetime of the view URLs the gateway hands out.
+    pub view_token_ttl: Duration,
+    /// Origins, besides the gateway's own, allowed to open WebSockets.
+    pub allowed_origins: Vec<String>,
+    /// Auth off, for local development only.
+    pub insecure_dev: bool,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    // Secrets never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("api_tokens", &format_args!("[{} redacted]", self.api_tokens.len()))
+            .field("view_secret", &self.view_secret.as_ref().map(|_| "redacted"))
+            .field(
+                "view_secret_previous",
+                &self.view_secret_previous.as_ref().map(|_| "redacted"),
+            )
+            .field("view_token_ttl", &self.view_token_ttl)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("insecure_dev", &self.insecure_dev)
+            .finish()
+    }
 }
 
 /// Variables passed from the gateway's environment to every runtime, as in the seed.
@@ -262,6 +313,16 @@ fn parse_bool_env(env: &dyn Environment, key: &str) -> Result<Option<bool>, Conf
     }
 }
 
+/// A comma-separated list, blanks dropped.
+fn split_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 fn set<T>(slot: &mut Option<T>, value: Option<T>) {
     if value.is_some() {
         *slot = value;
@@ -280,6 +341,26 @@ impl RawConfig {
             parse_env(env, "LAZYGATE_UPSTREAM_TIMEOUT_SECONDS", SECONDS)?,
         );
         set(&mut s.drain_seconds, parse_env(env, "LAZYGATE_DRAIN_SECONDS", SECONDS)?);
+        set(
+            &mut s.trusted_proxies,
+            env.var("LAZYGATE_TRUSTED_PROXIES").map(|v| split_list(&v)),
+        );
+        let a = &mut self.auth;
+        set(
+            &mut a.api_tokens,
+            env.var("LAZYGATE_API_TOKENS").map(|v| split_list(&v)),
+        );
+        set(&mut a.view_secret, env.var("LAZYGATE_VIEW_SECRET"));
+        set(&mut a.view_secret_previous, env.var("LAZYGATE_VIEW_SECRET_PREVIOUS"));
+        set(
+            &mut a.view_token_ttl_seconds,
+            parse_env(env, "LAZYGATE_VIEW_TOKEN_TTL_SECONDS", SECONDS)?,
+        );
+        set(
+            &mut a.allowed_origins,
+            env.var("LAZYGATE_ALLOWED_ORIGINS").map(|v| split_list(&v)),
+        );
+        set(&mut a.insecure_dev, parse_bool_env(env, "LAZYGATE_INSECURE_DEV")?);
         let r = &mut self.runtime;
         set(&mut r.isolation_mode, env.var("BROWSER_USE_ISOLATION_MODE"));
         set(&mut r.image, env.var("BROWSER_RUNTIME_IMAGE"));
@@ -383,7 +464,53 @@ impl TryFrom<RawConfig> for Settings {
             runtime,
             shared,
             view,
+            auth,
         } = raw;
+        let trusted_proxies = server
+            .trusted_proxies
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .map(|ip| {
+                ip.trim().parse::<std::net::IpAddr>().map_err(|_| {
+                    invalid(
+                        "server.trusted_proxies (LAZYGATE_TRUSTED_PROXIES)",
+                        ip,
+                        "expected IP addresses",
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let api_tokens = auth.api_tokens.unwrap_or_default();
+        if let Some(short) = api_tokens.iter().find(|t| t.len() < 16) {
+            return Err(invalid(
+                "auth.api_tokens (LAZYGATE_API_TOKENS)",
+                format!("{}…", short.chars().take(3).collect::<String>()),
+                "every token must be at least 16 characters",
+            ));
+        }
+        let secret = |key: &str, value: Option<String>| -> Result<Option<String>, ConfigError> {
+            match value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()) {
+                Some(v) if v.len() < 32 => Err(invalid(key, "(redacted)", "must be at least 32 characters")),
+                other => Ok(other),
+            }
+        };
+        let auth = AuthSettings {
+            api_tokens,
+            view_secret: secret("auth.view_secret (LAZYGATE_VIEW_SECRET)", auth.view_secret)?,
+            view_secret_previous: secret(
+                "auth.view_secret_previous (LAZYGATE_VIEW_SECRET_PREVIOUS)",
+                auth.view_secret_previous,
+            )?,
+            view_token_ttl: seconds(
+                "auth.view_token_ttl_seconds (LAZYGATE_VIEW_TOKEN_TTL_SECONDS)",
+                auth.view_token_ttl_seconds,
+                12 * 3600,
+                1,
+            )?,
+            allowed_origins: auth.allowed_origins.unwrap_or_default(),
+            insecure_dev: auth.insecure_dev.unwrap_or(false),
+        };
         let listen_text = server.listen.unwrap_or_else(|| "0.0.0.0:8080".to_owned());
         let listen = listen_text
             .trim()
@@ -503,6 +630,8 @@ impl TryFrom<RawConfig> for Settings {
                 )?,
             )?,
             passthrough_env: Vec::new(),
+            trusted_proxies,
+            auth,
         })
     }
 }

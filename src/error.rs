@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use http::{HeaderValue, Response, StatusCode, header};
 
+use crate::auth::AuthError;
 use crate::body::{Body, full};
 use crate::provision::ProvisionError;
 use crate::route::RouteError;
@@ -19,6 +20,8 @@ pub enum RequestError {
     Route(#[from] RouteError),
     #[error(transparent)]
     Provision(#[from] ProvisionError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error("request body is not valid: {0}")]
     BadBody(String),
     #[error("request body is larger than {limit} bytes")]
@@ -47,6 +50,8 @@ impl RequestError {
             Route(_) | BadBody(_) => StatusCode::BAD_REQUEST,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             SharedMode { .. } => StatusCode::CONFLICT,
+            Auth(e) if e.is_forbidden() => StatusCode::FORBIDDEN,
+            Auth(_) => StatusCode::UNAUTHORIZED,
             Provision(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             Provision(_) | UpstreamRefused(_) | UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -66,6 +71,7 @@ impl RequestError {
             BodyTooLarge { .. } => "body_too_large",
             SharedMode { .. } => "shared_mode",
             Provision(e) => e.code(),
+            Auth(e) => e.code(),
             UpstreamRefused(_) => "runtime_refused",
             UpstreamTimeout(_) => "runtime_timeout",
             UpstreamFailed(_) => "runtime_connection_failed",
@@ -75,7 +81,13 @@ impl RequestError {
 
     /// The JSON error response.
     pub fn to_response(&self) -> Response<Body> {
-        error_response(self.status(), self.code(), &self.to_string())
+        let mut response = error_response(self.status(), self.code(), &self.to_string());
+        if let RequestError::Auth(AuthError::MissingToken | AuthError::BadToken) = self {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
     }
 }
 

@@ -4,6 +4,7 @@
 //!
 //! - [`server`] accepts connections (HTTP/1.1 with upgrades, HTTP/2) and drains them on shutdown.
 //! - [`service`] is the pipeline for one request and its one log line.
+//! - [`auth`] decides who may reach (and so start) which runtime, before anything else.
 //! - [`route`] turns method + URI into a [`route::Route`], refusing malformed owners
 //!   ([`owner`]) and paths before anything else happens.
 //! - [`provision`] gets or creates the owner's runtime — once, however many requests race —
@@ -19,6 +20,7 @@
 //! [`run`] ties them together around a bound listener, so tests can bind port 0.
 
 pub mod api;
+pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
@@ -42,6 +44,13 @@ use provision::{Backend, Provisioner};
 use service::Gateway;
 use view_url::ViewUrls;
 
+/// Errors that stop the gateway before it serves.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot read or keep the generated secrets: {0}")]
+    Secrets(std::io::Error),
+}
+
 /// Serves on `listener` until `shutdown` completes, then drains connections and tunnels
 /// within the configured deadline. Runtimes are never stopped on the way out.
 pub async fn run(
@@ -49,7 +58,11 @@ pub async fn run(
     settings: Settings,
     backend: Arc<dyn Backend>,
     shutdown: impl Future<Output = ()>,
-) {
+) -> Result<(), StartupError> {
+    let auth = Arc::new(auth::Auth::from_settings(&settings).map_err(StartupError::Secrets)?);
+    if auth.is_insecure() {
+        tracing::warn!("INSECURE DEVELOPMENT MODE: anyone who reaches this gateway can start and drive runtimes");
+    }
     let settings = Arc::new(settings);
     let views = Arc::new(ViewUrls::new(
         settings.view_base_url.clone(),
@@ -79,7 +92,7 @@ pub async fn run(
         ttl_seconds = settings.ttl.as_secs(),
         "listening"
     );
-    let gateway = Arc::new(Gateway::new(settings.clone(), provisioner, views));
+    let gateway = Arc::new(Gateway::new(settings.clone(), provisioner, views, auth));
     let stop = CancellationToken::new();
     let server = tokio::spawn(server::serve(listener, gateway.clone(), stop.clone(), settings.drain));
     shutdown.await;
@@ -95,4 +108,5 @@ pub async fn run(
     }
     reaper_token.cancel();
     reaper.await.ok();
+    Ok(())
 }

@@ -24,6 +24,23 @@ enum Command {
         /// TOML configuration file (also LAZYGATE_CONFIG); without one, defaults apply.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Turn authentication off, for local development only (also LAZYGATE_INSECURE_DEV).
+        #[arg(long)]
+        insecure_dev: bool,
+    },
+    /// Print a signed, expiring live-view URL for an owner (uses the configured or the
+    /// generated view secret, so run it with the gateway's configuration).
+    ViewUrl {
+        /// The owner id (user, session or task), as in /rpc/<owner>.
+        owner: String,
+        /// Lifetime of the URL in seconds (default: auth.view_token_ttl_seconds).
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// Public base URL (default: view.base_url, else http://127.0.0.1:<port>).
+        #[arg(long)]
+        base: Option<String>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -35,18 +52,51 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::Serve { config } => serve(config),
+        Command::Serve { config, insecure_dev } => serve(config, insecure_dev),
+        Command::ViewUrl {
+            owner,
+            ttl,
+            base,
+            config,
+        } => view_url(&owner, ttl, base, config),
     }
 }
 
-fn serve(config: Option<PathBuf>) -> ExitCode {
-    let settings = match Settings::load(config.as_deref(), &ProcessEnv) {
+fn load(config: Option<PathBuf>) -> Result<Settings, ExitCode> {
+    Settings::load(config.as_deref(), &ProcessEnv).map_err(|error| {
+        eprintln!("lazygate: {error}");
+        ExitCode::from(2)
+    })
+}
+
+fn view_url(owner: &str, ttl: Option<u64>, base: Option<String>, config: Option<PathBuf>) -> ExitCode {
+    let settings = match load(config) {
         Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    let auth = match lazygate::auth::Auth::from_settings(&settings) {
+        Ok(auth) => auth,
         Err(error) => {
-            eprintln!("lazygate: {error}");
-            return ExitCode::from(2);
+            eprintln!("lazygate: cannot read the view secret: {error}");
+            return ExitCode::FAILURE;
         }
     };
+    let base = base
+        .map(|b| lazygate::config::normalize_view_base_url(&b))
+        .or(settings.view_base_url.clone())
+        .unwrap_or_else(|| format!("http://127.0.0.1:{}", settings.listen.port()));
+    let hash = lazygate::owner::OwnerHash::of(owner);
+    let token = auth.sign_view(&hash, ttl.map(std::time::Duration::from_secs));
+    println!("{base}/view/{hash}/vnc.html?path=view/{hash}/websockify&autoconnect=1&token={token}");
+    ExitCode::SUCCESS
+}
+
+fn serve(config: Option<PathBuf>, insecure_dev: bool) -> ExitCode {
+    let mut settings = match load(config) {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    settings.auth.insecure_dev |= insecure_dev;
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -63,8 +113,13 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
             }
         };
         let backend = Arc::new(DockerBackend::new(settings.scope.clone()));
-        lazygate::run(listener, settings, backend, shutdown_signal()).await;
-        ExitCode::SUCCESS
+        match lazygate::run(listener, settings, backend, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("lazygate: {error}");
+                ExitCode::FAILURE
+            }
+        }
     })
 }
 

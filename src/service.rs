@@ -13,6 +13,7 @@ use serde_json::json;
 use tokio_util::task::TaskTracker;
 
 use crate::api;
+use crate::auth::{self, Auth};
 use crate::body::{Body, empty};
 use crate::config::{IsolationMode, Settings};
 use crate::error::{RequestError, json_response};
@@ -65,11 +66,14 @@ pub struct Gateway {
     upstream: Upstream,
     /// Open WebSocket tunnels, so shutdown can give them the drain deadline to finish.
     pub(crate) tunnels: TaskTracker,
+    /// Decides who may reach which runtime, before anything else happens.
+    pub(crate) auth: Arc<Auth>,
 }
 
 impl Gateway {
-    pub fn new(settings: Arc<Settings>, provisioner: Arc<Provisioner>, views: Arc<ViewUrls>) -> Self {
+    pub fn new(settings: Arc<Settings>, provisioner: Arc<Provisioner>, views: Arc<ViewUrls>, auth: Arc<Auth>) -> Self {
         Gateway {
+            auth,
             upstream: Upstream::new(settings.upstream_timeout),
             settings,
             provisioner,
@@ -134,6 +138,7 @@ impl Gateway {
                 self.proxy(request, peer, target, log).await
             }
             Route::Release { owner_hash, .. } => {
+                self.auth.check_api(request.headers())?;
                 if self.settings.isolation_mode == IsolationMode::Shared {
                     return Err(RequestError::SharedMode {
                         owner_hash: owner_hash.to_string(),
@@ -146,8 +151,14 @@ impl Gateway {
                     &json!({"owner_hash": owner_hash.to_string(), "removed": removed, "volume_removed": volume_removed}),
                 ))
             }
-            Route::ApiEnsure => api::ensure(self, request, log).await,
-            Route::ApiCleanup => api::cleanup(self, request).await,
+            Route::ApiEnsure => {
+                self.auth.check_api(request.headers())?;
+                api::ensure(self, request, log).await
+            }
+            Route::ApiCleanup => {
+                self.auth.check_api(request.headers())?;
+                api::cleanup(self, request).await
+            }
         }
     }
 
@@ -187,10 +198,69 @@ impl Gateway {
         }
     }
 
+    /// Admits a request to a runtime (auth comes first: nothing reaches the engine before it
+    /// says yes), forwards it, and sets the view cookie when a signed view URL was used.
+    async fn proxy(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        target: Target<'_>,
+        log: &mut RequestLog,
+    ) -> Result<Response<Body>, RequestError> {
+        let headers = request.headers();
+        let mut view_cookie = None;
+        let forwarded_rest;
+        let target = match target.service {
+            Service::View => {
+                let (path, query) = match target.rest.split_once('?') {
+                    Some((path, query)) => (path, Some(query)),
+                    None => (target.rest, None),
+                };
+                let (token, query) = query.map(auth::take_query_token).unwrap_or_default();
+                if let Some((token, expires)) =
+                    self.auth
+                        .check_view_request(&target.owner_hash, token.as_deref(), headers)?
+                {
+                    let secure = self.client_used_https(peer, headers);
+                    view_cookie = Some(auth::view_cookie(&target.owner_hash, &token, expires, secure));
+                }
+                forwarded_rest = if query.is_empty() {
+                    path.to_owned()
+                } else {
+                    format!("{path}?{query}")
+                };
+                Target {
+                    rest: &forwarded_rest,
+                    ..target
+                }
+            }
+            Service::Rpc | Service::Cdp => {
+                self.auth.check_api(headers)?;
+                target
+            }
+        };
+        if headers::is_websocket_upgrade(headers) {
+            self.auth.check_origin(headers)?;
+        }
+        let mut response = self.forward(request, peer, target, log).await?;
+        if let Some(cookie) = view_cookie {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+        Ok(response)
+    }
+
+    /// True when the client reached us over HTTPS, as a trusted proxy (the tunnel) says.
+    fn client_used_https(&self, peer: SocketAddr, headers: &http::HeaderMap) -> bool {
+        self.settings.trusted_proxies.contains(&peer.ip())
+            && headers
+                .get("x-forwarded-proto")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+    }
+
     /// Forwards a request to the owner's runtime, starting it if needed. When the runtime
     /// turns out to be gone (the container was killed behind our back), it is started again
     /// and the request — body included, since none of it was sent — goes to the new one.
-    async fn proxy(
+    async fn forward(
         &self,
         mut request: Request<Incoming>,
         peer: SocketAddr,
@@ -223,7 +293,9 @@ impl Gateway {
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
         headers::strip_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
-        headers::set_forwarded(&mut parts.headers, peer.ip(), public_host.clone());
+        auth::strip_credentials(&mut parts.headers);
+        let trusted = self.settings.trusted_proxies.contains(&peer.ip());
+        headers::set_forwarded(&mut parts.headers, peer.ip(), public_host.clone(), trusted);
         match service {
             // Chrome's DevTools server answers only to an IP address or `localhost`.
             Service::Cdp => parts

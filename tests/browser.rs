@@ -124,6 +124,7 @@ async fn a_cdp_client_drives_the_browser_through_the_gateway() {
             .arg(endpoint)
             .arg(page_url)
             .arg(shot_path)
+            .arg(TEST_API_TOKEN)
             .output()
             .expect("node runs")
     })

@@ -22,6 +22,8 @@ async fn the_gateway_runs_in_a_container_and_reaches_runtimes_by_name() {
     let scope_env = format!("LAZYGATE_SCOPE={}", scope.name);
     let image_env = format!("BROWSER_RUNTIME_IMAGE={BROWSER_IMAGE}");
     let network_env = format!("BROWSER_RUNTIME_NETWORK={TEST_NETWORK}");
+    let token_env = format!("LAZYGATE_API_TOKENS={TEST_API_TOKEN}");
+    let secret_env = format!("LAZYGATE_VIEW_SECRET={TEST_VIEW_SECRET}");
     docker(&[
         "run",
         "-d",
@@ -45,6 +47,10 @@ async fn the_gateway_runs_in_a_container_and_reaches_runtimes_by_name() {
         &network_env,
         "-e",
         "BROWSER_RUNTIME_START_TIMEOUT=60",
+        "-e",
+        &token_env,
+        "-e",
+        &secret_env,
         GATEWAY_IMAGE,
     ])
     .expect("gateway container starts");

@@ -88,7 +88,7 @@ async fn first_hit_provisions_like_the_seed_and_second_hit_reuses() {
     // Other paths reach the same runtime, with the prefix stripped.
     let env_reply = get(&gateway.url(&format!("/rpc/{owner}/env"))).await;
     assert_eq!(env_reply.json()["BROWSER_DATA_DIR"], "/data");
-    let page = get(&gateway.url(&format!("/view/{hash}/vnc.html"))).await;
+    let page = get(&gateway.url(&format!("/view/{hash}/vnc.html?token={}", view_token(&owner)))).await;
     assert_eq!(page.status, 200);
     assert!(page.text().contains("stub noVNC"));
 }
@@ -227,7 +227,11 @@ async fn an_open_websocket_holds_its_runtime() {
         .start();
     let owner = unique("viewer");
     let hash = seed_hash(&owner);
-    let url = format!("ws://{}/view/{hash}/websockify", gateway.addr);
+    let url = format!(
+        "ws://{}/view/{hash}/websockify?token={}",
+        gateway.addr,
+        view_token(&owner)
+    );
     let (mut ws, response) = tokio_tungstenite::connect_async(&url)
         .await
         .expect("websocket through the gateway");

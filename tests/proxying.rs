@@ -40,6 +40,7 @@ async fn bodies_stream_both_ways_without_buffering() {
     let response = client()
         .request(
             Request::get(gateway.url(&format!("/rpc/{owner}/hold?id={hold_id}")))
+                .header("authorization", bearer())
                 .body(Full::new(Bytes::new()))
                 .unwrap(),
         )
@@ -64,6 +65,7 @@ async fn bodies_stream_both_ways_without_buffering() {
     let streaming_client: Client<_, StreamBody<_>> =
         Client::builder(TokioExecutor::new()).build(hyper_util::client::legacy::connect::HttpConnector::new());
     let request = Request::post(gateway.url(&format!("/rpc/{owner}/echo")))
+        .header("authorization", bearer())
         .body(StreamBody::new(stream))
         .unwrap();
     let sending = tokio::spawn(async move { streaming_client.request(request).await });
@@ -101,8 +103,13 @@ fn tokio_stream_from<T: Send + 'static>(
 async fn websocket_frames_cross_byte_exact() {
     let scope = Scope::new("websocket");
     let gateway = GatewayConfig::new(&scope).start();
-    let hash = seed_hash(&unique("watcher"));
-    let url = format!("ws://{}/view/{hash}/websockify", gateway.addr);
+    let owner = unique("watcher");
+    let hash = seed_hash(&owner);
+    let url = format!(
+        "ws://{}/view/{hash}/websockify?token={}",
+        gateway.addr,
+        view_token(&owner)
+    );
     let (mut ws, _) = tokio_tungstenite::connect_async(&url)
         .await
         .expect("websocket through the gateway");
@@ -130,6 +137,9 @@ async fn hop_by_hop_headers_stay_and_forwarding_headers_are_set() {
         .header("x-private", "only for this hop")
         .header("keep-alive", "timeout=5")
         .header("x-visible", "passes")
+        .header("authorization", bearer())
+        .header("cookie", "app=1; lazygate_view=not-for-the-runtime")
+        .header("x-forwarded-for", "203.0.113.9")
         .body(Full::new(Bytes::new()))
         .unwrap();
     let reply = send_request(request).await;
@@ -138,7 +148,15 @@ async fn hop_by_hop_headers_stay_and_forwarding_headers_are_set() {
     assert_eq!(seen["x-visible"], "passes");
     assert!(seen.get("x-private").is_none(), "{seen}");
     assert!(seen.get("keep-alive").is_none(), "{seen}");
-    assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(
+        seen["x-forwarded-for"], "127.0.0.1",
+        "a client's own X-Forwarded-For is not believed"
+    );
+    assert!(
+        seen.get("authorization").is_none(),
+        "the bearer token stays at the gateway: {seen}"
+    );
+    assert_eq!(seen["cookie"], "app=1", "the view cookie stays at the gateway");
     assert_eq!(seen["x-forwarded-proto"], "http");
     assert_eq!(seen["x-forwarded-host"], gateway.addr.to_string().as_str());
 }
@@ -177,11 +195,18 @@ async fn ensure_and_cleanup_answer_like_the_seed_per_principal() {
         serde_json::json!({
             "cdp_url": format!("http://{name}:9222"),
             "rpc_url": format!("http://{name}:8787/run"),
-            "browser_view": format!("https://tunnel.example.test/view/{hash}/vnc.html?path=view/{hash}/websockify"),
+            "browser_view": reply.json()["browser_view"],
             "isolation_mode": "docker-per-principal",
             "owner_hash": hash,
         })
     );
+    // The view URL is the seed's, signed: it opens this owner's view on the gateway.
+    let view = reply.json()["browser_view"].as_str().unwrap().to_owned();
+    let prefix = format!("https://tunnel.example.test/view/{hash}/vnc.html?path=view/{hash}/websockify&token=");
+    assert!(view.starts_with(&prefix), "{view}");
+    let on_gateway = view.replace("https://tunnel.example.test", &gateway.url(""));
+    let page = get(&on_gateway).await;
+    assert_eq!(page.status, 200, "{}", page.text());
     assert!(inspect(&name).is_some());
     // cleanup does nothing outside per-task mode, as in the seed.
     let cleanup = post(&gateway.url("/api/runtimes/cleanup"), &body.to_string()).await;
@@ -244,8 +269,9 @@ async fn shared_mode_answers_like_the_seed_and_starts_nothing() {
 async fn a_browser_navigation_to_a_starting_view_gets_the_waiting_page() {
     let scope = Scope::new("waiting-page");
     let gateway = GatewayConfig::new(&scope).start();
-    let hash = seed_hash(&unique("early-bird"));
-    let url = gateway.url(&format!("/view/{hash}/vnc.html"));
+    let owner = unique("early-bird");
+    let hash = seed_hash(&owner);
+    let url = gateway.url(&format!("/view/{hash}/vnc.html?token={}", view_token(&owner)));
     let navigation = Request::get(&url)
         .header(
             "accept",
@@ -310,7 +336,8 @@ async fn the_view_base_url_is_discovered_from_the_tunnels_logs() {
     let reply = post(&gateway.url("/api/runtimes/ensure"), &body.to_string()).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let expected = format!("https://fresh-name.example.test/view/{hash}/vnc.html?path=view/{hash}/websockify");
-    assert_eq!(reply.json()["browser_view"], expected.as_str());
+    let view = reply.json()["browser_view"].as_str().unwrap().to_owned();
+    assert!(view.starts_with(&format!("{expected}&token=")), "{view}");
     // The runtime was started with the same URL, as the seed does.
     let env = inspect(&container_name(&hash)).unwrap()["Config"]["Env"].to_string();
     assert!(env.contains(&format!("BROWSER_VIEW_URL={expected}")), "{env}");

@@ -151,6 +151,6 @@ pub trait Backend: Send + Sync + 'static {
     /// Running runtimes that carry the managed labels (and the scope label, when set).
     async fn list(&self, ports: Ports, publish: bool) -> Result<Vec<RuntimeInfo>, BackendError>;
 
-    /// The last `lines` lines of a container's output, stdout and stderr together.
+    /// The last `lines` lines of a container's output: its stdout, then its stderr (as the seed reads them).
     async fn logs_tail(&self, container_name: &str, lines: usize) -> Result<String, BackendError>;
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::Docker;
+use bollard::container::LogOutput;
 use bollard::errors::Error as EngineError;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig, Network, NetworkCreateRequest,
@@ -418,11 +419,15 @@ impl Backend for DockerBackend {
             .tail(&lines.to_string())
             .build();
         let mut stream = docker.logs(container_name, Some(options));
-        let mut text = String::new();
+        // Like the seed (`stdout + "\n" + stderr`): stdout first, then stderr, so the last
+        // URL a tunnel printed on stderr wins.
+        let (mut stdout, mut stderr) = (String::new(), String::new());
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(fail(Operation::ReadLogs))?;
-            text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+            match chunk.map_err(fail(Operation::ReadLogs))? {
+                LogOutput::StdErr { message } => stderr.push_str(&String::from_utf8_lossy(&message)),
+                other => stdout.push_str(&String::from_utf8_lossy(&other.into_bytes())),
+            }
         }
-        Ok(text)
+        Ok(format!("{stdout}\n{stderr}"))
     }
 }

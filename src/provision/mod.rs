@@ -269,11 +269,24 @@ impl Provisioner {
     ) -> Result<Lease, ProvisionError> {
         let started = Instant::now();
         let spec = self.spec(owner_hash).await;
-        let info = self.backend.ensure(&spec).await?;
+        let info = match self.backend.ensure(&spec).await {
+            Ok(info) => info,
+            Err(error) => {
+                // Logged here too: the requester may have gone (or timed out) already.
+                tracing::warn!(%owner_hash, %error, "runtime start failed");
+                return Err(error.into());
+            }
+        };
         let deadline = started + self.settings.start_timeout;
         if let Err(last_error) = readiness::wait_ready(&self.probe, &info.endpoints.rpc, deadline).await {
             // A runtime that never answers is broken: remove it (never its volume) so the
             // next request starts a fresh one instead of finding this one again.
+            tracing::warn!(
+                %owner_hash,
+                container = %info.container_name,
+                %last_error,
+                "runtime did not become ready; removing it (its volume stays)"
+            );
             if let Err(error) = self.backend.remove(&info.container_name, None).await {
                 tracing::warn!(container = %info.container_name, %error, "cannot remove unready runtime");
             }

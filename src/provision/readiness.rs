@@ -40,7 +40,16 @@ pub async fn wait_ready(client: &ProbeClient, authority: &str, deadline: Instant
         let budget = deadline.saturating_duration_since(Instant::now()).min(PROBE_TIMEOUT);
         let last_error = match timeout(budget, client.get(uri.clone())).await {
             Ok(Ok(response)) if response.status().is_success() => return Ok(()),
-            Ok(Ok(response)) => format!("/health answered HTTP {}", response.status()),
+            Ok(Ok(response)) => {
+                let status = response.status();
+                // The runtime says what is missing; keep a little of it for the error.
+                let body = http_body_util::Limited::new(response.into_body(), 512);
+                let text = match tokio::time::timeout(PROBE_TIMEOUT, http_body_util::BodyExt::collect(body)).await {
+                    Ok(Ok(collected)) => String::from_utf8_lossy(&collected.to_bytes()).trim().to_owned(),
+                    _ => String::new(),
+                };
+                format!("/health answered HTTP {status} {text}")
+            }
             Ok(Err(error)) => crate::proxy::error_chain(&error),
             Err(_) => format!("/health did not answer within {budget:?}"),
         };

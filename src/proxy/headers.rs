@@ -50,9 +50,19 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
 }
 
-/// Sets `X-Forwarded-For` (appending the peer), `-Proto` and `-Host` for the runtime.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, original_host: Option<HeaderValue>) {
+/// Sets `X-Forwarded-For` (appending the peer), `-Proto` and `-Host` for the runtime. What a
+/// client sent in them is believed only from a `trusted` peer (the tunnel); from anyone else
+/// it is replaced.
+pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, original_host: Option<HeaderValue>, trusted: bool) {
     let xff = HeaderName::from_static("x-forwarded-for");
+    let proto = HeaderName::from_static("x-forwarded-proto");
+    let host = HeaderName::from_static("x-forwarded-host");
+    if !trusted {
+        for name in [&xff, &proto, &host] {
+            headers.remove(name);
+        }
+        headers.remove(HeaderName::from_static("forwarded"));
+    }
     let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
         Some(existing) => format!("{existing}, {peer}"),
         None => peer.to_string(),
@@ -60,12 +70,13 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, original_host: Optio
     if let Ok(value) = HeaderValue::from_str(&value) {
         headers.insert(xff, value);
     }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("http"),
-    );
-    if let Some(host) = original_host {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+    if !headers.contains_key(&proto) {
+        headers.insert(proto, HeaderValue::from_static("http"));
+    }
+    if let Some(original) = original_host
+        && !headers.contains_key(&host)
+    {
+        headers.insert(host, original);
     }
 }
 
@@ -99,15 +110,26 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_for_appends_the_peer() {
+    fn forwarded_headers_are_believed_only_from_trusted_peers() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        let mut untrusted = h.clone();
+        set_forwarded(&mut untrusted, "127.0.0.1".parse().unwrap(), None, false);
+        assert_eq!(untrusted.get("x-forwarded-for").unwrap(), "127.0.0.1");
+        assert_eq!(untrusted.get("x-forwarded-proto").unwrap(), "http");
         set_forwarded(
             &mut h,
             "127.0.0.1".parse().unwrap(),
             Some(HeaderValue::from_static("gw:8080")),
+            true,
         );
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.1");
+        assert_eq!(
+            h.get("x-forwarded-proto").unwrap(),
+            "https",
+            "the tunnel says the client used HTTPS"
+        );
         assert_eq!(h.get("x-forwarded-host").unwrap(), "gw:8080");
     }
 }

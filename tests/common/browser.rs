@@ -169,12 +169,16 @@ pub async fn live_view_shows_agent_page(base: &str, owner: &str) -> LiveViewRepo
     use std::time::Instant;
     let hash = crate::common::seed_hash(owner);
     let browser = HostBrowser::launch().await;
-    let view = format!("{base}/view/{hash}/vnc.html?path=view/{hash}/websockify&autoconnect=1&resize=scale");
+    // A signed view URL, as the ensure API or `lazygate view-url` hands out.
+    let token = crate::common::view_token(owner);
+    let view =
+        format!("{base}/view/{hash}/vnc.html?path=view/{hash}/websockify&autoconnect=1&resize=scale&token={token}");
     let started = Instant::now();
     let mut page = browser.open(&view).await;
     let connected = "document.documentElement.classList.contains('noVNC_connected')";
     // noVNC gave up: its page is there, but it is neither connecting nor connected.
     let gave_up = "document.readyState === 'complete' && !!document.getElementById('noVNC_status') \
+        && !document.documentElement.classList.contains('noVNC_loading') \
         && !document.documentElement.classList.contains('noVNC_connecting') \
         && !document.documentElement.classList.contains('noVNC_connected')";
     let mut reloads = 0;

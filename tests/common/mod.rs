@@ -23,6 +23,35 @@ use hyper_util::rt::TokioExecutor;
 
 pub mod browser;
 
+/// The API token and view secret every test gateway is configured with.
+pub const TEST_API_TOKEN: &str = "test-api-token-0123456789";
+pub const TEST_VIEW_SECRET: &str = "test-view-secret-0123456789-0123456789";
+
+/// A signed view token for `owner`, made by the gateway's own `view-url` command with the
+/// tests' secret.
+pub fn view_token(owner: &str) -> String {
+    view_token_with(owner, TEST_VIEW_SECRET, &[])
+}
+
+/// A view token signed with `secret`, with extra `view-url` arguments (e.g. `--ttl 0`).
+pub fn view_token_with(owner: &str, secret: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_lazygate"))
+        .args(["view-url", owner, "--base", "http://gateway.test"])
+        .args(args)
+        .env_remove("LAZYGATE_CONFIG")
+        .env("LAZYGATE_VIEW_SECRET", secret)
+        .env("LAZYGATE_API_TOKENS", TEST_API_TOKEN)
+        .output()
+        .expect("lazygate view-url runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let url = String::from_utf8(out.stdout).unwrap();
+    url.trim()
+        .rsplit_once("token=")
+        .expect("a token in the URL")
+        .1
+        .to_owned()
+}
+
 pub const STUB_IMAGE: &str = "lazygate-stub-runtime:test";
 pub const TEST_NETWORK: &str = "lazygate-test";
 /// The reference browser runtime, built from runtime/ by scripts/build-runtime-image.sh.
@@ -180,6 +209,8 @@ impl GatewayConfig {
             ("LAZYGATE_SCOPE", &scope.name),
             ("BROWSER_RUNTIME_STATE_DIR", state_dir.path().to_str().unwrap()),
             ("LAZYGATE_DRAIN_SECONDS", "1"),
+            ("LAZYGATE_API_TOKENS", TEST_API_TOKEN),
+            ("LAZYGATE_VIEW_SECRET", TEST_VIEW_SECRET),
         ];
         GatewayConfig {
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
@@ -203,6 +234,8 @@ impl GatewayConfig {
             "BROWSER_VIEW_BASE_URL",
             "BROWSER_VIEW_URL",
             "DOCKER_HOST",
+            "LAZYGATE_INSECURE_DEV",
+            "LAZYGATE_VIEW_SECRET_PREVIOUS",
         ] {
             command.env_remove(key);
         }
@@ -250,8 +283,18 @@ impl GatewayConfig {
             .expect("address in the listening line")
             .parse()
             .unwrap();
-        Gateway { child, addr, logs }
+        Gateway {
+            child,
+            addr,
+            logs,
+            _state_dir: self.state_dir.clone(),
+        }
     }
+}
+
+/// `Authorization` value of the tests' agent.
+pub fn bearer() -> String {
+    format!("Bearer {TEST_API_TOKEN}")
 }
 
 /// A running gateway process; killed (SIGKILL) when dropped.
@@ -259,6 +302,8 @@ pub struct Gateway {
     child: Child,
     pub addr: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
+    /// The gateway's state directory lives as long as the gateway.
+    _state_dir: Arc<tempfile::TempDir>,
 }
 
 impl Gateway {
@@ -338,11 +383,13 @@ pub fn client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build(HttpConnector::new())
 }
 
-/// Sends one request and reads the whole response (bounded at 60 s so nothing hangs).
+/// Sends one request as an authenticated agent (the tests' bearer token) and reads the whole
+/// response (bounded at 60 s so nothing hangs).
 pub async fn send(method: Method, url: &str, body: &str) -> Reply {
     let request = Request::builder()
         .method(method)
         .uri(url)
+        .header("authorization", format!("Bearer {TEST_API_TOKEN}"))
         .body(Full::new(Bytes::from(body.to_owned())))
         .unwrap();
     send_request(request).await

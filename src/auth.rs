@@ -1,0 +1,452 @@
+//! Auth: who may reach — and so start — which runtime, decided before the engine is touched.
+//!
+//! - Agents and the API server send `Authorization: Bearer <token>` on `/rpc`, `/cdp` and
+//!   `/api`. Tokens are kept as SHA-256 digests and compared in constant time.
+//! - People get signed, expiring view URLs (`…/view/<hash>/vnc.html?…&token=<t>`): HMAC-SHA256
+//!   of the owner hash and the expiry under the view secret. The first page load with a valid
+//!   token sets an HttpOnly, SameSite=Strict cookie scoped to `/view/<hash>/`, so noVNC's
+//!   assets and WebSocket need no token. A previous secret may be kept to rotate without
+//!   breaking open views.
+//! - WebSocket upgrades must come from the gateway's own origin or an allowed one.
+//!
+//! Without configured secrets the gateway generates them at start and keeps them in
+//! `<state_dir>/lazygate-secrets.json` (mode 0600), so a restart does not invalidate them.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac};
+use http::{HeaderMap, HeaderValue, header};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::Settings;
+use crate::owner::OwnerHash;
+
+/// Name of the cookie that carries a view token after the first page load.
+pub const VIEW_COOKIE: &str = "lazygate_view";
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("this endpoint needs an `Authorization: Bearer <token>` header")]
+    MissingToken,
+    #[error("the bearer token is not valid")]
+    BadToken,
+    #[error("this view needs a signed view URL (its `token` parameter) or the cookie it sets")]
+    MissingViewToken,
+    #[error("the view token is not valid")]
+    BadViewToken,
+    #[error("the view token expired; ask for a new view URL")]
+    ExpiredViewToken,
+    #[error("the view token was issued for another runtime")]
+    WrongOwner,
+    #[error("WebSocket from origin {0:?} is not allowed")]
+    BadOrigin(String),
+}
+
+impl AuthError {
+    /// 401 asks for credentials; 403 says the ones given do not reach this.
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, AuthError::WrongOwner | AuthError::BadOrigin(_))
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::MissingToken | AuthError::MissingViewToken => "unauthorized",
+            AuthError::BadToken | AuthError::BadViewToken => "invalid_token",
+            AuthError::ExpiredViewToken => "expired_token",
+            AuthError::WrongOwner => "wrong_owner",
+            AuthError::BadOrigin(_) => "origin_not_allowed",
+        }
+    }
+}
+
+/// The secrets the gateway generated for itself, kept across restarts.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct GeneratedSecrets {
+    api_token: Option<String>,
+    view_secret: Option<String>,
+}
+
+/// Decides who may do what.
+pub struct Auth {
+    /// Auth is off (`--insecure-dev`).
+    insecure: bool,
+    /// SHA-256 of each accepted API token: fixed-length, constant-time comparisons.
+    api_token_digests: Vec<[u8; 32]>,
+    /// The current view secret first, then the previous one (rotation).
+    view_secrets: Vec<Vec<u8>>,
+    view_token_ttl: Duration,
+    allowed_origins: Vec<String>,
+}
+
+fn random_secret() -> std::io::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Where generated secrets are kept.
+pub fn secrets_path(settings: &Settings) -> PathBuf {
+    settings.state_dir.join("lazygate-secrets.json")
+}
+
+fn load_or_generate(path: &Path, need_token: bool, need_secret: bool) -> std::io::Result<GeneratedSecrets> {
+    let mut secrets: GeneratedSecrets = match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => GeneratedSecrets::default(),
+        Err(e) => return Err(e),
+    };
+    let mut changed = false;
+    if need_token && secrets.api_token.is_none() {
+        secrets.api_token = Some(random_secret()?);
+        changed = true;
+    }
+    if need_secret && secrets.view_secret.is_none() {
+        secrets.view_secret = Some(random_secret()?);
+        changed = true;
+    }
+    if changed {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        file.write_all(&serde_json::to_vec_pretty(&secrets).map_err(std::io::Error::other)?)?;
+        file.sync_all()?;
+    }
+    Ok(secrets)
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+impl Auth {
+    /// Builds the auth stage from settings, generating (and keeping) missing secrets.
+    pub fn from_settings(settings: &Settings) -> std::io::Result<Auth> {
+        let a = &settings.auth;
+        if a.insecure_dev {
+            return Ok(Auth {
+                insecure: true,
+                api_token_digests: Vec::new(),
+                view_secrets: vec![b"insecure-dev".to_vec()],
+                view_token_ttl: a.view_token_ttl,
+                allowed_origins: a.allowed_origins.clone(),
+            });
+        }
+        let need_token = a.api_tokens.is_empty();
+        let need_secret = a.view_secret.is_none();
+        let path = secrets_path(settings);
+        let generated = if need_token || need_secret {
+            load_or_generate(&path, need_token, need_secret)?
+        } else {
+            GeneratedSecrets::default()
+        };
+        if need_token || need_secret {
+            tracing::warn!(
+                path = %path.display(),
+                "no API token or view secret configured: using generated ones; read them with `cat {}`",
+                path.display()
+            );
+        }
+        let mut tokens = a.api_tokens.clone();
+        tokens.extend(generated.api_token);
+        let mut secrets: Vec<Vec<u8>> = a
+            .view_secret
+            .clone()
+            .or(generated.view_secret)
+            .into_iter()
+            .map(String::into_bytes)
+            .collect();
+        secrets.extend(a.view_secret_previous.clone().map(String::into_bytes));
+        Ok(Auth {
+            insecure: false,
+            api_token_digests: tokens.iter().map(|t| digest(t)).collect(),
+            view_secrets: secrets,
+            view_token_ttl: a.view_token_ttl,
+            allowed_origins: a.allowed_origins.clone(),
+        })
+    }
+
+    pub fn is_insecure(&self) -> bool {
+        self.insecure
+    }
+
+    /// Checks the bearer token of an API request.
+    pub fn check_api(&self, headers: &HeaderMap) -> Result<(), AuthError> {
+        if self.insecure {
+            return Ok(());
+        }
+        let value = headers.get(header::AUTHORIZATION).ok_or(AuthError::MissingToken)?;
+        let value = value.to_str().map_err(|_| AuthError::BadToken)?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or(AuthError::BadToken)?
+            .trim();
+        let presented = digest(token);
+        let mut ok = subtle::Choice::from(0);
+        for known in &self.api_token_digests {
+            ok |= known.ct_eq(&presented);
+        }
+        if bool::from(ok) {
+            Ok(())
+        } else {
+            Err(AuthError::BadToken)
+        }
+    }
+
+    fn mac(secret: &[u8], owner_hash: &OwnerHash, expires: u64) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes keys of any length");
+        mac.update(format!("lazygate-view:v1:{owner_hash}:{expires}").as_bytes());
+        mac
+    }
+
+    /// A view token for `owner_hash`, valid for `ttl` (the configured lifetime when `None`).
+    pub fn sign_view(&self, owner_hash: &OwnerHash, ttl: Option<Duration>) -> String {
+        let expires = unix_now() + ttl.unwrap_or(self.view_token_ttl).as_secs();
+        let tag = Self::mac(&self.view_secrets[0], owner_hash, expires)
+            .finalize()
+            .into_bytes();
+        format!("{owner_hash}.{expires}.{}", URL_SAFE_NO_PAD.encode(tag))
+    }
+
+    /// Checks a view token for the view of `owner_hash`; returns its expiry.
+    pub fn check_view(&self, owner_hash: &OwnerHash, token: &str) -> Result<u64, AuthError> {
+        let mut parts = token.splitn(3, '.');
+        let (Some(hash), Some(expires), Some(tag)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(AuthError::BadViewToken);
+        };
+        let issued_for = OwnerHash::parse(hash).map_err(|_| AuthError::BadViewToken)?;
+        let expires: u64 = expires.parse().map_err(|_| AuthError::BadViewToken)?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| AuthError::BadViewToken)?;
+        let genuine = self
+            .view_secrets
+            .iter()
+            .any(|secret| Self::mac(secret, &issued_for, expires).verify_slice(&tag).is_ok());
+        if !genuine {
+            return Err(AuthError::BadViewToken);
+        }
+        if issued_for != *owner_hash {
+            return Err(AuthError::WrongOwner);
+        }
+        if expires <= unix_now() {
+            return Err(AuthError::ExpiredViewToken);
+        }
+        Ok(expires)
+    }
+
+    /// Admits a request to `/view/<hash>/…` by its `token` parameter or its cookie. Returns
+    /// the token to set as a cookie when it came in the URL.
+    pub fn check_view_request(
+        &self,
+        owner_hash: &OwnerHash,
+        query_token: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Result<Option<(String, u64)>, AuthError> {
+        if self.insecure {
+            return Ok(None);
+        }
+        if let Some(token) = query_token {
+            let expires = self.check_view(owner_hash, token)?;
+            return Ok(Some((token.to_owned(), expires)));
+        }
+        let cookie = cookie_value(headers, VIEW_COOKIE).ok_or(AuthError::MissingViewToken)?;
+        self.check_view(owner_hash, &cookie)?;
+        Ok(None)
+    }
+
+    /// WebSocket upgrades only from the gateway's own origin (`Host`) or allowed ones; a
+    /// client that sends no `Origin` (not a browser) is judged by its credentials alone.
+    pub fn check_origin(&self, headers: &HeaderMap) -> Result<(), AuthError> {
+        let Some(origin) = headers.get(header::ORIGIN) else {
+            return Ok(());
+        };
+        let origin = origin.to_str().unwrap_or_default();
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        let own = [format!("http://{host}"), format!("https://{host}")];
+        if own.iter().any(|o| o == origin) || self.allowed_origins.iter().any(|o| o == origin) {
+            Ok(())
+        } else {
+            Err(AuthError::BadOrigin(origin.to_owned()))
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// The value of cookie `name`, if the request carries it.
+pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// Removes the gateway's own credentials (bearer token, view cookie) before a request goes
+/// on to a runtime.
+pub fn strip_credentials(headers: &mut HeaderMap) {
+    headers.remove(header::AUTHORIZATION);
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty() && !pair.starts_with(&format!("{VIEW_COOKIE}=")))
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&kept.join("; "))
+    {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
+/// The `Set-Cookie` for a view token: HttpOnly, SameSite=Strict, scoped to the owner's view,
+/// living as long as the token; Secure when the client came over HTTPS.
+pub fn view_cookie(owner_hash: &OwnerHash, token: &str, expires: u64, secure: bool) -> HeaderValue {
+    let max_age = expires.saturating_sub(unix_now());
+    let secure = if secure { "; Secure" } else { "" };
+    let value = format!(
+        "{VIEW_COOKIE}={token}; Path=/view/{owner_hash}/; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}"
+    );
+    HeaderValue::from_str(&value).expect("token and hash are URL-safe")
+}
+
+/// Takes `token=…` out of a query string: it authenticates the request and is not the
+/// runtime's business. Returns the token and the query without it.
+pub fn take_query_token(query: &str) -> (Option<String>, String) {
+    let mut token = None;
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.strip_prefix("token=") {
+            Some(value) => {
+                token = Some(value.to_owned());
+                false
+            }
+            None => true,
+        })
+        .collect();
+    (token, rest.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AuthSettings, RawConfig};
+
+    fn auth(secret: &str, previous: Option<&str>) -> Auth {
+        let mut settings = Settings::try_from(RawConfig::default()).unwrap();
+        settings.auth = AuthSettings {
+            api_tokens: vec!["agent-token-0123456789".into()],
+            view_secret: Some(secret.into()),
+            view_secret_previous: previous.map(Into::into),
+            view_token_ttl: Duration::from_secs(60),
+            allowed_origins: vec!["https://app.example".into()],
+            insecure_dev: false,
+        };
+        Auth::from_settings(&settings).unwrap()
+    }
+
+    const SECRET: &str = "a-view-secret-of-at-least-32-characters";
+    const OTHER: &str = "another-view-secret-of-32-characters!!";
+
+    #[test]
+    fn bearer_tokens() {
+        let a = auth(SECRET, None);
+        let mut h = HeaderMap::new();
+        assert_eq!(a.check_api(&h), Err(AuthError::MissingToken));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer agent-token-0123456789"),
+        );
+        assert_eq!(a.check_api(&h), Ok(()));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer agent-token-012345678"),
+        );
+        assert_eq!(a.check_api(&h), Err(AuthError::BadToken));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic YWdlbnQ="));
+        assert_eq!(a.check_api(&h), Err(AuthError::BadToken));
+    }
+
+    #[test]
+    fn view_tokens_sign_verify_expire_and_rotate() {
+        let alice = OwnerHash::of("alice");
+        let bob = OwnerHash::of("bob");
+        let a = auth(SECRET, None);
+        let token = a.sign_view(&alice, None);
+        assert!(a.check_view(&alice, &token).is_ok());
+        assert_eq!(a.check_view(&bob, &token), Err(AuthError::WrongOwner));
+        let forged = token.replace(alice.as_str(), bob.as_str());
+        assert_eq!(a.check_view(&bob, &forged), Err(AuthError::BadViewToken));
+        let mut tampered = token.clone();
+        tampered.pop();
+        tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
+        assert_eq!(a.check_view(&alice, &tampered), Err(AuthError::BadViewToken));
+        assert_eq!(a.check_view(&alice, "nonsense"), Err(AuthError::BadViewToken));
+        let expired = a.sign_view(&alice, Some(Duration::ZERO));
+        assert_eq!(a.check_view(&alice, &expired), Err(AuthError::ExpiredViewToken));
+        // Rotation: the old secret still admits open views; without it, they are revoked.
+        let rotated = auth(OTHER, Some(SECRET));
+        assert!(rotated.check_view(&alice, &token).is_ok());
+        assert_eq!(
+            auth(OTHER, None).check_view(&alice, &token),
+            Err(AuthError::BadViewToken)
+        );
+    }
+
+    #[test]
+    fn origins_cookies_and_query_tokens() {
+        let a = auth(SECRET, None);
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("gw.example:8080"));
+        assert!(a.check_origin(&h).is_ok(), "no Origin: not a browser");
+        h.insert(header::ORIGIN, HeaderValue::from_static("http://gw.example:8080"));
+        assert!(a.check_origin(&h).is_ok());
+        h.insert(header::ORIGIN, HeaderValue::from_static("https://app.example"));
+        assert!(a.check_origin(&h).is_ok());
+        h.insert(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
+        assert!(a.check_origin(&h).unwrap_err().is_forbidden());
+
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; lazygate_view=t.1.x; b=2"),
+        );
+        assert_eq!(cookie_value(&h, VIEW_COOKIE).as_deref(), Some("t.1.x"));
+        strip_credentials(&mut h);
+        assert!(h.get(header::AUTHORIZATION).is_none());
+        assert_eq!(h.get(header::COOKIE).unwrap(), "a=1; b=2");
+
+        assert_eq!(
+            take_query_token("path=view/x/websockify&token=abc&autoconnect=1"),
+            (Some("abc".into()), "path=view/x/websockify&autoconnect=1".into())
+        );
+        assert_eq!(take_query_token("a=1"), (None, "a=1".into()));
+    }
+}

@@ -1,0 +1,236 @@
+//! Nobody reaches, watches or spawns a runtime that is not theirs: bearer tokens for agents,
+//! signed expiring view URLs and their cookie for people, origin checks for WebSockets,
+//! secrets generated when none are configured. Every refusal happens before the engine is
+//! asked for anything, so none of them creates a container.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http::{Method, Request};
+use http_body_util::Full;
+
+fn request(method: Method, url: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut builder = Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(Full::new(Bytes::new())).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agents_need_a_valid_bearer_token() {
+    let scope = Scope::new("auth-api");
+    let gateway = GatewayConfig::new(&scope).start();
+    let owner = unique("intruder");
+    let endpoints = [
+        (Method::POST, format!("/rpc/{owner}")),
+        (Method::GET, format!("/rpc/{owner}/health")),
+        (Method::DELETE, format!("/rpc/{owner}")),
+        (Method::GET, format!("/cdp/{owner}/json/version")),
+        (Method::POST, "/api/runtimes/ensure".to_owned()),
+        (Method::POST, "/api/runtimes/cleanup".to_owned()),
+    ];
+    let wrong = format!("Bearer {TEST_API_TOKEN}x");
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (&[], "unauthorized"),
+        (&[("authorization", &wrong)], "invalid_token"),
+        (&[("authorization", "Basic dGVzdDp0ZXN0")], "invalid_token"),
+        (&[("authorization", "Bearer ")], "invalid_token"),
+    ];
+    for (method, path) in &endpoints {
+        for (headers, code) in &cases {
+            let reply = send_request(request(method.clone(), &gateway.url(path), headers)).await;
+            assert_eq!(reply.status, 401, "{method} {path} {headers:?}: {}", reply.text());
+            assert_eq!(&reply.error_code(), code, "{method} {path} {headers:?}");
+            assert_eq!(reply.headers["www-authenticate"], "Bearer");
+        }
+    }
+    assert!(scope.containers().is_empty(), "a refused request started a runtime");
+    // The right token gets through.
+    let reply = post(&gateway.url(&format!("/rpc/{owner}")), "").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn views_need_a_signed_unexpired_url_for_that_owner() {
+    let scope = Scope::new("auth-view");
+    let gateway = GatewayConfig::new(&scope).start();
+    let owner = unique("watched");
+    let hash = seed_hash(&owner);
+    let page = |query: String| gateway.url(&format!("/view/{hash}/vnc.html{query}"));
+
+    let someone_else = view_token(&unique("someone-else"));
+    let expired = view_token_with(&owner, TEST_VIEW_SECRET, &["--ttl", "0"]);
+    let forged = view_token_with(&owner, "a-different-secret-of-at-least-32-chars", &[]);
+    let valid = view_token(&owner);
+    let mut tampered = valid.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    let cases = [
+        (String::new(), 401, "unauthorized"),
+        ("?token=".to_owned(), 401, "invalid_token"),
+        ("?token=garbage".to_owned(), 401, "invalid_token"),
+        (format!("?token={forged}"), 401, "invalid_token"),
+        (format!("?token={tampered}"), 401, "invalid_token"),
+        (format!("?token={expired}"), 401, "expired_token"),
+        (format!("?token={someone_else}"), 403, "wrong_owner"),
+    ];
+    for (query, status, code) in &cases {
+        let reply = get(&page(query.clone())).await;
+        assert_eq!(reply.status.as_u16(), *status, "{query}: {}", reply.text());
+        assert_eq!(&reply.error_code(), code, "{query}");
+    }
+    let ws = format!("ws://{}/view/{hash}/websockify", gateway.addr);
+    assert!(
+        tokio_tungstenite::connect_async(&ws).await.is_err(),
+        "a WebSocket without a token is refused"
+    );
+    assert!(scope.containers().is_empty(), "a refused view started a runtime");
+
+    // A valid URL opens the view and sets the cookie that noVNC's own requests then carry.
+    let reply = get(&page(format!("?path=view/{hash}/websockify&token={valid}"))).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let cookie = reply.headers["set-cookie"].to_str().unwrap().to_owned();
+    for part in [
+        "lazygate_view=",
+        &format!("Path=/view/{hash}/"),
+        "HttpOnly",
+        "SameSite=Strict",
+        "Max-Age=",
+    ] {
+        assert!(cookie.contains(part), "{part} missing from {cookie}");
+    }
+    assert!(
+        !cookie.contains("Secure"),
+        "plain HTTP from an untrusted peer: no Secure flag"
+    );
+    let cookie_pair = cookie.split(';').next().unwrap().to_owned();
+    let with_cookie = send_request(request(
+        Method::GET,
+        &gateway.url(&format!("/view/{hash}/vnc.html")),
+        &[("cookie", &cookie_pair)],
+    ))
+    .await;
+    assert_eq!(with_cookie.status, 200, "{}", with_cookie.text());
+    // The cookie of one owner's view opens no other view.
+    let other_hash = seed_hash(&unique("neighbour"));
+    let elsewhere = send_request(request(
+        Method::GET,
+        &gateway.url(&format!("/view/{other_hash}/vnc.html")),
+        &[("cookie", &cookie_pair)],
+    ))
+    .await;
+    assert_eq!(elsewhere.status, 403);
+    assert_eq!(elsewhere.error_code(), "wrong_owner");
+    assert_eq!(scope.containers().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websockets_from_foreign_origins_are_refused() {
+    let scope = Scope::new("auth-origin");
+    let gateway = GatewayConfig::new(&scope)
+        .env("LAZYGATE_ALLOWED_ORIGINS", "https://app.example.test")
+        .start();
+    let owner = unique("origin");
+    let hash = seed_hash(&owner);
+    let url = format!(
+        "ws://{}/view/{hash}/websockify?token={}",
+        gateway.addr,
+        view_token(&owner)
+    );
+    let handshake = |origin: &str| {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.as_str().into_client_request().unwrap();
+        request.headers_mut().insert("origin", origin.parse().unwrap());
+        request
+    };
+    let refused = tokio_tungstenite::connect_async(handshake("https://evil.example.test")).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
+        other => panic!("expected a 403, got {other:?}"),
+    }
+    assert!(scope.containers().is_empty());
+    let own = format!("http://{}", gateway.addr);
+    assert!(
+        tokio_tungstenite::connect_async(handshake(&own)).await.is_ok(),
+        "the gateway's own origin"
+    );
+    assert!(
+        tokio_tungstenite::connect_async(handshake("https://app.example.test"))
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_view_secret_keeps_open_views_until_it_is_dropped() {
+    let scope = Scope::new("auth-rotation");
+    let new_secret = "the-new-view-secret-0123456789-abcdef";
+    let owner = unique("rotated");
+    let hash = seed_hash(&owner);
+    let old_token = view_token(&owner);
+    let url = |gateway: &Gateway| gateway.url(&format!("/view/{hash}/vnc.html?token={old_token}"));
+    let rotating = GatewayConfig::new(&scope)
+        .env("LAZYGATE_VIEW_SECRET", new_secret)
+        .env("LAZYGATE_VIEW_SECRET_PREVIOUS", TEST_VIEW_SECRET)
+        .start();
+    assert_eq!(
+        get(&url(&rotating)).await.status,
+        200,
+        "the previous secret still admits"
+    );
+    drop(rotating);
+    let rotated = GatewayConfig::new(&scope)
+        .env("LAZYGATE_VIEW_SECRET", new_secret)
+        .start();
+    let reply = get(&url(&rotated)).await;
+    assert_eq!(reply.status, 401, "dropping the old secret revokes its URLs");
+    assert_eq!(reply.error_code(), "invalid_token");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_configured_secrets_the_gateway_generates_and_keeps_them() {
+    let scope = Scope::new("auth-generated");
+    let config = GatewayConfig::new(&scope)
+        .env("LAZYGATE_API_TOKENS", "")
+        .env("LAZYGATE_VIEW_SECRET", "");
+    let gateway = config.start();
+    let path = config.state_dir.path().join("lazygate-secrets.json");
+    assert!(
+        !gateway.log_lines(&path.display().to_string()).is_empty(),
+        "the log says where they are"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    let secrets: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let token = secrets["api_token"].as_str().unwrap().to_owned();
+    assert!(token.len() >= 32);
+
+    let cleanup = gateway.url("/api/runtimes/cleanup");
+    let refused = post(&cleanup, "{}").await;
+    assert_eq!(refused.status, 401, "the tests' token is not the generated one");
+    let bearer = format!("Bearer {token}");
+    let admitted = send_request(request(Method::POST, &cleanup, &[("authorization", &bearer)])).await;
+    assert_eq!(admitted.status, 200, "{}", admitted.text());
+
+    // A restart keeps them: the same token still works.
+    drop(gateway);
+    let again = config.start();
+    let admitted = send_request(request(
+        Method::POST,
+        &again.url("/api/runtimes/cleanup"),
+        &[("authorization", &bearer)],
+    ))
+    .await;
+    assert_eq!(admitted.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn insecure_dev_mode_turns_auth_off_and_says_so() {
+    let scope = Scope::new("auth-insecure");
+    let gateway = GatewayConfig::new(&scope).env("LAZYGATE_INSECURE_DEV", "1").start();
+    assert!(!gateway.log_lines("INSECURE DEVELOPMENT MODE").is_empty());
+    let reply = send_request(request(Method::POST, &gateway.url("/api/runtimes/cleanup"), &[])).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
