@@ -80,6 +80,23 @@ pub struct RawConfig {
     pub view: RawView,
     #[serde(default)]
     pub auth: RawAuth,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_runtimes: Option<usize>,
+    pub max_concurrent_starts: Option<usize>,
+    pub runtime_memory_bytes: Option<u64>,
+    pub runtime_cpus: Option<f64>,
+    pub runtime_pids: Option<i64>,
+    pub max_connections: Option<usize>,
+    pub max_headers: Option<usize>,
+    pub max_header_bytes: Option<usize>,
+    pub header_read_timeout_seconds: Option<u64>,
+    pub max_rpc_body_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -171,6 +188,29 @@ pub struct Settings {
     /// Peers (the tunnel) whose X-Forwarded-* headers are believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
     pub auth: AuthSettings,
+    pub limits: Limits,
+}
+
+/// What keeps the host alive: caps on runtimes and starts, per-runtime resources, and
+/// per-request limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Runtimes at once; at the cap the least recently used one without holds makes room.
+    pub max_runtimes: usize,
+    /// Runtimes starting at once (starting is the expensive part).
+    pub max_concurrent_starts: usize,
+    pub runtime_memory_bytes: u64,
+    pub runtime_cpus: f64,
+    pub runtime_pids: i64,
+    /// Client connections at once; past it a connection gets 503 and is closed.
+    pub max_connections: usize,
+    pub max_headers: usize,
+    /// Largest request head (request line and headers).
+    pub max_header_bytes: usize,
+    /// Time a client gets to send its request head (slow senders are cut off).
+    pub header_read_timeout: Duration,
+    /// Largest request body on /rpc (413 beyond it).
+    pub max_rpc_body_bytes: u64,
 }
 
 /// Who may reach runtimes; see [`crate::auth`].
@@ -361,6 +401,39 @@ impl RawConfig {
             env.var("LAZYGATE_ALLOWED_ORIGINS").map(|v| split_list(&v)),
         );
         set(&mut a.insecure_dev, parse_bool_env(env, "LAZYGATE_INSECURE_DEV")?);
+        const COUNT: &str = "expected a whole number";
+        let l = &mut self.limits;
+        set(&mut l.max_runtimes, parse_env(env, "LAZYGATE_MAX_RUNTIMES", COUNT)?);
+        set(
+            &mut l.max_concurrent_starts,
+            parse_env(env, "LAZYGATE_MAX_CONCURRENT_STARTS", COUNT)?,
+        );
+        set(
+            &mut l.runtime_memory_bytes,
+            parse_env(env, "LAZYGATE_RUNTIME_MEMORY_BYTES", COUNT)?,
+        );
+        set(
+            &mut l.runtime_cpus,
+            parse_env(env, "LAZYGATE_RUNTIME_CPUS", "expected a number of CPUs")?,
+        );
+        set(&mut l.runtime_pids, parse_env(env, "LAZYGATE_RUNTIME_PIDS", COUNT)?);
+        set(
+            &mut l.max_connections,
+            parse_env(env, "LAZYGATE_MAX_CONNECTIONS", COUNT)?,
+        );
+        set(&mut l.max_headers, parse_env(env, "LAZYGATE_MAX_HEADERS", COUNT)?);
+        set(
+            &mut l.max_header_bytes,
+            parse_env(env, "LAZYGATE_MAX_HEADER_BYTES", COUNT)?,
+        );
+        set(
+            &mut l.header_read_timeout_seconds,
+            parse_env(env, "LAZYGATE_HEADER_READ_TIMEOUT_SECONDS", SECONDS)?,
+        );
+        set(
+            &mut l.max_rpc_body_bytes,
+            parse_env(env, "LAZYGATE_MAX_RPC_BODY_BYTES", COUNT)?,
+        );
         let r = &mut self.runtime;
         set(&mut r.isolation_mode, env.var("BROWSER_USE_ISOLATION_MODE"));
         set(&mut r.image, env.var("BROWSER_RUNTIME_IMAGE"));
@@ -465,7 +538,81 @@ impl TryFrom<RawConfig> for Settings {
             shared,
             view,
             auth,
+            limits,
         } = raw;
+        let at_least = |key: &str, value: Option<u64>, default: u64, min: u64| -> Result<u64, ConfigError> {
+            let value = value.unwrap_or(default);
+            if value < min {
+                return Err(invalid(key, value, format!("must be at least {min}")));
+            }
+            Ok(value)
+        };
+        let cpus = limits.runtime_cpus.unwrap_or(2.0);
+        if !(cpus.is_finite() && cpus >= 0.1) {
+            return Err(invalid(
+                "limits.runtime_cpus (LAZYGATE_RUNTIME_CPUS)",
+                cpus,
+                "must be at least 0.1",
+            ));
+        }
+        let count = |v: Option<usize>| v.map(|v| v as u64);
+        let limits = Limits {
+            max_runtimes: at_least(
+                "limits.max_runtimes (LAZYGATE_MAX_RUNTIMES)",
+                count(limits.max_runtimes),
+                20,
+                1,
+            )? as usize,
+            max_concurrent_starts: at_least(
+                "limits.max_concurrent_starts (LAZYGATE_MAX_CONCURRENT_STARTS)",
+                count(limits.max_concurrent_starts),
+                4,
+                1,
+            )? as usize,
+            runtime_memory_bytes: at_least(
+                "limits.runtime_memory_bytes (LAZYGATE_RUNTIME_MEMORY_BYTES)",
+                limits.runtime_memory_bytes,
+                4 * 1024 * 1024 * 1024,
+                64 * 1024 * 1024,
+            )?,
+            runtime_cpus: cpus,
+            runtime_pids: at_least(
+                "limits.runtime_pids (LAZYGATE_RUNTIME_PIDS)",
+                limits.runtime_pids.map(|v| v.max(0) as u64),
+                2048,
+                64,
+            )? as i64,
+            max_connections: at_least(
+                "limits.max_connections (LAZYGATE_MAX_CONNECTIONS)",
+                count(limits.max_connections),
+                4096,
+                1,
+            )? as usize,
+            max_headers: at_least(
+                "limits.max_headers (LAZYGATE_MAX_HEADERS)",
+                count(limits.max_headers),
+                100,
+                8,
+            )? as usize,
+            max_header_bytes: at_least(
+                "limits.max_header_bytes (LAZYGATE_MAX_HEADER_BYTES)",
+                count(limits.max_header_bytes),
+                64 * 1024,
+                8192,
+            )? as usize,
+            header_read_timeout: seconds(
+                "limits.header_read_timeout_seconds (LAZYGATE_HEADER_READ_TIMEOUT_SECONDS)",
+                limits.header_read_timeout_seconds,
+                10,
+                1,
+            )?,
+            max_rpc_body_bytes: at_least(
+                "limits.max_rpc_body_bytes (LAZYGATE_MAX_RPC_BODY_BYTES)",
+                limits.max_rpc_body_bytes,
+                16 * 1024 * 1024,
+                1024,
+            )?,
+        };
         let trusted_proxies = server
             .trusted_proxies
             .clone()
@@ -632,6 +779,7 @@ impl TryFrom<RawConfig> for Settings {
             passthrough_env: Vec::new(),
             trusted_proxies,
             auth,
+            limits,
         })
     }
 }

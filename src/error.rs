@@ -24,6 +24,8 @@ pub enum RequestError {
     Auth(#[from] AuthError),
     #[error("request body is not valid: {0}")]
     BadBody(String),
+    #[error("request framing refused: {0}")]
+    Framing(&'static str),
     #[error("request body is larger than {limit} bytes")]
     BodyTooLarge { limit: usize },
     #[error("owner {owner_hash} has no runtime of its own in shared isolation mode")]
@@ -47,12 +49,13 @@ impl RequestError {
         match self {
             Route(RouteError::NotFound(_)) => StatusCode::NOT_FOUND,
             Route(RouteError::MethodNotAllowed { .. }) => StatusCode::METHOD_NOT_ALLOWED,
-            Route(_) | BadBody(_) => StatusCode::BAD_REQUEST,
+            Route(_) | BadBody(_) | Framing(_) => StatusCode::BAD_REQUEST,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             SharedMode { .. } => StatusCode::CONFLICT,
             Auth(e) if e.is_forbidden() => StatusCode::FORBIDDEN,
             Auth(_) => StatusCode::UNAUTHORIZED,
             Provision(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
+            Provision(ProvisionError::AtCapacity { .. }) => StatusCode::TOO_MANY_REQUESTS,
             Provision(_) | UpstreamRefused(_) | UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             EngineUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -68,6 +71,7 @@ impl RequestError {
             Route(RouteError::OwnerHash(_)) => "invalid_owner_hash",
             Route(RouteError::Path(_)) => "invalid_path",
             BadBody(_) => "invalid_body",
+            Framing(_) => "invalid_framing",
             BodyTooLarge { .. } => "body_too_large",
             SharedMode { .. } => "shared_mode",
             Provision(e) => e.code(),
@@ -82,6 +86,12 @@ impl RequestError {
     /// The JSON error response.
     pub fn to_response(&self) -> Response<Body> {
         let mut response = error_response(self.status(), self.code(), &self.to_string());
+        if let RequestError::Framing(_) = self {
+            // What follows on this connection cannot be trusted to be a new request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let RequestError::Auth(AuthError::MissingToken | AuthError::BadToken) = self {
             response
                 .headers_mut()
@@ -99,7 +109,7 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if status == StatusCode::SERVICE_UNAVAILABLE {
+    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
     }
     response

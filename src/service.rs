@@ -19,7 +19,7 @@ use crate::config::{IsolationMode, Settings};
 use crate::error::{RequestError, json_response};
 use crate::owner::OwnerHash;
 use crate::provision::{Lease, Provisioner};
-use crate::proxy::{self, RequestBody, SendError, Upstream, cdp, headers, tunnel};
+use crate::proxy::{self, BodyLimit, RequestBody, SendError, Upstream, cdp, headers, tunnel};
 use crate::route::{self, Route};
 use crate::view_url::ViewUrls;
 use crate::waiting_page;
@@ -117,6 +117,7 @@ impl Gateway {
         peer: SocketAddr,
         log: &mut RequestLog,
     ) -> Result<Response<Body>, RequestError> {
+        headers::check_framing(request.headers()).map_err(RequestError::Framing)?;
         let route = route::parse(request.method(), request.uri())?;
         log.route = route.kind();
         log.owner_hash = route.owner_hash();
@@ -236,6 +237,14 @@ impl Gateway {
             }
             Service::Rpc | Service::Cdp => {
                 self.auth.check_api(headers)?;
+                let max = self.settings.limits.max_rpc_body_bytes;
+                let declared = headers
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                if matches!(target.service, Service::Rpc) && declared.is_some_and(|length| length > max) {
+                    return Err(RequestError::BodyTooLarge { limit: max as usize });
+                }
                 target
             }
         };
@@ -304,7 +313,11 @@ impl Gateway {
             // Otherwise the client sets the runtime's own address.
             Service::Rpc | Service::View => parts.headers.remove(header::HOST),
         };
-        let (body, handle) = RequestBody::new(incoming);
+        let limit = match service {
+            Service::Rpc => BodyLimit::new(self.settings.limits.max_rpc_body_bytes),
+            Service::View | Service::Cdp => BodyLimit::unlimited(),
+        };
+        let (body, handle) = RequestBody::new(incoming, limit.clone());
         let mut body = Some(body);
         let mut retried = false;
         loop {
@@ -367,6 +380,11 @@ impl Gateway {
                         continue;
                     }
                     return Err(RequestError::UpstreamRefused(message));
+                }
+                Err(_) if limit.exceeded() => {
+                    return Err(RequestError::BodyTooLarge {
+                        limit: self.settings.limits.max_rpc_body_bytes as usize,
+                    });
                 }
                 Err(other) => return Err(other.into()),
             }

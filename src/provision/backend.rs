@@ -43,6 +43,15 @@ pub struct RuntimeSpec {
     /// Publish the ports on 127.0.0.1 with ephemeral host ports (gateway on the host).
     pub publish: bool,
     pub ports: Ports,
+    pub resources: Resources,
+}
+
+/// What one runtime may use of the host.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Resources {
+    pub memory_bytes: u64,
+    pub cpus: f64,
+    pub pids: i64,
 }
 
 /// The container ports a runtime serves.

@@ -188,6 +188,10 @@ impl DockerBackend {
                 network_mode: Some(spec.network.clone()),
                 shm_size: Some(spec.shm_size_bytes as i64),
                 port_bindings,
+                memory: Some(spec.resources.memory_bytes as i64),
+                nano_cpus: Some((spec.resources.cpus * 1e9) as i64),
+                pids_limit: Some(spec.resources.pids),
+                security_opt: Some(vec!["no-new-privileges".to_owned()]),
                 ..Default::default()
             }),
             ..Default::default()

@@ -48,6 +48,8 @@ pub enum ProvisionError {
     StartTimeout { owner_hash: OwnerHash, waited: Duration },
     #[error("runtime start was interrupted: {0}")]
     Interrupted(String),
+    #[error("all {max} runtimes are in use (each has an open request or view); try again shortly")]
+    AtCapacity { max: usize },
 }
 
 impl ProvisionError {
@@ -56,7 +58,7 @@ impl ProvisionError {
         match self {
             ProvisionError::Engine(e) => e.is_unavailable(),
             ProvisionError::NotReady { .. } | ProvisionError::StartTimeout { .. } => true,
-            ProvisionError::Interrupted(_) => false,
+            ProvisionError::Interrupted(_) | ProvisionError::AtCapacity { .. } => false,
         }
     }
 
@@ -65,6 +67,7 @@ impl ProvisionError {
             ProvisionError::Engine(e) if e.is_unavailable() => "engine_unavailable",
             ProvisionError::Engine(_) | ProvisionError::Interrupted(_) => "runtime_failed",
             ProvisionError::NotReady { .. } | ProvisionError::StartTimeout { .. } => "runtime_not_ready",
+            ProvisionError::AtCapacity { .. } => "at_capacity",
         }
     }
 }
@@ -181,13 +184,16 @@ pub struct Provisioner {
     restored: Mutex<Registry>,
     /// Running runtimes have been adopted; retried each reaper tick until the engine answers.
     adopted: AtomicBool,
+    /// One permit per runtime start in progress (`limits.max_concurrent_starts`).
+    starts: Arc<tokio::sync::Semaphore>,
+    /// Serialises the "is there room for one more runtime?" decision of cold starts.
+    admission: AsyncMutex<()>,
 }
 
 impl Provisioner {
     pub fn new(settings: Arc<Settings>, backend: Arc<dyn Backend>, views: Arc<ViewUrls>) -> Arc<Self> {
         let restored = Registry::load(&settings.registry_path());
         Arc::new(Provisioner {
-            settings,
             backend,
             views,
             slots: DashMap::new(),
@@ -196,6 +202,9 @@ impl Provisioner {
             dirty: AtomicBool::new(false),
             restored: Mutex::new(restored),
             adopted: AtomicBool::new(false),
+            starts: Arc::new(tokio::sync::Semaphore::new(settings.limits.max_concurrent_starts)),
+            admission: AsyncMutex::new(()),
+            settings,
         })
     }
 
@@ -252,8 +261,18 @@ impl Provisioner {
             let runtime = runtime.clone();
             return Ok(self.lease(&slot, runtime, false));
         }
+        let permit = timeout_at(deadline, self.starts.clone().acquire_owned())
+            .await
+            .map_err(|_| timed_out())?
+            .expect("the start semaphore is never closed");
+        timeout_at(deadline, self.make_room(owner_hash))
+            .await
+            .map_err(|_| timed_out())??;
         let this = self.clone();
-        let start = tokio::spawn(async move { this.start_locked(owner_hash, slot, guard).await });
+        let start = tokio::spawn(async move {
+            let _permit = permit;
+            this.start_locked(owner_hash, slot, guard).await
+        });
         match timeout_at(deadline, start).await {
             Ok(Ok(result)) => result,
             Ok(Err(join_error)) => Err(ProvisionError::Interrupted(join_error.to_string())),
@@ -309,6 +328,56 @@ impl Provisioner {
         Ok(self.lease(&slot, runtime, true))
     }
 
+    /// Keeps the number of runtimes within `limits.max_runtimes` before one more starts: at
+    /// the cap, the least recently used runtime without holds is removed; when every runtime
+    /// has a hold, the start is refused (429).
+    async fn make_room(&self, owner_hash: OwnerHash) -> Result<(), ProvisionError> {
+        let max = self.settings.limits.max_runtimes;
+        let _admission = self.admission.lock().await;
+        loop {
+            let ready = self
+                .slots
+                .iter()
+                .filter(|e| *e.key() != owner_hash && e.value().ready.load(Ordering::Acquire))
+                .count();
+            // Starts in progress, this one included.
+            let starting = self.settings.limits.max_concurrent_starts - self.starts.available_permits();
+            if ready + starting <= max {
+                return Ok(());
+            }
+            let victim = self
+                .slots
+                .iter()
+                .filter(|e| {
+                    let slot = e.value();
+                    *e.key() != owner_hash
+                        && slot.ready.load(Ordering::Acquire)
+                        && slot.holds.load(Ordering::Acquire) == 0
+                })
+                .min_by_key(|e| e.value().last_used_ms.load(Ordering::Acquire))
+                .map(|e| (*e.key(), e.value().clone()));
+            let Some((victim_hash, slot)) = victim else {
+                return Err(ProvisionError::AtCapacity { max });
+            };
+            let mut guard = slot.state.lock().await;
+            let SlotState::Ready(runtime) = &*guard else { continue };
+            if slot.holds.load(Ordering::Acquire) > 0 {
+                continue;
+            }
+            let volume = self.volume_to_remove(&victim_hash);
+            self.backend.remove(&runtime.container_name, volume.as_deref()).await?;
+            tracing::info!(
+                owner_hash = %victim_hash,
+                container = %runtime.container_name,
+                for_owner = %owner_hash,
+                "evicted the least recently used runtime to make room"
+            );
+            *guard = SlotState::Absent;
+            slot.ready.store(false, Ordering::Release);
+            self.mark_dirty();
+        }
+    }
+
     /// The seed's container for an owner: names, labels, environment, volume.
     async fn spec(&self, owner_hash: OwnerHash) -> RuntimeSpec {
         let s = &self.settings;
@@ -344,6 +413,11 @@ impl Provisioner {
             shm_size_bytes: s.shm_size_bytes,
             publish: s.upstream == UpstreamMode::Published,
             ports: self.ports(),
+            resources: backend::Resources {
+                memory_bytes: s.limits.runtime_memory_bytes,
+                cpus: s.limits.runtime_cpus,
+                pids: s.limits.runtime_pids,
+            },
         }
     }
 

@@ -37,6 +37,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Refuses request-smuggling shapes: a body framed both by `Content-Length` and by
+/// `Transfer-Encoding`, or a transfer coding other than plain `chunked`. hyper would pick one
+/// reading; a proxy must not let two readings exist.
+pub fn check_framing(headers: &HeaderMap) -> Result<(), &'static str> {
+    let encodings: Vec<&HeaderValue> = headers.get_all(header::TRANSFER_ENCODING).iter().collect();
+    if encodings.is_empty() {
+        return Ok(());
+    }
+    if headers.contains_key(header::CONTENT_LENGTH) {
+        return Err("both Content-Length and Transfer-Encoding frame the body");
+    }
+    let only_chunked = encodings.len() == 1 && encodings[0].as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked");
+    if !only_chunked {
+        return Err("Transfer-Encoding other than `chunked`");
+    }
+    Ok(())
+}
+
 /// True for an HTTP/1.1 WebSocket handshake.
 pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     let has_token = |name: HeaderName, token: &str| {
@@ -96,6 +114,19 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key(header::CONTENT_TYPE));
+    }
+
+    #[test]
+    fn conflicting_framing_is_refused() {
+        let mut h = HeaderMap::new();
+        assert!(check_framing(&h).is_ok());
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        assert!(check_framing(&h).is_ok());
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("4"));
+        assert!(check_framing(&h).is_err());
+        h.remove(header::CONTENT_LENGTH);
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("gzip, chunked"));
+        assert!(check_framing(&h).is_err());
     }
 
     #[test]

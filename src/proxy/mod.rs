@@ -107,11 +107,39 @@ pub struct RequestBody {
     taken: Option<Incoming>,
     hint: SizeHint,
     end_stream: bool,
+    /// Bytes allowed through, and a flag raised when a body goes past them.
+    limit: BodyLimit,
+    sent: u64,
+}
+
+/// A cap on a streamed body (a chunked body has no length to check up front).
+#[derive(Clone)]
+pub struct BodyLimit {
+    max: u64,
+    exceeded: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl BodyLimit {
+    pub fn new(max: u64) -> Self {
+        BodyLimit {
+            max,
+            exceeded: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
+
+    pub fn unlimited() -> Self {
+        Self::new(u64::MAX)
+    }
+
+    /// True when the body was cut off for being too large.
+    pub fn exceeded(&self) -> bool {
+        self.exceeded.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 impl RequestBody {
     /// Wraps `incoming`; the returned handle reclaims it while unsent.
-    pub fn new(incoming: Incoming) -> (Self, BodyHandle) {
+    pub fn new(incoming: Incoming, limit: BodyLimit) -> (Self, BodyHandle) {
         let hint = incoming.size_hint();
         let end_stream = incoming.is_end_stream();
         let shared = Arc::new(Mutex::new(Some(incoming)));
@@ -120,6 +148,8 @@ impl RequestBody {
             taken: None,
             hint,
             end_stream,
+            limit: limit.clone(),
+            sent: 0,
         };
         (
             body,
@@ -127,6 +157,7 @@ impl RequestBody {
                 shared,
                 hint,
                 end_stream,
+                limit,
             },
         )
     }
@@ -137,6 +168,7 @@ pub struct BodyHandle {
     shared: Arc<Mutex<Option<Incoming>>>,
     hint: SizeHint,
     end_stream: bool,
+    limit: BodyLimit,
 }
 
 impl BodyHandle {
@@ -148,15 +180,17 @@ impl BodyHandle {
             taken: None,
             hint: self.hint,
             end_stream: self.end_stream,
+            limit: self.limit.clone(),
+            sent: 0,
         })
     }
 }
 
 impl HttpBody for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if self.taken.is_none() {
             let taken = self.shared.lock().expect("body lock").take();
             match taken {
@@ -165,7 +199,17 @@ impl HttpBody for RequestBody {
             }
         }
         let incoming = self.taken.as_mut().expect("taken above");
-        Pin::new(incoming).poll_frame(cx)
+        let polled = Pin::new(incoming).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.sent += data.len() as u64;
+            if self.sent > self.limit.max {
+                self.limit.exceeded.store(true, std::sync::atomic::Ordering::Release);
+                return Poll::Ready(Some(Err("request body too large".into())));
+            }
+        }
+        polled.map(|frame| frame.map(|r| r.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
