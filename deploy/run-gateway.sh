@@ -13,3 +13,4 @@ docker run -d --name lazygate --restart unless-stopped \
   -e LAZYGATE_UPSTREAM=network -e BROWSER_RUNTIME_NETWORK=browser-net \
   lazygate:latest
 echo "lazygate is listening on http://127.0.0.1:8080 (docker logs -f lazygate)"
+echo "its generated API token and view secret: docker exec lazygate cat /var/lib/lazygate/lazygate-secrets.json"
