@@ -106,6 +106,8 @@ pub struct RawServer {
     pub upstream_timeout_seconds: Option<u64>,
     pub drain_seconds: Option<u64>,
     pub trusted_proxies: Option<Vec<String>>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -187,6 +189,8 @@ pub struct Settings {
     pub passthrough_env: Vec<(String, String)>,
     /// Peers (the tunnel) whose X-Forwarded-* headers are believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// PEM certificate chain and private key: the listener speaks HTTPS when set.
+    pub tls: Option<(PathBuf, PathBuf)>,
     pub auth: AuthSettings,
     pub limits: Limits,
 }
@@ -385,6 +389,8 @@ impl RawConfig {
             &mut s.trusted_proxies,
             env.var("LAZYGATE_TRUSTED_PROXIES").map(|v| split_list(&v)),
         );
+        set(&mut s.tls_cert, env.var("LAZYGATE_TLS_CERT"));
+        set(&mut s.tls_key, env.var("LAZYGATE_TLS_KEY"));
         let a = &mut self.auth;
         set(
             &mut a.api_tokens,
@@ -613,6 +619,27 @@ impl TryFrom<RawConfig> for Settings {
                 1024,
             )?,
         };
+        let tls = match (
+            server.tls_cert.clone().filter(|v| !v.trim().is_empty()),
+            server.tls_key.clone().filter(|v| !v.trim().is_empty()),
+        ) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some((PathBuf::from(cert.trim()), PathBuf::from(key.trim()))),
+            (Some(cert), None) => {
+                return Err(invalid(
+                    "server.tls_key (LAZYGATE_TLS_KEY)",
+                    "",
+                    format!("needed with the certificate {cert}"),
+                ));
+            }
+            (None, Some(key)) => {
+                return Err(invalid(
+                    "server.tls_cert (LAZYGATE_TLS_CERT)",
+                    "",
+                    format!("needed with the key {key}"),
+                ));
+            }
+        };
         let trusted_proxies = server
             .trusted_proxies
             .clone()
@@ -778,6 +805,7 @@ impl TryFrom<RawConfig> for Settings {
             )?,
             passthrough_env: Vec::new(),
             trusted_proxies,
+            tls,
             auth,
             limits,
         })

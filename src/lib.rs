@@ -2,7 +2,8 @@
 //!
 //! A request travels through the modules in this order:
 //!
-//! - [`server`] accepts connections (HTTP/1.1 with upgrades, HTTP/2) and drains them on shutdown.
+//! - [`server`] accepts connections (HTTP/1.1 with upgrades, HTTP/2; [`tls`] when configured)
+//!   and drains them on shutdown.
 //! - [`service`] is the pipeline for one request and its one log line.
 //! - [`auth`] decides who may reach (and so start) which runtime, before anything else.
 //! - [`route`] turns method + URI into a [`route::Route`], refusing malformed owners
@@ -30,6 +31,7 @@ pub mod proxy;
 pub mod route;
 pub mod server;
 pub mod service;
+pub mod tls;
 pub mod view_url;
 pub mod waiting_page;
 
@@ -49,6 +51,8 @@ use view_url::ViewUrls;
 pub enum StartupError {
     #[error("cannot read or keep the generated secrets: {0}")]
     Secrets(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Serves on `listener` until `shutdown` completes, then drains connections and tunnels
@@ -60,6 +64,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartupError> {
     let auth = Arc::new(auth::Auth::from_settings(&settings).map_err(StartupError::Secrets)?);
+    // TLS: the certificate store is watched (SIGHUP, file changes) by a task owned here.
+    let tls_watch = CancellationToken::new();
+    let _tls_watch_guard = tls_watch.clone().drop_guard();
+    let tls = match &settings.tls {
+        None => None,
+        Some((cert, key)) => {
+            let store = tls::CertificateStore::open(cert.clone(), key.clone())?;
+            tokio::spawn(store.clone().watch(tls_watch.clone()));
+            Some(tokio_rustls::TlsAcceptor::from(tls::server_config(store)?))
+        }
+    };
     if auth.is_insecure() {
         tracing::warn!("INSECURE DEVELOPMENT MODE: anyone who reaches this gateway can start and drive runtimes");
     }
@@ -94,7 +109,13 @@ pub async fn run(
     );
     let gateway = Arc::new(Gateway::new(settings.clone(), provisioner, views, auth));
     let stop = CancellationToken::new();
-    let server = tokio::spawn(server::serve(listener, gateway.clone(), stop.clone(), settings.drain));
+    let server = tokio::spawn(server::serve(
+        listener,
+        gateway.clone(),
+        tls,
+        stop.clone(),
+        settings.drain,
+    ));
     shutdown.await;
     tracing::info!("shutting down: no new connections; runtimes keep running");
     stop.cancel();

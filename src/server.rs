@@ -8,7 +8,12 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use std::net::SocketAddr;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::TlsAcceptor;
+
+use crate::body::BoxError;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -16,9 +21,21 @@ use tokio_util::sync::CancellationToken;
 
 use crate::service::Gateway;
 
+/// Marks a request that arrived over TLS on this listener (in the request's extensions).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientTls;
+
 /// Accepts until `shutdown` fires, then waits up to `drain` for open requests to finish.
-pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: CancellationToken, drain: Duration) {
+/// With `tls`, every connection is a TLS one (ALPN picks HTTP/2 or HTTP/1.1).
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+    drain: Duration,
+) {
     let limits = &gateway.settings.limits;
+    let handshake_timeout = limits.header_read_timeout;
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -52,17 +69,20 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Cance
             continue;
         };
         let gateway = gateway.clone();
-        let service = service_fn(move |request| {
-            let gateway = gateway.clone();
-            async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
-        });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(error) = connection.await {
+            let result = match tls {
+                None => serve_io(stream, peer, false, gateway, &builder, watcher).await,
+                Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => serve_io(stream, peer, true, gateway, &builder, watcher).await,
+                    Ok(Err(error)) => Err(format!("TLS handshake: {error}").into()),
+                    Err(_) => Err("TLS handshake timed out".into()),
+                },
+            };
+            if let Err(error) = result {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
         });
@@ -72,6 +92,29 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Cance
         _ = graceful.shutdown() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(drain) => tracing::warn!(?drain, "drain deadline passed; closing the rest"),
     }
+}
+
+/// Serves one connection (plain or TLS) until it ends or shutdown asks it to.
+async fn serve_io<I>(
+    io: I,
+    peer: SocketAddr,
+    tls: bool,
+    gateway: Arc<Gateway>,
+    builder: &Builder<TokioExecutor>,
+    watcher: Watcher,
+) -> Result<(), BoxError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        let gateway = gateway.clone();
+        if tls {
+            request.extensions_mut().insert(ClientTls);
+        }
+        async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
+    });
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    watcher.watch(connection.into_owned()).await
 }
 
 /// Answers a connection past the connection cap with a 503 and closes it.

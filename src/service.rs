@@ -209,6 +209,7 @@ impl Gateway {
         log: &mut RequestLog,
     ) -> Result<Response<Body>, RequestError> {
         let headers = request.headers();
+        let tls = request.extensions().get::<crate::server::ClientTls>().is_some();
         let mut view_cookie = None;
         let forwarded_rest;
         let target = match target.service {
@@ -222,7 +223,7 @@ impl Gateway {
                     self.auth
                         .check_view_request(&target.owner_hash, token.as_deref(), headers)?
                 {
-                    let secure = self.client_used_https(peer, headers);
+                    let secure = tls || self.client_used_https(peer, headers);
                     view_cookie = Some(auth::view_cookie(&target.owner_hash, &token, expires, secure));
                 }
                 forwarded_rest = if query.is_empty() {
@@ -305,6 +306,11 @@ impl Gateway {
         auth::strip_credentials(&mut parts.headers);
         let trusted = self.settings.trusted_proxies.contains(&peer.ip());
         headers::set_forwarded(&mut parts.headers, peer.ip(), public_host.clone(), trusted);
+        if parts.extensions.get::<crate::server::ClientTls>().is_some() {
+            parts
+                .headers
+                .insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        }
         match service {
             // Chrome's DevTools server answers only to an IP address or `localhost`.
             Service::Cdp => parts
