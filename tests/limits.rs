@@ -172,6 +172,16 @@ async fn oversized_slow_and_smuggling_requests_are_refused() {
     assert!(outcome.is_ok(), "the gateway closed the connection: {outcome:?}");
     let text = String::from_utf8_lossy(&rest);
     assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text:.80}");
+
+    // An idle keep-alive connection is closed too (the same timer waits for every head).
+    let mut idle = TcpStream::connect(addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut first = [0u8; 12];
+    idle.read_exact(&mut first).unwrap();
+    assert_eq!(&first[9..12], b"200");
+    let mut rest = Vec::new();
+    assert!(idle.read_to_end(&mut rest).is_ok(), "the idle connection was closed, not left open");
 }
 
 #[tokio::test(flavor = "multi_thread")]
