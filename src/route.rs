@@ -383,3 +383,92 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod invariants {
+    //! The invariants the fuzz target (fuzz/fuzz_targets/route.rs) checks, here over a
+    //! bounded, deterministic sweep of paths built from the characters traversal is made of.
+
+    use super::*;
+
+    /// What any accepted route must satisfy, whatever the input.
+    pub fn check(route: &Route) {
+        let check_rest = |rest: &str| {
+            assert!(rest.starts_with('/'), "{rest}");
+            let path = rest.split('?').next().unwrap();
+            for segment in path.split('/') {
+                let decoded: Vec<u8> = percent_encoding::percent_decode_str(segment).collect();
+                assert!(decoded != b"." && decoded != b"..", "dot segment forwarded: {rest}");
+                assert!(
+                    !decoded.contains(&b'\\') && !decoded.contains(&b'/'),
+                    "separator forwarded: {rest}"
+                );
+            }
+        };
+        match route {
+            Route::View { owner_hash, rest } => {
+                assert!(OwnerHash::parse(owner_hash.as_str()).is_ok());
+                check_rest(rest);
+            }
+            Route::Rpc {
+                owner,
+                owner_hash,
+                rest,
+            }
+            | Route::Cdp {
+                owner,
+                owner_hash,
+                rest,
+            } => {
+                assert_eq!(*owner_hash, OwnerHash::of(owner));
+                assert!(!owner.contains(['/', '\\']) && !owner.chars().any(char::is_control));
+                assert!(!owner.is_empty() && owner.len() <= crate::owner::MAX_OWNER_LEN);
+                check_rest(rest);
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn no_accepted_route_forwards_traversal() {
+        const PIECES: [&str; 14] = [
+            "/",
+            ".",
+            "..",
+            "%2e",
+            "%2E",
+            "%2f",
+            "%5c",
+            "%25",
+            "\\",
+            "a",
+            "view",
+            "rpc",
+            "cdp",
+            "0123456789abcdef",
+        ];
+        // A linear congruential walk over sequences of pieces: deterministic and bounded.
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut accepted = 0;
+        for _ in 0..200_000 {
+            let mut path = String::from("/");
+            for _ in 0..(state % 9) {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                path.push_str(PIECES[(state >> 33) as usize % PIECES.len()]);
+            }
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let Ok(uri) = path.parse::<Uri>() else { continue };
+            for method in [Method::GET, Method::POST, Method::DELETE] {
+                if let Ok(route) = parse(&method, &uri) {
+                    check(&route);
+                    accepted += 1;
+                }
+            }
+        }
+        assert!(accepted > 1000, "the sweep reached the routes ({accepted} accepted)");
+    }
+}

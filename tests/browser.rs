@@ -11,13 +11,18 @@ use common::browser::live_view_shows_agent_page;
 use common::*;
 use serde_json::json;
 
+/// A gateway in front of the reference browser runtime (a real Chromium takes longer to start).
+fn start_with_browser_runtime(scope: &Scope) -> Gateway {
+    GatewayConfig::new(scope)
+        .env("BROWSER_RUNTIME_IMAGE", BROWSER_IMAGE)
+        .env("BROWSER_RUNTIME_START_TIMEOUT", "60")
+        .start()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_live_view_shows_the_agents_page_in_a_real_browser() {
     let scope = Scope::new("browser-view");
-    let gateway = GatewayConfig::new(&scope)
-        .env("BROWSER_RUNTIME_IMAGE", BROWSER_IMAGE)
-        .env("BROWSER_RUNTIME_START_TIMEOUT", "60")
-        .start();
+    let gateway = start_with_browser_runtime(&scope);
     let owner = unique("viewer");
     let hash = seed_hash(&owner);
     // A cold view: the runtime does not exist until the navigation asks for it.
@@ -40,10 +45,7 @@ async fn the_live_view_shows_the_agents_page_in_a_real_browser() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_reference_runtime_answers_runs_and_health() {
     let scope = Scope::new("browser-rpc");
-    let gateway = GatewayConfig::new(&scope)
-        .env("BROWSER_RUNTIME_IMAGE", BROWSER_IMAGE)
-        .env("BROWSER_RUNTIME_START_TIMEOUT", "60")
-        .start();
+    let gateway = start_with_browser_runtime(&scope);
     let owner = unique("agent");
     let health = get(&gateway.url(&format!("/rpc/{owner}/health"))).await;
     assert_eq!(health.status, 200, "{}", health.text());
@@ -84,10 +86,7 @@ async fn the_reference_runtime_answers_runs_and_health() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cdp_client_drives_the_browser_through_the_gateway() {
     let scope = Scope::new("browser-cdp");
-    let gateway = GatewayConfig::new(&scope)
-        .env("BROWSER_RUNTIME_IMAGE", BROWSER_IMAGE)
-        .env("BROWSER_RUNTIME_START_TIMEOUT", "60")
-        .start();
+    let gateway = start_with_browser_runtime(&scope);
     let owner = unique("cdp-agent");
 
     // Discovery answers point back through the gateway, as the client reached it.

@@ -181,7 +181,10 @@ async fn oversized_slow_and_smuggling_requests_are_refused() {
     idle.read_exact(&mut first).unwrap();
     assert_eq!(&first[9..12], b"200");
     let mut rest = Vec::new();
-    assert!(idle.read_to_end(&mut rest).is_ok(), "the idle connection was closed, not left open");
+    assert!(
+        idle.read_to_end(&mut rest).is_ok(),
+        "the idle connection was closed, not left open"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
