@@ -26,6 +26,8 @@ pub enum RequestError {
     BadBody(String),
     #[error("request framing refused: {0}")]
     Framing(&'static str),
+    #[error("malformed WebSocket handshake: {0}")]
+    BadWebSocket(&'static str),
     #[error("request body is larger than {limit} bytes")]
     BodyTooLarge { limit: usize },
     #[error("owner {owner_hash} has no runtime of its own in shared isolation mode")]
@@ -49,7 +51,7 @@ impl RequestError {
         match self {
             Route(RouteError::NotFound(_)) => StatusCode::NOT_FOUND,
             Route(RouteError::MethodNotAllowed { .. }) => StatusCode::METHOD_NOT_ALLOWED,
-            Route(_) | BadBody(_) | Framing(_) => StatusCode::BAD_REQUEST,
+            Route(_) | BadBody(_) | Framing(_) | BadWebSocket(_) => StatusCode::BAD_REQUEST,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             SharedMode { .. } => StatusCode::CONFLICT,
             Auth(e) if e.is_forbidden() => StatusCode::FORBIDDEN,
@@ -72,6 +74,7 @@ impl RequestError {
             Route(RouteError::Path(_)) => "invalid_path",
             BadBody(_) => "invalid_body",
             Framing(_) => "invalid_framing",
+            BadWebSocket(_) => "invalid_websocket",
             BodyTooLarge { .. } => "body_too_large",
             SharedMode { .. } => "shared_mode",
             Provision(e) => e.code(),

@@ -251,6 +251,7 @@ impl Gateway {
         };
         if headers::is_websocket_upgrade(headers) {
             self.auth.check_origin(headers)?;
+            headers::check_websocket_handshake(request.method(), headers).map_err(RequestError::BadWebSocket)?;
         }
         let mut response = self.forward(request, peer, target, log).await?;
         if let Some(cookie) = view_cookie {

@@ -101,6 +101,33 @@ async fn malformed_owners_hashes_and_paths_are_refused_without_creating_anything
             String::from_utf8_lossy(raw)
         );
     }
+    // Malformed WebSocket handshakes to a valid, authorised view: refused before any start.
+    let owner = unique("ws-hostile");
+    let view_hash = seed_hash(&owner);
+    let token = view_token(&owner);
+    let upgrade = |extra: &str, method: &str| {
+        format!(
+            "{method} /view/{view_hash}/websockify?token={token} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n{extra}\r\n"
+        )
+    };
+    for (extra, method) in [
+        ("", "GET"),
+        ("Sec-WebSocket-Version: 13\r\n", "GET"),
+        (
+            "Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+            "GET",
+        ),
+        ("Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: not-base64!\r\n", "GET"),
+        ("Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: c2hvcnQ=\r\n", "GET"),
+        (
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+            "POST",
+        ),
+    ] {
+        let request = upgrade(extra, method);
+        let status = raw_status(gateway.addr, request.as_bytes());
+        assert_eq!(status, 400, "{request}");
+    }
     assert!(scope.containers().is_empty(), "bad input created a container");
     assert!(scope.volumes().is_empty(), "bad input created a volume");
 }

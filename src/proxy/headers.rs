@@ -55,6 +55,26 @@ pub fn check_framing(headers: &HeaderMap) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// A WebSocket handshake must be a GET with version 13 and a 16-byte base64 key (RFC 6455
+/// §4.1); anything else is refused before a runtime is started for it.
+pub fn check_websocket_handshake(method: &http::Method, headers: &HeaderMap) -> Result<(), &'static str> {
+    use base64::Engine;
+    if method != http::Method::GET {
+        return Err("a WebSocket handshake must be a GET");
+    }
+    if headers.get("sec-websocket-version").map(|v| v.as_bytes()) != Some(b"13") {
+        return Err("Sec-WebSocket-Version must be 13");
+    }
+    let key = headers
+        .get("sec-websocket-key")
+        .map(|v| v.as_bytes().trim_ascii())
+        .unwrap_or_default();
+    match base64::engine::general_purpose::STANDARD.decode(key) {
+        Ok(decoded) if decoded.len() == 16 => Ok(()),
+        _ => Err("Sec-WebSocket-Key must be 16 bytes in base64"),
+    }
+}
+
 /// True for an HTTP/1.1 WebSocket handshake.
 pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     let has_token = |name: HeaderName, token: &str| {
