@@ -234,3 +234,24 @@ async fn insecure_dev_mode_turns_auth_off_and_says_so() {
     let reply = send_request(request(Method::POST, &gateway.url("/api/runtimes/cleanup"), &[])).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trusted_tunnel_saying_https_makes_view_cookies_secure() {
+    let scope = Scope::new("auth-trusted-proxy");
+    let owner = unique("tunnelled");
+    let hash = seed_hash(&owner);
+    let url = |gateway: &Gateway| gateway.url(&format!("/view/{hash}/vnc.html?token={}", view_token(&owner)));
+    let says_https = [("x-forwarded-proto", "https")];
+    let trusting = GatewayConfig::new(&scope)
+        .env("LAZYGATE_TRUSTED_PROXIES", "127.0.0.1")
+        .start();
+    let reply = send_request(request(Method::GET, &url(&trusting), &says_https)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.headers["set-cookie"].to_str().unwrap().contains("; Secure"));
+    drop(trusting);
+    // The same header from a peer that is not a trusted proxy changes nothing.
+    let untrusting = GatewayConfig::new(&scope).start();
+    let reply = send_request(request(Method::GET, &url(&untrusting), &says_https)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(!reply.headers["set-cookie"].to_str().unwrap().contains("Secure"));
+}
