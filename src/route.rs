@@ -384,50 +384,52 @@ mod tests {
     }
 }
 
+/// Panics unless `route` keeps the router's promises: forwarded paths start with `/` and
+/// carry no dot segment or separator in any encoding; owners are well formed and hashed like
+/// the seed. The fuzz target (fuzz/fuzz_targets/route.rs) and the unit sweep below call it.
+pub fn assert_invariants(route: &Route) {
+    let check_rest = |rest: &str| {
+        assert!(rest.starts_with('/'), "{rest}");
+        let path = rest.split('?').next().unwrap_or_default();
+        for segment in path.split('/') {
+            let decoded: Vec<u8> = percent_encoding::percent_decode_str(segment).collect();
+            assert!(decoded != b"." && decoded != b"..", "dot segment forwarded: {rest}");
+            assert!(
+                !decoded.contains(&b'\\') && !decoded.contains(&b'/'),
+                "separator forwarded: {rest}"
+            );
+        }
+    };
+    match route {
+        Route::View { owner_hash, rest } => {
+            assert!(OwnerHash::parse(owner_hash.as_str()).is_ok());
+            check_rest(rest);
+        }
+        Route::Rpc {
+            owner,
+            owner_hash,
+            rest,
+        }
+        | Route::Cdp {
+            owner,
+            owner_hash,
+            rest,
+        } => {
+            assert_eq!(*owner_hash, OwnerHash::of(owner));
+            assert!(!owner.contains(['/', '\\']) && !owner.chars().any(char::is_control));
+            assert!(!owner.is_empty() && owner.len() <= crate::owner::MAX_OWNER_LEN);
+            check_rest(rest);
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod invariants {
-    //! The invariants the fuzz target (fuzz/fuzz_targets/route.rs) checks, here over a
-    //! bounded, deterministic sweep of paths built from the characters traversal is made of.
+    //! [`assert_invariants`] over a bounded, deterministic sweep of paths built from the
+    //! characters traversal is made of (the fuzz target explores beyond it).
 
     use super::*;
-
-    /// What any accepted route must satisfy, whatever the input.
-    pub fn check(route: &Route) {
-        let check_rest = |rest: &str| {
-            assert!(rest.starts_with('/'), "{rest}");
-            let path = rest.split('?').next().unwrap();
-            for segment in path.split('/') {
-                let decoded: Vec<u8> = percent_encoding::percent_decode_str(segment).collect();
-                assert!(decoded != b"." && decoded != b"..", "dot segment forwarded: {rest}");
-                assert!(
-                    !decoded.contains(&b'\\') && !decoded.contains(&b'/'),
-                    "separator forwarded: {rest}"
-                );
-            }
-        };
-        match route {
-            Route::View { owner_hash, rest } => {
-                assert!(OwnerHash::parse(owner_hash.as_str()).is_ok());
-                check_rest(rest);
-            }
-            Route::Rpc {
-                owner,
-                owner_hash,
-                rest,
-            }
-            | Route::Cdp {
-                owner,
-                owner_hash,
-                rest,
-            } => {
-                assert_eq!(*owner_hash, OwnerHash::of(owner));
-                assert!(!owner.contains(['/', '\\']) && !owner.chars().any(char::is_control));
-                assert!(!owner.is_empty() && owner.len() <= crate::owner::MAX_OWNER_LEN);
-                check_rest(rest);
-            }
-            _ => {}
-        }
-    }
 
     #[test]
     fn no_accepted_route_forwards_traversal() {
@@ -464,7 +466,7 @@ mod invariants {
             let Ok(uri) = path.parse::<Uri>() else { continue };
             for method in [Method::GET, Method::POST, Method::DELETE] {
                 if let Ok(route) = parse(&method, &uri) {
-                    check(&route);
+                    assert_invariants(&route);
                     accepted += 1;
                 }
             }
