@@ -27,7 +27,7 @@ cleanup() {
   [ -n "$gateway_pid" ] && kill "$gateway_pid" 2>/dev/null || true
   [ -n "$nginx_pid" ] && kill "$nginx_pid" 2>/dev/null || true
   ids=$(docker ps -aq --filter label=lazygate.bench=1 --filter label=lazygate.scope=bench)
-  [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1 || true
+  [ -n "$ids" ] && docker rm -f -v $ids >/dev/null 2>&1 || true
   vols=$(docker volume ls -q --filter label=lazygate.scope=bench)
   [ -n "$vols" ] && docker volume rm -f $vols >/dev/null 2>&1 || true
   docker network rm lazygate-bench >/dev/null 2>&1 || true
@@ -36,7 +36,7 @@ cleanup() {
 trap cleanup EXIT
 cleanup_leftovers() {
   ids=$(docker ps -aq --filter label=lazygate.scope=bench; docker ps -aq --filter label=lazygate.bench=1)
-  [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1 || true
+  [ -n "$ids" ] && docker rm -f -v $ids >/dev/null 2>&1 || true
 }
 cleanup_leftovers
 docker network inspect lazygate-bench >/dev/null 2>&1 || docker network create --label lazygate.bench=1 lazygate-bench >/dev/null
@@ -151,7 +151,7 @@ for n in 1 4 8; do
     wall_ms=$(( ($(date +%s%N) - start) / 1000000 ))
     record "{\"kind\":\"concurrent\",\"owners\":$n,\"wall_ms\":$wall_ms}"
     ids=$(docker ps -aq --filter label=lazygate.scope=bench --filter name=browser-use-browser)
-    [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1 || true
+    [ -n "$ids" ] && docker rm -f -v $ids >/dev/null 2>&1 || true
   done
 done
 

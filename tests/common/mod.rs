@@ -171,7 +171,7 @@ impl Scope {
     fn clean(&self) {
         let containers = self.containers();
         if !containers.is_empty() {
-            let mut args = vec!["rm", "-f"];
+            let mut args = vec!["rm", "-f", "-v"];
             args.extend(containers.iter().map(String::as_str));
             docker(&args);
         }
