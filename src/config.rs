@@ -105,6 +105,7 @@ pub struct RawServer {
     pub listen: Option<String>,
     pub upstream_timeout_seconds: Option<u64>,
     pub drain_seconds: Option<u64>,
+    pub workers: Option<usize>,
     pub trusted_proxies: Option<Vec<String>>,
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
@@ -161,6 +162,9 @@ pub struct Settings {
     pub upstream_timeout: Duration,
     /// How long open connections may finish after shutdown is asked for.
     pub drain: Duration,
+    /// Threads serving connections, each with its own event loop (one per core by default):
+    /// a connection and its upstream stay on one thread, with no cross-thread wake-ups.
+    pub workers: usize,
     pub isolation_mode: IsolationMode,
     pub image: String,
     pub network: String,
@@ -385,6 +389,10 @@ impl RawConfig {
             parse_env(env, "LAZYGATE_UPSTREAM_TIMEOUT_SECONDS", SECONDS)?,
         );
         set(&mut s.drain_seconds, parse_env(env, "LAZYGATE_DRAIN_SECONDS", SECONDS)?);
+        set(
+            &mut s.workers,
+            parse_env(env, "LAZYGATE_WORKERS", "expected a whole number (0: one per core)")?,
+        );
         set(
             &mut s.trusted_proxies,
             env.var("LAZYGATE_TRUSTED_PROXIES").map(|v| split_list(&v)),
@@ -761,6 +769,11 @@ impl TryFrom<RawConfig> for Settings {
                 10,
                 0,
             )?,
+            workers: match server.workers.unwrap_or(0) {
+                0 => std::thread::available_parallelism().map_or(1, usize::from),
+                n if n > 1024 => return Err(invalid("server.workers (LAZYGATE_WORKERS)", n, "must be at most 1024")),
+                n => n,
+            },
             isolation_mode,
             image,
             network,

@@ -2,8 +2,8 @@
 //!
 //! A request travels through the modules in this order:
 //!
-//! - [`server`] accepts connections (HTTP/1.1 with upgrades, HTTP/2; [`tls`] when configured)
-//!   and drains them on shutdown.
+//! - [`server`] runs the worker threads (one event loop per core) that accept connections
+//!   (HTTP/1.1 with upgrades, HTTP/2; [`tls`] when configured) and drain them on shutdown.
 //! - [`service`] is the pipeline for one request and its one log line.
 //! - [`auth`] decides who may reach (and so start) which runtime, before anything else.
 //! - [`route`] turns method + URI into a [`route::Route`], refusing malformed owners
@@ -53,6 +53,8 @@ pub enum StartupError {
     Secrets(std::io::Error),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("cannot start a worker thread: {0}")]
+    Workers(std::io::Error),
 }
 
 /// Serves on `listener` until `shutdown` completes, then drains connections and tunnels
@@ -107,26 +109,32 @@ pub async fn run(
         ttl_seconds = settings.ttl.as_secs(),
         "listening"
     );
-    let gateway = Arc::new(Gateway::new(settings.clone(), provisioner, views, auth));
+    // Worker threads serve the connections; this task accepts them and keeps the control
+    // plane (adoption, the reaper, certificate reloads, the shutdown signal).
+    let tunnels = tokio_util::task::TaskTracker::new();
+    let mut workers = Vec::with_capacity(settings.workers);
+    for index in 0..settings.workers {
+        let worker = server::Worker {
+            gateway: Arc::new(Gateway::new(
+                settings.clone(),
+                provisioner.clone(),
+                views.clone(),
+                auth.clone(),
+                tunnels.clone(),
+            )),
+            tls: tls.clone(),
+            drain: settings.drain,
+        };
+        // On an error, the workers started so far see their inbox close and exit.
+        workers.push(worker.spawn(index).map_err(StartupError::Workers)?);
+    }
+    let connections = Arc::new(tokio::sync::Semaphore::new(settings.limits.max_connections));
     let stop = CancellationToken::new();
-    let server = tokio::spawn(server::serve(
-        listener,
-        gateway.clone(),
-        tls,
-        stop.clone(),
-        settings.drain,
-    ));
+    let server = tokio::spawn(server::serve(listener, workers, connections, stop.clone()));
     shutdown.await;
     tracing::info!("shutting down: no new connections; runtimes keep running");
     stop.cancel();
     server.await.ok();
-    gateway.tunnels.close();
-    if tokio::time::timeout(settings.drain, gateway.tunnels.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("closing WebSocket tunnels still open at the drain deadline");
-    }
     reaper_token.cancel();
     reaper.await.ok();
     Ok(())

@@ -10,6 +10,11 @@ use lazygate::config::{ProcessEnv, Settings};
 use lazygate::provision::docker::DockerBackend;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of glibc's malloc: every forwarded request allocates and frees header
+/// maps, buffers and futures across threads, and glibc's arenas showed in the profile.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "lazygate", version, about = "The ingress for per-owner browser runtimes")]
 struct Cli {
@@ -97,7 +102,9 @@ fn serve(config: Option<PathBuf>, insecure_dev: bool) -> ExitCode {
         Err(code) => return code,
     };
     settings.auth.insecure_dev |= insecure_dev;
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The control plane (signals, adoption, the reaper) needs one thread; connections are
+    // served by the worker threads `run` starts.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("lazygate: cannot start the async runtime: {error}");

@@ -63,22 +63,29 @@ pub struct Gateway {
     pub(crate) settings: Arc<Settings>,
     pub(crate) provisioner: Arc<Provisioner>,
     pub(crate) views: Arc<ViewUrls>,
+    /// Pooled connections to runtimes; one pool per worker, so they stay on its thread.
     upstream: Upstream,
-    /// Open WebSocket tunnels, so shutdown can give them the drain deadline to finish.
+    /// Open WebSocket tunnels (of all workers), so shutdown can give them the drain deadline to finish.
     pub(crate) tunnels: TaskTracker,
     /// Decides who may reach which runtime, before anything else happens.
     pub(crate) auth: Arc<Auth>,
 }
 
 impl Gateway {
-    pub fn new(settings: Arc<Settings>, provisioner: Arc<Provisioner>, views: Arc<ViewUrls>, auth: Arc<Auth>) -> Self {
+    pub fn new(
+        settings: Arc<Settings>,
+        provisioner: Arc<Provisioner>,
+        views: Arc<ViewUrls>,
+        auth: Arc<Auth>,
+        tunnels: TaskTracker,
+    ) -> Self {
         Gateway {
             auth,
             upstream: Upstream::new(settings.upstream_timeout),
             settings,
             provisioner,
             views,
-            tunnels: TaskTracker::new(),
+            tunnels,
         }
     }
 
