@@ -215,7 +215,10 @@ where
         if tls {
             request.extensions_mut().insert(ClientTls);
         }
-        async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
+        // Boxed: hyper keeps room for this future in every connection, idle or not, and the
+        // pipeline's future is several KiB; boxed, an idle keep-alive connection holds a pointer.
+        let handling = Box::pin(async move { gateway.handle(request, peer).await });
+        async move { Ok::<_, Infallible>(handling.await) }
     });
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     watcher.watch(connection.into_owned()).await

@@ -296,6 +296,7 @@ impl Provisioner {
                 return Err(error.into());
             }
         };
+        let created_ms = started.elapsed().as_millis() as u64;
         let deadline = started + self.settings.start_timeout;
         if let Err(last_error) = readiness::wait_ready(&self.probe, &info.endpoints.rpc, deadline).await {
             // A runtime that never answers is broken: remove it (never its volume) so the
@@ -319,6 +320,7 @@ impl Provisioner {
             owner_hash = %owner_hash,
             container = %info.container_name,
             adopted = info.adopted,
+            created_ms,
             ready_ms = started.elapsed().as_millis() as u64,
             "runtime ready"
         );

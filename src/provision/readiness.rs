@@ -1,8 +1,8 @@
 //! Readiness: a runtime is ready when `GET /health` on its RPC port answers 2xx.
 //!
 //! Probed right after the container starts and then with a short, growing backoff (5 ms up
-//! to 50 ms), never a fixed one-second sleep: a runtime that is ready in 700 ms is served
-//! within a few milliseconds of that. A published port accepts TCP before the process
+//! to 10 ms), never a fixed one-second sleep: a runtime that is ready in 700 ms is served
+//! within a few milliseconds of that (a probe is one local HTTP request). A published port accepts TCP before the process
 //! listens, so only a real HTTP answer counts.
 
 use std::time::Duration;
@@ -26,7 +26,7 @@ pub fn probe_client() -> ProbeClient {
 }
 
 const FIRST_DELAY: Duration = Duration::from_millis(5);
-const MAX_DELAY: Duration = Duration::from_millis(50);
+const MAX_DELAY: Duration = Duration::from_millis(10);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Waits until `http://<authority>/health` answers 2xx, or returns the last failure seen

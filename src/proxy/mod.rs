@@ -37,6 +37,9 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// Idle connections kept per runtime (per worker thread).
+const IDLE_UPSTREAM_CONNECTIONS: usize = 32;
+
 /// The pooled HTTP/1.1 client every forwarded request goes through.
 #[derive(Clone)]
 pub struct Upstream {
@@ -50,8 +53,12 @@ impl Upstream {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        // A burst opens as many upstream connections as it has requests in flight; past it,
+        // a few idle ones per runtime are enough (nginx's `keepalive` pool is the same idea),
+        // and keeping every one would cost memory per connection the burst ever had.
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(IDLE_UPSTREAM_CONNECTIONS)
             .build(connector);
         Upstream { client, timeout }
     }

@@ -1,6 +1,10 @@
 //! WebSocket tunnels: the handshake goes to the runtime on a connection of its own, and once
-//! both sides have upgraded, bytes are copied both ways, unchanged, until either side closes.
+//! both sides have upgraded, bytes are copied both ways, unchanged, until both sides close.
 //! The tunnel task holds the lease, so an open live view keeps its runtime alive.
+//!
+//! Each direction copies through a buffer that starts small and grows once a read fills it:
+//! an idle live view (or a quiet input channel) costs a few KiB, while a stream of large
+//! frame updates moves through 64 KiB reads.
 
 use std::time::Duration;
 
@@ -8,6 +12,7 @@ use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::task::TaskTracker;
 
@@ -16,6 +21,10 @@ use crate::body::Body;
 use crate::provision::Lease;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A direction's buffer while its reads are small.
+const SMALL_BUFFER: usize = 2 * 1024;
+/// A direction's buffer once a read has filled the small one.
+const LARGE_BUFFER: usize = 64 * 1024;
 
 /// Sends the handshake to `authority` on a fresh connection and returns the runtime's answer
 /// together with its upgrade, when it agreed to switch protocols.
@@ -81,9 +90,7 @@ pub fn splice(
                 return;
             }
         };
-        let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
-        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        match relay(TokioIo::new(client), TokioIo::new(upstream)).await {
             Ok((to_runtime, to_client)) => {
                 tracing::debug!(%owner_hash, to_runtime, to_client, "websocket closed")
             }
@@ -91,4 +98,71 @@ pub fn splice(
         }
     });
     Response::from_parts(parts, crate::body::empty())
+}
+
+/// Copies both ways until both directions have ended; returns the bytes sent each way
+/// (client → runtime, runtime → client). When one side stops sending, the other side's
+/// write half is shut down, as `tokio::io::copy_bidirectional` does.
+async fn relay<C, U>(client: C, upstream: U) -> std::io::Result<(u64, u64)>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let (client_read, client_write) = tokio::io::split(client);
+    let (upstream_read, upstream_write) = tokio::io::split(upstream);
+    tokio::try_join!(pump(client_read, upstream_write), pump(upstream_read, client_write))
+}
+
+/// One direction of a relay, with a buffer that grows from small to large on a full read.
+async fn pump<R, W>(mut from: R, mut to: W) -> std::io::Result<u64>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buffer = vec![0u8; SMALL_BUFFER];
+    let mut total = 0u64;
+    loop {
+        let read = from.read(&mut buffer).await?;
+        if read == 0 {
+            to.shutdown().await?;
+            return Ok(total);
+        }
+        to.write_all(&buffer[..read]).await?;
+        // TLS buffers what it is given: push it out now, the other side waits for it.
+        to.flush().await?;
+        total += read as u64;
+        if read == buffer.len() && buffer.len() < LARGE_BUFFER {
+            buffer.resize(LARGE_BUFFER, 0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn relay_copies_both_ways_and_ends_when_both_sides_close() {
+        let (client, mut client_peer) = tokio::io::duplex(1 << 20);
+        let (upstream, mut upstream_peer) = tokio::io::duplex(1 << 20);
+        let relayed = tokio::spawn(relay(client, upstream));
+        // Large enough to grow the buffer: the bytes must arrive whole and in order.
+        let frame: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        client_peer.write_all(&frame).await.unwrap();
+        let mut received = vec![0u8; frame.len()];
+        upstream_peer.read_exact(&mut received).await.unwrap();
+        assert_eq!(received, frame);
+        upstream_peer.write_all(b"pong").await.unwrap();
+        let mut pong = [0u8; 4];
+        client_peer.read_exact(&mut pong).await.unwrap();
+        assert_eq!(&pong, b"pong");
+        // The client closes: the runtime sees the end, then closes too, and the relay ends.
+        client_peer.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        upstream_peer.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        upstream_peer.shutdown().await.unwrap();
+        let (to_runtime, to_client) = relayed.await.unwrap().unwrap();
+        assert_eq!((to_runtime, to_client), (frame.len() as u64, 4));
+    }
 }
