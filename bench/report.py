@@ -13,11 +13,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-results_path, cores, duration, connections, repeats = sys.argv[1:6]
+results_path, cores, duration, connections, repeats, rate, _ = sys.argv[1:8]
 rows = [json.loads(line) for line in Path(results_path).read_text().splitlines() if line.strip()]
 root = Path(__file__).resolve().parent.parent
 plots = root / "bench" / "plots"
 plots.mkdir(parents=True, exist_ok=True)
+med = statistics.median
+CONTENDERS = ["direct", "lazygate", "nginx"]
+COLORS = {"direct": "#999", "lazygate": "#2a7", "nginx": "#37c", "seed": "#c63"}
 
 
 def ms(text: str) -> float:
@@ -28,91 +31,238 @@ def ms(text: str) -> float:
     return float(text)
 
 
-med = statistics.median
-contenders = ["direct", "lazygate", "nginx"]
+def of(kind, **match):
+    return [r for r in rows if r["kind"] == kind and all(r.get(k) == v for k, v in match.items())]
+
+
+def mark(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+# --- gather --------------------------------------------------------------------------------
 warm = {}
 for scenario in ("get", "post64k"):
-    for c in contenders:
-        runs = [r for r in rows if r["kind"] == "warm" and r["scenario"] == scenario and r["contender"] == c]
+    for c in CONTENDERS:
+        runs = of("warm", scenario=scenario, contender=c)
         if runs:
             warm[(scenario, c)] = {
                 "rps": med(r["rps"] for r in runs),
                 "p50": med(ms(r["p50"]) for r in runs),
                 "p99": med(ms(r["p99"]) for r in runs),
             }
-
+paced = {}
+for c in CONTENDERS:
+    runs = of("rate", contender=c)
+    if runs:
+        paced[c] = {k: med(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms")}
+ws = {}
+for r in of("ws"):
+    ws.setdefault((r["mode"], r["result"]["size"], r["contender"]), []).append(r["result"])
+ws = {k: {m: med(x[m] for x in v) for m in ("msgs_per_s", "mb_per_s", "rtt_p50_us", "rtt_p99_us")} for k, v in ws.items()}
+sizes = sorted({k[1] for k in ws})
+memory = of("memory")
+mem = {k: med(r[k] for r in memory) for k in memory[0]} if memory else {}
+owners = {}
+for scenario in ("1", "10000"):
+    runs = of("owners", scenario=scenario)
+    if runs:
+        owners[scenario] = {"rps": med(r["rps"] for r in runs), "rss": med(r["rss_kib"] for r in runs)}
 cold = {}
-for image in sorted({r["image"] for r in rows if r["kind"] == "cold"}):
-    runs = [r for r in rows if r["kind"] == "cold" and r["image"] == image]
+for image in sorted({r["image"] for r in of("cold")}):
+    runs = of("cold", image=image)
+    seeds = [r["seed_ms"] for r in runs if r["seed_ms"] is not None]
     cold[image] = {
         "direct": med(r["direct_ms"] for r in runs),
         "gateway": med(r["gateway_ms"] for r in runs),
+        "seed": med(seeds) if seeds else None,
     }
 concurrent = {}
-for n in sorted({r["owners"] for r in rows if r["kind"] == "concurrent"}):
-    concurrent[n] = med(r["wall_ms"] for r in rows if r["kind"] == "concurrent" and r["owners"] == n)
+for r in of("concurrent"):
+    concurrent.setdefault((r["contender"], r["owners"]), []).append(r["wall_ms"])
+concurrent = {k: med(v) for k, v in concurrent.items()}
 
+# --- targets -------------------------------------------------------------------------------
+targets = []
+if ("get", "nginx") in warm and ("get", "lazygate") in warm:
+    g, n = warm[("get", "lazygate")], warm[("get", "nginx")]
+    targets.append(("Warm small GET ≥ 1.0× nginx req/s", f"{g['rps'] / n['rps']:.2f}×", g["rps"] >= n["rps"]))
+    targets.append(("Warm small GET p99 ≤ nginx", f"{g['p99']:.2f} vs {n['p99']:.2f} ms", g["p99"] <= n["p99"]))
+if ("post64k", "nginx") in warm and ("post64k", "lazygate") in warm:
+    g, n = warm[("post64k", "lazygate")], warm[("post64k", "nginx")]
+    targets.append(("Warm 64 KiB POST ≥ 1.0× nginx req/s", f"{g['rps'] / n['rps']:.2f}×", g["rps"] >= n["rps"]))
+    targets.append(("Warm 64 KiB POST p99 ≤ nginx", f"{g['p99']:.2f} vs {n['p99']:.2f} ms", g["p99"] <= n["p99"]))
+if "lazygate" in paced and "nginx" in paced:
+    g, n = paced["lazygate"], paced["nginx"]
+    targets.append((f"Paced GET ({rate}/s) p99 ≤ nginx", f"{g['p99_ms']:.2f} vs {n['p99_ms']:.2f} ms", g["p99_ms"] <= n["p99_ms"]))
+for size in sizes:
+    g, n = ws.get(("throughput", size, "lazygate")), ws.get(("throughput", size, "nginx"))
+    if g and n:
+        targets.append(
+            (f"WebSocket {size} B frames ≥ 1.0× nginx msgs/s", f"{g['msgs_per_s'] / n['msgs_per_s']:.2f}×", g["msgs_per_s"] >= n["msgs_per_s"])
+        )
+if sizes and ("latency", sizes[0], "lazygate") in ws:
+    added = ws[("latency", sizes[0], "lazygate")]["rtt_p50_us"] - ws[("latency", sizes[0], "direct")]["rtt_p50_us"]
+    targets.append((f"WebSocket added round trip p50 ({sizes[0]} B) ≤ 100 µs", f"{added:+.0f} µs", added <= 100))
+for image, c in cold.items():
+    over = c["gateway"] - c["direct"]
+    targets.append((f"Cold-start overhead ≤ 50 ms ({image.split(':')[0]})", f"{over:+.0f} ms", over <= 50))
+    if c["seed"]:
+        targets.append((f"Cold start ≥ 1.5× faster than the seed ({image.split(':')[0]})", f"{c['seed'] / c['gateway']:.2f}×", c["seed"] >= 1.5 * c["gateway"]))
+if ("lazygate", 8) in concurrent and ("lazygate", 1) in concurrent:
+    ratio = concurrent[("lazygate", 8)] / concurrent[("lazygate", 1)]
+    targets.append(("8 concurrent cold starts ≤ 2× one", f"{ratio:.2f}×", ratio <= 2))
+if "1" in owners and "10000" in owners:
+    cost = 1 - owners["10000"]["rps"] / owners["1"]["rps"]
+    targets.append(("10 000 owners cost ≤ 5% warm throughput", f"{cost * 100:+.1f}%", cost <= 0.05))
+if mem:
+    targets.append(("RSS idle ≤ 30 MB", f"{mem['idle_kib'] / 1024:.1f} MiB", mem["idle_kib"] <= 30 * 1024))
+    per_ws = (mem["ws_kib"] - mem["before_ws_kib"]) / max(mem["ws_n"], 1)
+    targets.append(("RSS ≤ 16 KiB per idle WebSocket", f"{per_ws:.1f} KiB", per_ws <= 16))
+
+# --- BENCHMARKS.md -------------------------------------------------------------------------
 out = ["# Benchmarks", ""]
 out.append(
-    f"Made by `bench/run.sh` on {cores} cores: medians of {repeats} runs, wrk with 2 threads and "
-    f"{connections} connections for {duration} per run; proxies and load generator share the machine."
+    f"Made by `bench/run.sh` on {cores} cores: every figure is the median of {repeats} runs, and every "
+    "ratio compares medians of the same run. Proxies, load generators and runtimes share the machine. "
+    "Regenerate with `bench/run.sh` (`REPEATS=1` for a quick look)."
 )
-out.append("Ratios compare medians of the same run. Regenerate with `bench/run.sh`.")
-out += ["", "## Warm HTTP through `/rpc/<owner>/…` (one upstream runtime for all)", ""]
-out.append("| request | contender | requests/s | p50 ms | p99 ms | vs nginx (req/s) |")
-out.append("|---|---|---|---|---|---|")
+out += ["", "## Targets", "", "| target | measured | |", "|---|---|---|"]
+out += [f"| {name} | {value} | {mark(ok)} |" for name, value, ok in targets]
+
+out += ["", "## 1. Warm HTTP through `/rpc/<owner>/…`", ""]
+out.append(
+    f"One stub runtime behind all three. Fixed concurrency: wrk, 2 threads, {connections} connections, "
+    f"{duration} per run. Fixed rate: oha at {rate} requests/s over 16 connections."
+)
+out += ["", "| request | contender | requests/s | p50 ms | p99 ms | vs nginx |", "|---|---|---|---|---|---|"]
 for scenario, label in (("get", "small GET"), ("post64k", "64 KiB POST, echoed")):
-    for c in contenders:
-        if (scenario, c) not in warm:
+    for c in CONTENDERS:
+        if (scenario, c) in warm:
+            w = warm[(scenario, c)]
+            n = warm.get((scenario, "nginx"))
+            ratio = f"{w['rps'] / n['rps']:.2f}×" if n else ""
+            out.append(f"| {label} | {c} | {w['rps']:.0f} | {w['p50']:.2f} | {w['p99']:.2f} | {ratio} |")
+for c in CONTENDERS:
+    if c in paced:
+        p = paced[c]
+        out.append(f"| GET at {rate}/s | {c} | {p['rps']:.0f} | {p['p50_ms']:.2f} | {p['p99_ms']:.2f} | |")
+
+out += ["", "## 2. WebSocket relay through `/view/<hash>/websockify`", ""]
+out.append(
+    "`loadgen ws-relay` (bench/loadgen, Rust + tokio-tungstenite) sends binary frames that the runtime "
+    "echoes: 16 connections for 2 s for throughput (a message each way per round trip), 1 connection for "
+    "1 s for the round-trip latency."
+)
+out += ["", "| frame | contender | messages/s | MB/s | vs nginx | RTT p50 µs | RTT p99 µs | added p50 µs |", "|---|---|---|---|---|---|---|---|"]
+for size in sizes:
+    for c in CONTENDERS:
+        t, lat = ws.get(("throughput", size, c)), ws.get(("latency", size, c))
+        if not t or not lat:
             continue
-        w = warm[(scenario, c)]
-        ratio = w["rps"] / warm[(scenario, "nginx")]["rps"] if (scenario, "nginx") in warm else float("nan")
-        out.append(f"| {label} | {c} | {w['rps']:.0f} | {w['p50']:.2f} | {w['p99']:.2f} | {ratio:.2f}× |")
-out += ["", "## Cold start: first response for a new owner", ""]
-out.append("| runtime image | runtime alone (`docker run` → `/health` 200) ms | through lazygate ms | overhead ms |")
-out.append("|---|---|---|---|")
+        n = ws.get(("throughput", size, "nginx"))
+        base = ws.get(("latency", size, "direct"))
+        ratio = f"{t['msgs_per_s'] / n['msgs_per_s']:.2f}×" if n else ""
+        added = f"{lat['rtt_p50_us'] - base['rtt_p50_us']:+.0f}" if base and c != "direct" else ""
+        out.append(
+            f"| {size} B | {c} | {t['msgs_per_s']:.0f} | {t['mb_per_s']:.1f} | {ratio} | {lat['rtt_p50_us']:.0f} | {lat['rtt_p99_us']:.0f} | {added} |"
+        )
+
+out += ["", "## 3. Cold start: first response for a new owner", ""]
+out.append(
+    "The runtime alone: `loadgen ready` runs `docker run -d` for the same container the gateway creates "
+    "(published ports, profile volume, 2 GiB shm) and polls its `/health` every 2 ms. Through lazygate: curl's total time for a new owner's first `GET /rpc/<owner>/health`. The "
+    "seed: its `ensure_browser_runtime` plus one `/health` request, run in a container on the runtime "
+    "network (it reaches runtimes by name)."
+)
+out += ["", "| runtime image | runtime alone ms | lazygate ms | overhead ms | seed ms | seed ÷ lazygate |", "|---|---|---|---|---|---|"]
 for image, c in cold.items():
-    out.append(f"| {image} | {c['direct']:.0f} | {c['gateway']:.0f} | {c['gateway'] - c['direct']:+.0f} |")
+    seed = f"{c['seed']:.0f}" if c["seed"] else "—"
+    ratio = f"{c['seed'] / c['gateway']:.2f}×" if c["seed"] else "—"
+    out.append(f"| {image} | {c['direct']:.0f} | {c['gateway']:.0f} | {c['gateway'] - c['direct']:+.0f} | {seed} | {ratio} |")
+
+out += ["", "## 4. Concurrent cold starts (reference runtime): wall time to serve N new owners at once", ""]
+out += ["| owners | lazygate ms | vs one | seed ms | vs one |", "|---|---|---|---|---|"]
+for n in sorted({k[1] for k in concurrent}):
+    g, s = concurrent.get(("lazygate", n)), concurrent.get(("seed", n))
+    g1, s1 = concurrent.get(("lazygate", 1)), concurrent.get(("seed", 1))
+    cells = [f"{g:.0f}" if g else "—", f"{g / g1:.2f}×" if g and g1 else "—", f"{s:.0f}" if s else "—", f"{s / s1:.2f}×" if s and s1 else "—"]
+    out.append(f"| {n} | " + " | ".join(cells) + " |")
+
+out += ["", "## 5. Scale of state", ""]
+if mem:
+    per_ka = (mem["keepalive_kib"] - mem["warm_kib"]) / max(mem["keepalive_n"], 1)
+    per_ws = (mem["ws_kib"] - mem["before_ws_kib"]) / max(mem["ws_n"], 1)
+    out += ["| gateway state | RSS MiB | per connection KiB |", "|---|---|---|"]
+    out.append(f"| idle, just started | {mem['idle_kib'] / 1024:.1f} | |")
+    out.append(f"| one warm owner | {mem['warm_kib'] / 1024:.1f} | |")
+    out.append(f"| {mem['keepalive_n']:.0f} idle keep-alive connections | {mem['keepalive_kib'] / 1024:.1f} | {per_ka:.1f} |")
+    out.append(f"| {mem['ws_n']:.0f} open WebSockets | {mem['ws_kib'] / 1024:.1f} | {per_ws:.1f} |")
+if owners:
+    out += ["", "| registered owners | small GET requests/s | RSS MiB |", "|---|---|---|"]
+    for k, v in owners.items():
+        out.append(f"| {int(k):,} | {v['rps']:.0f} | {v['rss'] / 1024:.1f} |")
+    out += [
+        "",
+        "10 000 owners: `loadgen many-owners` runs the gateway (`lazygate::run`, the Docker backend) with "
+        "9 999 more runtimes in the engine's listing, all answering at the one real runtime's address; "
+        "the gateway adopts them at start like running containers after a restart, so its owner table "
+        "holds 10 000 entries while wrk drives one owner. The 1-owner row runs the same program.",
+    ]
 out += [
-    "",
-    "The runtime alone is timed from outside: `docker run` by the CLI, then curl every 5 ms (a",
-    "process per probe). lazygate creates through the engine API and probes in-process with a",
-    "5 → 50 ms backoff, so a negative overhead means it saw readiness sooner than that poll did.",
-]
-out += ["", "## Concurrent cold starts (reference runtime): wall time to serve N new owners at once", ""]
-out.append("| owners | wall ms | vs one |")
-out.append("|---|---|---|")
-for n, wall in concurrent.items():
-    out.append(f"| {n} | {wall:.0f} | {wall / concurrent[min(concurrent)]:.2f}× |")
-out += [
-    "",
-    "Not measured yet: the WebSocket relay, the seed's own `ensure_browser_runtime` (it reaches",
-    "runtimes by container name, so it must run inside the runtime network), 10 000 registered",
-    "owners, and memory per idle connection and per WebSocket.",
     "",
     "![warm HTTP](bench/plots/warm_http.png)",
     "",
-    "![cold start](bench/plots/cold_start.png)",
+    "![WebSocket relay](bench/plots/ws_relay.png)",
+    "",
+    "![cold starts](bench/plots/cold_start.png)",
     "",
 ]
 (root / "BENCHMARKS.md").write_text("\n".join(out))
 
+# --- plots ---------------------------------------------------------------------------------
 fig, axes = plt.subplots(1, 2, figsize=(10, 4))
 for ax, (scenario, label) in zip(axes, (("get", "small GET"), ("post64k", "64 KiB POST"))):
-    names = [c for c in contenders if (scenario, c) in warm]
-    ax.bar(names, [warm[(scenario, c)]["rps"] for c in names], color=["#888", "#2a7", "#37c"][: len(names)])
-    ax.set_title(f"{label}: requests/s (median)")
+    names = [c for c in CONTENDERS if (scenario, c) in warm]
+    ax.bar(names, [warm[(scenario, c)]["rps"] for c in names], color=[COLORS[c] for c in names])
+    ax.set_title(f"{label}: requests/s")
 fig.tight_layout()
 fig.savefig(plots / "warm_http.png", dpi=80)
 
-fig, ax = plt.subplots(figsize=(7, 4))
+if sizes:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    width = 0.27
+    for i, c in enumerate(CONTENDERS):
+        xs = [j + (i - 1) * width for j in range(len(sizes))]
+        axes[0].bar(xs, [ws.get(("throughput", s, c), {}).get("mb_per_s", 0) for s in sizes], width, label=c, color=COLORS[c])
+        axes[1].bar(xs, [ws.get(("latency", s, c), {}).get("rtt_p50_us", 0) for s in sizes], width, label=c, color=COLORS[c])
+    for ax, title in zip(axes, ("MB/s, 16 connections", "round trip p50 µs, 1 connection")):
+        ax.set_xticks(range(len(sizes)), [f"{s} B" for s in sizes])
+        ax.set_title(title)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(plots / "ws_relay.png", dpi=80)
+
+fig, axes = plt.subplots(1, 2, figsize=(10, 4))
 labels = [image.split(":")[0].replace("browser-use-", "") for image in cold]
-x = range(len(labels))
-ax.bar([i - 0.2 for i in x], [c["direct"] for c in cold.values()], width=0.4, label="runtime alone", color="#888")
-ax.bar([i + 0.2 for i in x], [c["gateway"] for c in cold.values()], width=0.4, label="through lazygate", color="#2a7")
-ax.set_xticks(list(x), labels)
-ax.set_ylabel("ms to first response (median)")
-ax.legend()
+for i, (key, name) in enumerate((("direct", "runtime alone"), ("gateway", "lazygate"), ("seed", "seed"))):
+    axes[0].bar(
+        [j + (i - 1) * 0.27 for j in range(len(labels))],
+        [c[key] or 0 for c in cold.values()],
+        0.27,
+        label=name,
+        color=COLORS[{"direct": "direct", "gateway": "lazygate", "seed": "seed"}[key]],
+    )
+axes[0].set_xticks(range(len(labels)), labels)
+axes[0].set_ylabel("ms to first response")
+axes[0].set_title("cold start")
+axes[0].legend()
+for contender in ("lazygate", "seed"):
+    ns = sorted(n for c, n in concurrent if c == contender)
+    axes[1].plot(ns, [concurrent[(contender, n)] / 1000 for n in ns], "o-", label=contender, color=COLORS[contender])
+axes[1].set_xlabel("new owners at once")
+axes[1].set_ylabel("s until all served")
+axes[1].set_title("concurrent cold starts (reference runtime)")
+axes[1].legend()
 fig.tight_layout()
 fig.savefig(plots / "cold_start.png", dpi=80)
 print("\n".join(out))

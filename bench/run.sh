@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The benchmark harness: one command, a few minutes on 2 cores, regenerates BENCHMARKS.md and
-# the plots in bench/plots/. Everything runs on loopback against containers it starts itself
-# (labelled lazygate.bench=1, removed at the end); every load is bounded in time.
+# The benchmark harness: one command, under 10 minutes on 2 cores once the images are built,
+# regenerates BENCHMARKS.md and bench/plots/. Everything runs on loopback against containers
+# it starts itself (labelled lazygate.bench=1 or named for it, removed at the end); every
+# load is bounded in time or count.
 #   bench/run.sh            full run (3 repetitions of every measurement)
 #   REPEATS=1 bench/run.sh  quicker, noisier
-# Contenders on the same upstream (one runtime container): direct (no proxy), lazygate, and
-# nginx as a keep-alive reverse proxy with as many workers as lazygate has cores.
+# Contenders on the same upstream (one runtime container): direct (no proxy), lazygate, nginx
+# as a keep-alive reverse proxy with as many workers as lazygate has worker threads, and for
+# cold starts the seed (shared/seed's browser_runtime_manager.py, copied in bench/seed/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/engine.sh
@@ -13,24 +15,47 @@ ensure_engine
 apt_install wrk nginx-light python3-matplotlib curl
 scripts/build-test-images.sh >/dev/null
 scripts/build-runtime-image.sh >/dev/null
-cargo build --release --quiet --bin lazygate
+cargo build --release --quiet -p lazygate -p loadgen
+# oha for fixed-rate HTTP (not packaged by Debian): built once into target/bench-tools
+# (about 8 minutes on 2 cores, the first time only).
+OHA=target/bench-tools/bin/oha
+[ -x "$OHA" ] || cargo install --quiet --locked oha --version 1.16.0 --root target/bench-tools
+LOADGEN=target/release/loadgen
 
 REPEATS="${REPEATS:-3}"
-DURATION="${DURATION:-8s}"
+DURATION="${DURATION:-4s}"
 CONNECTIONS="${CONNECTIONS:-64}"
+RATE="${RATE:-5000}"
 CORES=$(nproc)
+ulimit -n "$(ulimit -Hn)"  # 10 000 held connections need more than the usual 1024
 work=$(mktemp -d)
 results="$work/results.jsonl"
 gateway_pid=""
 nginx_pid=""
+hold_pid=""
+REF=browser-use-browser-runtime:latest
+STUB=lazygate-stub-runtime:test
+NET=lazygate-bench
+# The seed's runtimes carry no label of ours: the owners it was given are listed in this file.
+seed_owners_file=$(mktemp)
+remove_seed_runtimes() {
+  while read -r owner; do
+    [ -n "$owner" ] || continue
+    h=$(python3 -c 'import hashlib,sys;print(hashlib.sha256(sys.argv[1].encode()).hexdigest()[:16])' "$owner")
+    docker rm -f -v "browser-use-browser-$h" >/dev/null 2>&1 || true
+    docker volume rm -f "browser-use-profile-$h" >/dev/null 2>&1 || true
+  done < "$seed_owners_file"
+  : > "$seed_owners_file"
+}
 cleanup() {
-  [ -n "$gateway_pid" ] && kill "$gateway_pid" 2>/dev/null || true
-  [ -n "$nginx_pid" ] && kill "$nginx_pid" 2>/dev/null || true
-  ids=$(docker ps -aq --filter label=lazygate.bench=1 --filter label=lazygate.scope=bench)
+  for pid in "$gateway_pid" "$nginx_pid" "$hold_pid"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
+  ids=$(docker ps -aq --filter label=lazygate.bench=1; docker ps -aq --filter label=lazygate.scope=bench)
   [ -n "$ids" ] && docker rm -f -v $ids >/dev/null 2>&1 || true
   vols=$(docker volume ls -q --filter label=lazygate.scope=bench)
   [ -n "$vols" ] && docker volume rm -f $vols >/dev/null 2>&1 || true
-  docker network rm lazygate-bench >/dev/null 2>&1 || true
+  remove_seed_runtimes
+  rm -f "$seed_owners_file"
+  docker network rm $NET >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -39,122 +64,225 @@ cleanup_leftovers() {
   [ -n "$ids" ] && docker rm -f -v $ids >/dev/null 2>&1 || true
 }
 cleanup_leftovers
-docker network inspect lazygate-bench >/dev/null 2>&1 || docker network create --label lazygate.bench=1 lazygate-bench >/dev/null
+docker network inspect $NET >/dev/null 2>&1 || docker network create --label lazygate.bench=1 $NET >/dev/null
 
 record() { echo "$1" >> "$results"; }
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+hash_of() { python3 -c 'import hashlib,sys;print(hashlib.sha256(sys.argv[1].encode()).hexdigest()[:16])' "$1"; }
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+wait_healthy() { for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return 0; sleep 0.05; done; return 1; }
+remove_bench_runtimes() {
+  ids=$(docker ps -aq --filter label=lazygate.scope=bench --filter name=browser-use-browser)
+  [ -n "$ids" ] && docker rm -f -v $ids >/dev/null 2>&1 || true
+}
 
-# --- the gateway (published upstreams, stub runtime, its own scope and state) -------------
+# --- the gateway (published upstreams, its own scope and state) ---------------------------
 TOKEN=bench-api-token-0123456789
-GW_PORT=$(free_port)
-LAZYGATE_LISTEN=127.0.0.1:$GW_PORT LAZYGATE_UPSTREAM=published LAZYGATE_SCOPE=bench \
-  BROWSER_RUNTIME_IMAGE=lazygate-stub-runtime:test BROWSER_RUNTIME_NETWORK=lazygate-bench \
-  BROWSER_RUNTIME_STATE_DIR="$work/state" LAZYGATE_API_TOKENS=$TOKEN \
-  LAZYGATE_VIEW_SECRET=bench-view-secret-0123456789-0123456789 LAZYGATE_MAX_RUNTIMES=100 \
-  LAZYGATE_MAX_CONCURRENT_STARTS=16 RUST_LOG=warn \
-  target/release/lazygate serve >"$work/gateway.log" 2>&1 &
-gateway_pid=$!
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$GW_PORT/healthz" >/dev/null && break; sleep 0.05; done
+SECRET=bench-view-secret-0123456789-0123456789
 AUTH="Authorization: Bearer $TOKEN"
+GW_PORT=$(free_port)
+gateway_env() { # image
+  echo LAZYGATE_LISTEN=127.0.0.1:$GW_PORT LAZYGATE_UPSTREAM=published LAZYGATE_SCOPE=bench \
+    BROWSER_RUNTIME_IMAGE=$1 BROWSER_RUNTIME_NETWORK=$NET BROWSER_RUNTIME_STATE_DIR=$work/state \
+    LAZYGATE_API_TOKENS=$TOKEN LAZYGATE_VIEW_SECRET=$SECRET LAZYGATE_MAX_RUNTIMES=100 \
+    LAZYGATE_MAX_CONCURRENT_STARTS=16 LAZYGATE_MAX_CONNECTIONS=30000 RUST_LOG=warn
+}
+start_gateway() { # image command...
+  local image=$1; shift
+  [ -n "$gateway_pid" ] && { kill "$gateway_pid" 2>/dev/null || true; wait "$gateway_pid" 2>/dev/null || true; }
+  env $(gateway_env "$image") "$@" >>"$work/gateway.log" 2>&1 &
+  gateway_pid=$!
+  wait_healthy "$GW_PORT"
+}
+start_gateway $STUB target/release/lazygate serve
+RSS_IDLE=$(rss_kib "$gateway_pid")
 
-# --- warm HTTP: one upstream, three fronts -----------------------------------------------
-curl -sf -H "$AUTH" -X POST "http://127.0.0.1:$GW_PORT/rpc/bench" >/dev/null
-RT_PORT=$(docker port browser-use-browser-$(python3 -c 'import hashlib;print(hashlib.sha256(b"bench").hexdigest()[:16])') 8787/tcp | head -1 | cut -d: -f2)
+OWNER=bench
+HASH=$(hash_of $OWNER)
+curl -sf -H "$AUTH" -X POST "http://127.0.0.1:$GW_PORT/rpc/$OWNER" >/dev/null
+RT_PORT=$(docker port "browser-use-browser-$HASH" 8787/tcp | head -1 | cut -d: -f2)
+VIEW_PORT=$(docker port "browser-use-browser-$HASH" 6080/tcp | head -1 | cut -d: -f2)
+VIEW_TOKEN=$(env $(gateway_env $STUB) target/release/lazygate view-url $OWNER 2>/dev/null | sed 's/.*token=//')
+
 NG_PORT=$(free_port)
 mkdir -p "$work/nginx/logs"
 cat > "$work/nginx/nginx.conf" <<NGINX
 worker_processes $CORES;
 error_log $work/nginx/logs/error.log warn;
 pid $work/nginx/nginx.pid;
-events { worker_connections 8192; }
+events { worker_connections 16384; }
 http {
   access_log off;
-  upstream runtime { server 127.0.0.1:$RT_PORT; keepalive 128; }
+  upstream rpc { server 127.0.0.1:$RT_PORT; keepalive 128; }
+  upstream view { server 127.0.0.1:$VIEW_PORT; keepalive 16; }
   map \$http_upgrade \$connection_upgrade { default upgrade; '' ''; }
   server {
     listen 127.0.0.1:$NG_PORT;
-    location /rpc/bench/ {
-      proxy_pass http://runtime/;
+    location /rpc/$OWNER/ {
+      proxy_pass http://rpc/;
       proxy_http_version 1.1;
-      proxy_set_header Connection \$connection_upgrade;
-      proxy_set_header Upgrade \$http_upgrade;
+      proxy_set_header Connection "";
       proxy_buffering off;
       proxy_request_buffering off;
       client_max_body_size 16m;
+    }
+    location /view/$HASH/ {
+      proxy_pass http://view/;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade \$http_upgrade;
+      proxy_set_header Connection \$connection_upgrade;
+      proxy_read_timeout 1h;
     }
   }
 }
 NGINX
 nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' &
 nginx_pid=$!
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$NG_PORT/rpc/bench/health" >/dev/null && break; sleep 0.05; done
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$NG_PORT/rpc/$OWNER/health" >/dev/null && break; sleep 0.05; done
 
+# --- 1. warm HTTP: one upstream, three fronts ----------------------------------------------
 cat > "$work/post64k.lua" <<'LUA'
 wrk.method = "POST"
 wrk.body = string.rep("x", 65536)
 wrk.headers["Content-Type"] = "application/octet-stream"
 LUA
-
-run_wrk() { # contender scenario url [extra wrk args...]
-  local contender=$1 scenario=$2 url=$3; shift 3
-  for r in $(seq 1 "$REPEATS"); do
-    out=$(wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url")
-    rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-    p50=$(echo "$out" | awk '$1=="50%" {print $2}')
-    p99=$(echo "$out" | awk '$1=="99%" {print $2}')
-    record "{\"kind\":\"warm\",\"scenario\":\"$scenario\",\"contender\":\"$contender\",\"rps\":$rps,\"p50\":\"$p50\",\"p99\":\"$p99\"}"
-  done
+url_of() { # contender path
+  case $1 in
+    direct) echo "http://127.0.0.1:$RT_PORT/$2" ;;
+    lazygate) echo "http://127.0.0.1:$GW_PORT/rpc/$OWNER/$2" ;;
+    nginx) echo "http://127.0.0.1:$NG_PORT/rpc/$OWNER/$2" ;;
+  esac
 }
-echo "warm HTTP (wrk -t2 -c$CONNECTIONS -d$DURATION, x$REPEATS)"
-for scenario in get post64k; do
-  if [ $scenario = get ]; then path=health; extra=(); else path=echo; extra=(-s "$work/post64k.lua"); fi
-  run_wrk direct "$scenario" "http://127.0.0.1:$RT_PORT/$path" "${extra[@]}"
-  run_wrk lazygate "$scenario" "http://127.0.0.1:$GW_PORT/rpc/bench/$path" -H "$AUTH" "${extra[@]}"
-  run_wrk nginx "$scenario" "http://127.0.0.1:$NG_PORT/rpc/bench/$path" "${extra[@]}"
-done
-
-# --- cold start: first response through the gateway vs the runtime's own readiness -------
-echo "cold starts"
-for image in lazygate-stub-runtime:test browser-use-browser-runtime:latest; do
-  for r in $(seq 1 "$REPEATS"); do
-    # The runtime alone: docker run, then /health polled every 5 ms from outside.
-    start=$(date +%s%N)
-    cid=$(docker run -d --label lazygate.bench=1 --network lazygate-bench --shm-size 2g -p 127.0.0.1::8787 "$image")
-    port=$(docker port "$cid" 8787/tcp | head -1 | cut -d: -f2)
-    until curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1; do sleep 0.005; done
-    direct_ms=$(( ($(date +%s%N) - start) / 1000000 ))
-    docker rm -f "$cid" >/dev/null
-    # Through lazygate: a new owner's first request.
-    owner="cold-$r-$RANDOM-$(date +%s%N)"
-    if [ "$image" = browser-use-browser-runtime:latest ]; then
-      kill "$gateway_pid"; wait "$gateway_pid" 2>/dev/null || true
-      LAZYGATE_LISTEN=127.0.0.1:$GW_PORT LAZYGATE_UPSTREAM=published LAZYGATE_SCOPE=bench \
-        BROWSER_RUNTIME_IMAGE=$image BROWSER_RUNTIME_NETWORK=lazygate-bench \
-        BROWSER_RUNTIME_STATE_DIR="$work/state" LAZYGATE_API_TOKENS=$TOKEN \
-        LAZYGATE_VIEW_SECRET=bench-view-secret-0123456789-0123456789 LAZYGATE_MAX_RUNTIMES=100 \
-        LAZYGATE_MAX_CONCURRENT_STARTS=16 RUST_LOG=warn \
-        target/release/lazygate serve >>"$work/gateway.log" 2>&1 &
-      gateway_pid=$!
-      for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$GW_PORT/healthz" >/dev/null && break; sleep 0.05; done
-    fi
-    gw_ms=$(curl -s -o /dev/null -w '%{time_total}' -H "$AUTH" "http://127.0.0.1:$GW_PORT/rpc/$owner/health" | awk '{printf "%d", $1*1000}')
-    record "{\"kind\":\"cold\",\"image\":\"$image\",\"direct_ms\":$direct_ms,\"gateway_ms\":$gw_ms}"
+run_wrk() { # kind contender scenario url [extra wrk args...]
+  local kind=$1 contender=$2 scenario=$3 url=$4; shift 4
+  out=$(wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url")
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  record "{\"kind\":\"$kind\",\"scenario\":\"$scenario\",\"contender\":\"$contender\",\"rps\":$rps,\"p50\":\"$p50\",\"p99\":\"$p99\"}"
+}
+echo "warm HTTP (wrk -t2 -c$CONNECTIONS -d$DURATION; oha at $RATE req/s; x$REPEATS)"
+for r in $(seq 1 "$REPEATS"); do
+  for contender in direct lazygate nginx; do
+    hdr=(); [ $contender = lazygate ] && hdr=(-H "$AUTH")
+    run_wrk warm "$contender" get "$(url_of $contender health)" "${hdr[@]}"
+    run_wrk warm "$contender" post64k "$(url_of $contender echo)" "${hdr[@]}" -s "$work/post64k.lua"
+    # Fixed rate: latency when nobody is saturated (oha paces the requests).
+    out=$("$OHA" --no-tui --output-format json -z "$DURATION" -q "$RATE" --latency-correction -c 16 "${hdr[@]}" "$(url_of $contender health)")
+    echo "$out" | python3 -c "
+import json,sys; d=json.load(sys.stdin); s=d['summary']; p=d['latencyPercentiles']
+print(json.dumps({'kind':'rate','contender':'$contender','rps':s['requestsPerSec'],'p50_ms':p['p50']*1000,'p99_ms':p['p99']*1000,'ok':s['successRate']}))" >> "$results"
   done
 done
 
-# --- concurrent cold starts (reference runtime): wall time to serve N new owners ---------
-echo "concurrent cold starts"
-for n in 1 4 8; do
+# --- 2. WebSocket relay: echoed frames through /view/<hash>/websockify --------------------
+ws_url_of() {
+  case $1 in
+    direct) echo "ws://127.0.0.1:$VIEW_PORT/websockify" ;;
+    lazygate) echo "ws://127.0.0.1:$GW_PORT/view/$HASH/websockify?token=$VIEW_TOKEN" ;;
+    nginx) echo "ws://127.0.0.1:$NG_PORT/view/$HASH/websockify" ;;
+  esac
+}
+echo "WebSocket relay"
+for r in $(seq 1 "$REPEATS"); do
+  for size in 100 4096 65536; do
+    for contender in direct lazygate nginx; do
+      out=$($LOADGEN ws-relay --url "$(ws_url_of $contender)" --size $size --connections 16 --seconds 2)
+      record "{\"kind\":\"ws\",\"mode\":\"throughput\",\"contender\":\"$contender\",\"result\":$out}"
+      out=$($LOADGEN ws-relay --url "$(ws_url_of $contender)" --size $size --connections 1 --seconds 1)
+      record "{\"kind\":\"ws\",\"mode\":\"latency\",\"contender\":\"$contender\",\"result\":$out}"
+    done
+  done
+done
+
+# --- 5. scale of state: memory, and 10 000 registered owners ------------------------------
+echo "memory"
+hold() { # url connections [header]  -> RSS of the gateway while held, in KiB
+  local url=$1 n=$2; shift 2
+  $LOADGEN hold --url "$url" --connections "$n" "$@" > "$work/hold.out" &
+  hold_pid=$!
+  for _ in $(seq 1 600); do [ -s "$work/hold.out" ] && break; sleep 0.1; done
+  local rss; rss=$(rss_kib "$gateway_pid")
+  local ready; ready=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["ready"])' "$work/hold.out")
+  kill "$hold_pid"; wait "$hold_pid" 2>/dev/null || true; hold_pid=""
+  echo "$rss $ready"
+}
+for r in $(seq 1 "$REPEATS"); do
+  start_gateway $STUB target/release/lazygate serve
+  idle=$(rss_kib "$gateway_pid")
+  curl -sf -H "$AUTH" "http://127.0.0.1:$GW_PORT/rpc/$OWNER/health" >/dev/null
+  warm_rss=$(rss_kib "$gateway_pid")
+  read -r ka ka_n < <(hold "http://127.0.0.1:$GW_PORT/rpc/$OWNER/health" 10000 --header "$AUTH")
+  start_gateway $STUB target/release/lazygate serve
+  curl -sf -H "$AUTH" "http://127.0.0.1:$GW_PORT/rpc/$OWNER/health" >/dev/null
+  before_ws=$(rss_kib "$gateway_pid")
+  read -r ws ws_n < <(hold "$(ws_url_of lazygate)" 1000)
+  record "{\"kind\":\"memory\",\"idle_kib\":$idle,\"warm_kib\":$warm_rss,\"keepalive_kib\":$ka,\"keepalive_n\":$ka_n,\"before_ws_kib\":$before_ws,\"ws_kib\":$ws,\"ws_n\":$ws_n}"
+done
+echo "10 000 registered owners"
+for r in $(seq 1 "$REPEATS"); do
+  for owners in 1 10000; do
+    start_gateway $STUB $LOADGEN many-owners --owners $owners --owner $OWNER
+    curl -sf -H "$AUTH" "http://127.0.0.1:$GW_PORT/rpc/$OWNER/health" >/dev/null
+    rss=$(rss_kib "$gateway_pid")
+    run_wrk owners "lazygate" "$owners" "$(url_of lazygate health)" -H "$AUTH"
+    sed -i "\$s/}\$/,\"rss_kib\":$rss}/" "$results"
+  done
+done
+
+# --- 3. cold start: first response for a new owner -----------------------------------------
+echo "cold starts"
+seed() { # owners... : the seed's ensure_browser_runtime for each owner at once, in a container
+  # on the runtime network (it reaches runtimes by name) with the host's docker CLI.
+  printf '%s\n' "$@" >> "$seed_owners_file"
+  docker run --rm --network $NET --label lazygate.bench=1 --entrypoint python3 \
+    -v /var/run/docker.sock:/var/run/docker.sock -v "$(command -v docker)":/usr/bin/docker:ro \
+    -v "$PWD/bench/seed":/seed:ro -e BROWSER_USE_ISOLATION_MODE=docker-per-principal \
+    -e BROWSER_RUNTIME_IMAGE=$REF -e BROWSER_RUNTIME_NETWORK=$NET -e BROWSER_VIEW_BASE_URL=http://localhost \
+    -e BROWSER_RUNTIME_STATE_DIR=/tmp/seed-state \
+    $REF /seed/time_ensure.py "$@"
+}
+for image in $STUB $REF; do
+  start_gateway $image target/release/lazygate serve
   for r in $(seq 1 "$REPEATS"); do
+    # The same container the gateway creates here: ports published on 127.0.0.1 (the gateway
+    # runs on the host), a profile volume at /data, 2 GiB of shared memory.
+    volume=lazygate-bench-cold-$r-$RANDOM
+    out=$($LOADGEN ready --network $NET -- --label lazygate.bench=1 --shm-size 2g -v "$volume:/data" \
+      -p 127.0.0.1::8787 -p 127.0.0.1::6080 -p 127.0.0.1::9222 $image)
+    direct_ms=$(echo "$out" | python3 -c 'import json,sys;print(json.load(sys.stdin)["ready_ms"])')
+    docker rm -f -v "$(echo "$out" | python3 -c 'import json,sys;print(json.load(sys.stdin)["container"])')" >/dev/null
+    docker volume rm -f "$volume" >/dev/null
+    owner="cold-$r-$RANDOM$RANDOM"
+    gw_ms=$(curl -s -o /dev/null -w '%{time_total}' -H "$AUTH" "http://127.0.0.1:$GW_PORT/rpc/$owner/health" | awk '{printf "%.1f", $1*1000}')
+    seed_ms=null
+    if [ $image = $REF ]; then
+      seed_ms=$(seed "seed-cold-$r-$RANDOM$RANDOM" | python3 -c 'import json,sys;print(json.load(sys.stdin)["wall_ms"])')
+      remove_seed_runtimes
+    fi
+    record "{\"kind\":\"cold\",\"image\":\"$image\",\"direct_ms\":$direct_ms,\"gateway_ms\":$gw_ms,\"seed_ms\":$seed_ms}"
+  done
+  remove_bench_runtimes
+done
+
+# --- 4. concurrent cold starts (reference runtime): wall time to serve N new owners -------
+echo "concurrent cold starts"
+for r in $(seq 1 "$REPEATS"); do
+  for n in 1 4 8 16; do
     start=$(date +%s%N)
     seq 1 "$n" | xargs -P "$n" -I{} curl -s -o /dev/null -H "$AUTH" "http://127.0.0.1:$GW_PORT/rpc/conc-$n-$r-{}-$RANDOM/health"
     wall_ms=$(( ($(date +%s%N) - start) / 1000000 ))
-    record "{\"kind\":\"concurrent\",\"owners\":$n,\"wall_ms\":$wall_ms}"
-    ids=$(docker ps -aq --filter label=lazygate.scope=bench --filter name=browser-use-browser)
-    [ -n "$ids" ] && docker rm -f -v $ids >/dev/null 2>&1 || true
+    record "{\"kind\":\"concurrent\",\"contender\":\"lazygate\",\"owners\":$n,\"wall_ms\":$wall_ms}"
+    remove_bench_runtimes
+  done
+  for n in 1 4 8; do
+    owners=$(seq 1 "$n" | sed "s/^/seed-conc-$n-$r-$RANDOM-/")
+    wall_ms=$(seed $owners | python3 -c 'import json,sys;print(json.load(sys.stdin)["wall_ms"])')
+    record "{\"kind\":\"concurrent\",\"contender\":\"seed\",\"owners\":$n,\"wall_ms\":$wall_ms}"
+    remove_seed_runtimes
   done
 done
 
 # Kept for a look afterwards (target/ is not committed); Debian's python3 has matplotlib.
 mkdir -p target && cp "$results" target/bench-results.jsonl
-/usr/bin/python3 bench/report.py "$results" "$CORES" "$DURATION" "$CONNECTIONS" "$REPEATS"
+/usr/bin/python3 bench/report.py "$results" "$CORES" "$DURATION" "$CONNECTIONS" "$REPEATS" "$RATE" "$RSS_IDLE"

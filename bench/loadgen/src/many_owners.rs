@@ -1,0 +1,91 @@
+//! The gateway with many registered owners: a backend that is the Docker backend plus
+//! `owners - 1` runtimes that exist only in its listing, all answering at the address of one
+//! real runtime. The gateway adopts them all at start, as it adopts running containers after
+//! a restart, so its owner table holds every one of them on the warm path.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use lazygate::config::{ProcessEnv, Settings};
+use lazygate::owner::OwnerHash;
+use lazygate::provision::docker::DockerBackend;
+use lazygate::provision::{Backend, BackendError, Ports, RuntimeInfo, RuntimeSpec};
+
+use crate::Error;
+
+struct ManyOwners {
+    docker: DockerBackend,
+    /// The one real runtime's owner, whose endpoints the others share.
+    owner_hash: OwnerHash,
+    owners: usize,
+}
+
+#[async_trait]
+impl Backend for ManyOwners {
+    async fn ping(&self) -> Result<(), BackendError> {
+        self.docker.ping().await
+    }
+
+    async fn ensure(&self, spec: &RuntimeSpec) -> Result<RuntimeInfo, BackendError> {
+        self.docker.ensure(spec).await
+    }
+
+    async fn is_running(&self, container_name: &str) -> Result<bool, BackendError> {
+        if container_name.starts_with("bench-owner-") {
+            return Ok(true);
+        }
+        self.docker.is_running(container_name).await
+    }
+
+    async fn remove(&self, container_name: &str, volume_name: Option<&str>) -> Result<(), BackendError> {
+        if container_name.starts_with("bench-owner-") {
+            return Ok(());
+        }
+        self.docker.remove(container_name, volume_name).await
+    }
+
+    async fn list(&self, ports: Ports, publish: bool) -> Result<Vec<RuntimeInfo>, BackendError> {
+        let mut listed = self.docker.list(ports, publish).await?;
+        let real = listed
+            .iter()
+            .find(|r| r.owner_hash == self.owner_hash)
+            .cloned()
+            .ok_or_else(|| BackendError::Connect(format!("the runtime of {} is not running", self.owner_hash)))?;
+        for n in 1..self.owners {
+            let owner_hash = OwnerHash::of(&format!("bench-owner-{n}"));
+            listed.push(RuntimeInfo {
+                id: format!("bench-owner-{n}"),
+                container_name: format!("bench-owner-{n}"),
+                owner_hash,
+                endpoints: real.endpoints.clone(),
+                adopted: true,
+            });
+        }
+        Ok(listed)
+    }
+
+    async fn logs_tail(&self, container_name: &str, lines: usize) -> Result<String, BackendError> {
+        self.docker.logs_tail(container_name, lines).await
+    }
+}
+
+/// Serves until Ctrl-C or SIGTERM with `owners` registered owners.
+pub async fn serve(owners: usize, owner: &str) -> Result<(), Error> {
+    let settings = Settings::load(None, &ProcessEnv)?;
+    let listener = tokio::net::TcpListener::bind(settings.listen).await?;
+    let backend = Arc::new(ManyOwners {
+        docker: DockerBackend::new(settings.scope.clone()),
+        owner_hash: OwnerHash::of(owner),
+        owners,
+    });
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    lazygate::run(listener, settings, backend, shutdown).await?;
+    Ok(())
+}
