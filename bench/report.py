@@ -49,6 +49,7 @@ for scenario in ("get", "post64k"):
                 "rps": med(r["rps"] for r in runs),
                 "p50": med(ms(r["p50"]) for r in runs),
                 "p99": med(ms(r["p99"]) for r in runs),
+                "cpu": med(r.get("cpu_us", 0) for r in runs),
             }
 paced = {}
 for c in CONTENDERS:
@@ -134,18 +135,23 @@ out.append(
     f"One stub runtime behind all three. Fixed concurrency: wrk, 2 threads, {connections} connections, "
     f"{duration} per run. Fixed rate: oha at {rate} requests/s over 16 connections."
 )
-out += ["", "| request | contender | requests/s | p50 ms | p99 ms | vs nginx |", "|---|---|---|---|---|---|"]
+out.append(
+    "Proxy CPU is the user + system time the proxy's processes used per request during the run "
+    "(from /proc): steadier than requests/s when everything shares two cores."
+)
+out += ["", "| request | contender | requests/s | p50 ms | p99 ms | vs nginx | proxy CPU µs/request |", "|---|---|---|---|---|---|---|"]
 for scenario, label in (("get", "small GET"), ("post64k", "64 KiB POST, echoed")):
     for c in CONTENDERS:
         if (scenario, c) in warm:
             w = warm[(scenario, c)]
             n = warm.get((scenario, "nginx"))
             ratio = f"{w['rps'] / n['rps']:.2f}×" if n else ""
-            out.append(f"| {label} | {c} | {w['rps']:.0f} | {w['p50']:.2f} | {w['p99']:.2f} | {ratio} |")
+            cpu = f"{w['cpu']:.1f}" if c != "direct" else ""
+            out.append(f"| {label} | {c} | {w['rps']:.0f} | {w['p50']:.2f} | {w['p99']:.2f} | {ratio} | {cpu} |")
 for c in CONTENDERS:
     if c in paced:
         p = paced[c]
-        out.append(f"| GET at {rate}/s | {c} | {p['rps']:.0f} | {p['p50_ms']:.2f} | {p['p99_ms']:.2f} | |")
+        out.append(f"| GET at {rate}/s | {c} | {p['rps']:.0f} | {p['p50_ms']:.2f} | {p['p99_ms']:.2f} | | |")
 
 out += ["", "## 2. WebSocket relay through `/view/<hash>/websockify`", ""]
 out.append(
@@ -169,10 +175,12 @@ for size in sizes:
 
 out += ["", "## 3. Cold start: first response for a new owner", ""]
 out.append(
-    "The runtime alone: `loadgen ready` runs `docker run -d` for the same container the gateway creates "
-    "(published ports, profile volume, 2 GiB shm) and polls its `/health` every 2 ms. Through lazygate: curl's total time for a new owner's first `GET /rpc/<owner>/health`. The "
-    "seed: its `ensure_browser_runtime` plus one `/health` request, run in a container on the runtime "
-    "network (it reaches runtimes by name)."
+    "All three on the runtime network, as in production. The runtime alone: `loadgen ready` runs "
+    "`docker run -d` for the same container the gateway creates (profile volume, 2 GiB shm) and polls "
+    "its `/health` every 2 ms. Through lazygate: the gateway container (`LAZYGATE_UPSTREAM=network`), "
+    "curl's total time for a new owner's first `GET /rpc/<owner>/health`. The seed: its "
+    "`ensure_browser_runtime` plus one `/health` request, run in a container on the runtime network "
+    "(it reaches runtimes by name)."
 )
 out += ["", "| runtime image | runtime alone ms | lazygate ms | overhead ms | seed ms | seed ÷ lazygate |", "|---|---|---|---|---|---|"]
 for image, c in cold.items():
@@ -181,11 +189,16 @@ for image, c in cold.items():
     out.append(f"| {image} | {c['direct']:.0f} | {c['gateway']:.0f} | {c['gateway'] - c['direct']:+.0f} | {seed} | {ratio} |")
 
 out += ["", "## 4. Concurrent cold starts (reference runtime): wall time to serve N new owners at once", ""]
-out += ["| owners | lazygate ms | vs one | seed ms | vs one |", "|---|---|---|---|---|"]
+out.append(
+    "`direct` is the engine's own limit: the same containers started by hand with `docker run`, all at "
+    "once, each timed to its first `/health` 200."
+)
+out += ["", "| owners | lazygate ms | vs one | direct (`docker run`) ms | vs one | seed ms | vs one |", "|---|---|---|---|---|---|---|"]
 for n in sorted({k[1] for k in concurrent}):
-    g, s = concurrent.get(("lazygate", n)), concurrent.get(("seed", n))
-    g1, s1 = concurrent.get(("lazygate", 1)), concurrent.get(("seed", 1))
-    cells = [f"{g:.0f}" if g else "—", f"{g / g1:.2f}×" if g and g1 else "—", f"{s:.0f}" if s else "—", f"{s / s1:.2f}×" if s and s1 else "—"]
+    cells = []
+    for contender in ("lazygate", "direct", "seed"):
+        v, one = concurrent.get((contender, n)), concurrent.get((contender, 1))
+        cells += [f"{v:.0f}" if v else "—", f"{v / one:.2f}×" if v and one else "—"]
     out.append(f"| {n} | " + " | ".join(cells) + " |")
 
 out += ["", "## 5. Scale of state", ""]
@@ -256,7 +269,7 @@ axes[0].set_xticks(range(len(labels)), labels)
 axes[0].set_ylabel("ms to first response")
 axes[0].set_title("cold start")
 axes[0].legend()
-for contender in ("lazygate", "seed"):
+for contender in ("lazygate", "direct", "seed"):
     ns = sorted(n for c, n in concurrent if c == contender)
     axes[1].plot(ns, [concurrent[(contender, n)] / 1000 for n in ns], "o-", label=contender, color=COLORS[contender])
 axes[1].set_xlabel("new owners at once")

@@ -16,6 +16,7 @@ apt_install wrk nginx-light python3-matplotlib curl
 scripts/build-test-images.sh >/dev/null
 scripts/build-runtime-image.sh >/dev/null
 cargo build --release --quiet -p lazygate -p loadgen
+GATEWAY_IMAGE=lazygate:bench scripts/build-gateway-image.sh >/dev/null
 # oha for fixed-rate HTTP (not packaged by Debian): built once into target/bench-tools
 # (about 8 minutes on 2 cores, the first time only).
 OHA=target/bench-tools/bin/oha
@@ -94,6 +95,20 @@ start_gateway() { # image command...
   gateway_pid=$!
   wait_healthy "$GW_PORT"
 }
+# For cold starts the gateway runs as in production: a container on the runtime network,
+# reaching runtimes by name with no published ports (as the seed does), the engine's socket
+# mounted, its own port published for curl.
+start_gateway_container() { # image
+  [ -n "$gateway_pid" ] && { kill "$gateway_pid" 2>/dev/null || true; wait "$gateway_pid" 2>/dev/null || true; gateway_pid=""; }
+  docker rm -f -v lazygate-bench-gateway >/dev/null 2>&1 || true
+  docker run -d --name lazygate-bench-gateway --label lazygate.bench=1 --network $NET \
+    -p 127.0.0.1:$GW_PORT:8080 -v /var/run/docker.sock:/var/run/docker.sock \
+    -e LAZYGATE_UPSTREAM=network -e LAZYGATE_SCOPE=bench -e BROWSER_RUNTIME_IMAGE=$1 \
+    -e BROWSER_RUNTIME_NETWORK=$NET -e LAZYGATE_API_TOKENS=$TOKEN -e LAZYGATE_VIEW_SECRET=$SECRET \
+    -e LAZYGATE_MAX_RUNTIMES=100 -e LAZYGATE_MAX_CONCURRENT_STARTS=16 -e RUST_LOG=warn \
+    lazygate:bench >/dev/null
+  wait_healthy "$GW_PORT"
+}
 start_gateway $STUB target/release/lazygate serve
 RSS_IDLE=$(rss_kib "$gateway_pid")
 
@@ -153,13 +168,31 @@ url_of() { # contender path
     nginx) echo "http://127.0.0.1:$NG_PORT/rpc/$OWNER/$2" ;;
   esac
 }
+cpu_ticks() { # pids... -> user+system clock ticks used so far
+  for pid in "$@"; do awk '{print $14 + $15}' "/proc/$pid/stat"; done | awk '{t += $1} END {print t + 0}'
+}
+proxy_pids() { # contender -> the processes doing its work
+  case $1 in
+    lazygate) echo "$gateway_pid" ;;
+    nginx) pgrep -P "$nginx_pid" | tr '\n' ' ' ;;
+    *) echo "" ;;
+  esac
+}
 run_wrk() { # kind contender scenario url [extra wrk args...]
   local kind=$1 contender=$2 scenario=$3 url=$4; shift 4
+  local pids before after
+  pids=$(proxy_pids "$contender")
+  before=$(cpu_ticks $pids)
   out=$(wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url")
+  after=$(cpu_ticks $pids)
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  requests=$(echo "$out" | awk '/requests in/ {print $1}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}')
   p99=$(echo "$out" | awk '$1=="99%" {print $2}')
-  record "{\"kind\":\"$kind\",\"scenario\":\"$scenario\",\"contender\":\"$contender\",\"rps\":$rps,\"p50\":\"$p50\",\"p99\":\"$p99\"}"
+  # CPU the proxy spent per request (user + system), in microseconds: steadier than req/s
+  # on a machine where the load generator and the upstream compete for the same cores.
+  cpu_us=$(awk -v t=$((after - before)) -v n="$requests" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')
+  record "{\"kind\":\"$kind\",\"scenario\":\"$scenario\",\"contender\":\"$contender\",\"rps\":$rps,\"p50\":\"$p50\",\"p99\":\"$p99\",\"cpu_us\":$cpu_us}"
 }
 echo "warm HTTP (wrk -t2 -c$CONNECTIONS -d$DURATION; oha at $RATE req/s; x$REPEATS)"
 for r in $(seq 1 "$REPEATS"); do
@@ -238,28 +271,24 @@ seed() { # owners... : the seed's ensure_browser_runtime for each owner at once,
   docker run --rm --network $NET --label lazygate.bench=1 --entrypoint python3 \
     -v /var/run/docker.sock:/var/run/docker.sock -v "$(command -v docker)":/usr/bin/docker:ro \
     -v "$PWD/bench/seed":/seed:ro -e BROWSER_USE_ISOLATION_MODE=docker-per-principal \
-    -e BROWSER_RUNTIME_IMAGE=$REF -e BROWSER_RUNTIME_NETWORK=$NET -e BROWSER_VIEW_BASE_URL=http://localhost \
+    -e BROWSER_RUNTIME_IMAGE=${BENCH_SEED_IMAGE:-$REF} -e BROWSER_RUNTIME_NETWORK=$NET -e BROWSER_VIEW_BASE_URL=http://localhost \
     -e BROWSER_RUNTIME_STATE_DIR=/tmp/seed-state \
     $REF /seed/time_ensure.py "$@"
 }
 for image in $STUB $REF; do
-  start_gateway $image target/release/lazygate serve
+  start_gateway_container $image
   for r in $(seq 1 "$REPEATS"); do
-    # The same container the gateway creates here: ports published on 127.0.0.1 (the gateway
-    # runs on the host), a profile volume at /data, 2 GiB of shared memory.
+    # The same container the gateway creates: on the runtime network, a profile volume at
+    # /data, 2 GiB of shared memory.
     volume=lazygate-bench-cold-$r-$RANDOM
-    out=$($LOADGEN ready --network $NET -- --label lazygate.bench=1 --shm-size 2g -v "$volume:/data" \
-      -p 127.0.0.1::8787 -p 127.0.0.1::6080 -p 127.0.0.1::9222 $image)
+    out=$($LOADGEN ready --network $NET -- --label lazygate.bench=1 --shm-size 2g -v "$volume:/data" $image)
     direct_ms=$(echo "$out" | python3 -c 'import json,sys;print(json.load(sys.stdin)["ready_ms"])')
     docker rm -f -v "$(echo "$out" | python3 -c 'import json,sys;print(json.load(sys.stdin)["container"])')" >/dev/null
     docker volume rm -f "$volume" >/dev/null
     owner="cold-$r-$RANDOM$RANDOM"
     gw_ms=$(curl -s -o /dev/null -w '%{time_total}' -H "$AUTH" "http://127.0.0.1:$GW_PORT/rpc/$owner/health" | awk '{printf "%.1f", $1*1000}')
-    seed_ms=null
-    if [ $image = $REF ]; then
-      seed_ms=$(seed "seed-cold-$r-$RANDOM$RANDOM" | python3 -c 'import json,sys;print(json.load(sys.stdin)["wall_ms"])')
-      remove_seed_runtimes
-    fi
+    seed_ms=$(BENCH_SEED_IMAGE=$image seed "seed-cold-$r-$RANDOM$RANDOM" | python3 -c 'import json,sys;print(json.load(sys.stdin)["wall_ms"])')
+    remove_seed_runtimes
     record "{\"kind\":\"cold\",\"image\":\"$image\",\"direct_ms\":$direct_ms,\"gateway_ms\":$gw_ms,\"seed_ms\":$seed_ms}"
   done
   remove_bench_runtimes
@@ -274,6 +303,20 @@ for r in $(seq 1 "$REPEATS"); do
     wall_ms=$(( ($(date +%s%N) - start) / 1000000 ))
     record "{\"kind\":\"concurrent\",\"contender\":\"lazygate\",\"owners\":$n,\"wall_ms\":$wall_ms}"
     remove_bench_runtimes
+  done
+  # The engine's own limit: the same containers started by hand, all at once.
+  for n in 1 8; do
+    start=$(date +%s%N)
+    pids=()
+    for i in $(seq 1 "$n"); do
+      $LOADGEN ready --network $NET -- --label lazygate.bench=1 --shm-size 2g $REF > "$work/ready-$i.out" &
+      pids+=($!)
+    done
+    wait "${pids[@]}"
+    wall_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+    record "{\"kind\":\"concurrent\",\"contender\":\"direct\",\"owners\":$n,\"wall_ms\":$wall_ms}"
+    ids=$(docker ps -aq --filter label=lazygate.bench=1 --filter ancestor=$REF)
+    [ -n "$ids" ] && docker rm -f -v $ids >/dev/null 2>&1 || true
   done
   for n in 1 4 8; do
     owners=$(seq 1 "$n" | sed "s/^/seed-conc-$n-$r-$RANDOM-/")

@@ -858,6 +858,17 @@ mod tests {
     }
 
     #[test]
+    fn workers_default_to_one_per_core_and_are_bounded() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(load("", &[]).unwrap().workers, cores);
+        assert_eq!(load("[server]\nworkers = 3", &[]).unwrap().workers, 3);
+        assert_eq!(load("", &[("LAZYGATE_WORKERS", "1")]).unwrap().workers, 1);
+        let error = load("", &[("LAZYGATE_WORKERS", "5000")]).unwrap_err().to_string();
+        assert!(error.contains("LAZYGATE_WORKERS") && error.contains("5000"), "{error}");
+        assert!(load("", &[("LAZYGATE_WORKERS", "many")]).is_err());
+    }
+
+    #[test]
     fn the_shipped_file_parses_to_the_defaults() {
         let text = include_str!("../config/lazygate.toml");
         let s = load(text, &[]).unwrap();
