@@ -42,16 +42,19 @@ seed_owners_file=$(mktemp)
 remove_seed_runtimes() {
   while read -r owner; do
     [ -n "$owner" ] || continue
-    h=$(python3 -c 'import hashlib,sys;print(hashlib.sha256(sys.argv[1].encode()).hexdigest()[:16])' "$owner")
+    h=$(hash_of "$owner")
     docker rm -f -v "browser-use-browser-$h" >/dev/null 2>&1 || true
     docker volume rm -f "browser-use-profile-$h" >/dev/null 2>&1 || true
   done < "$seed_owners_file"
   : > "$seed_owners_file"
 }
-cleanup() {
-  for pid in "$gateway_pid" "$nginx_pid" "$hold_pid"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
+remove_bench_containers() {
   ids=$(docker ps -aq --filter label=lazygate.bench=1; docker ps -aq --filter label=lazygate.scope=bench)
   [ -n "$ids" ] && docker rm -f -v $ids >/dev/null 2>&1 || true
+}
+cleanup() {
+  for pid in "$gateway_pid" "$nginx_pid" "$hold_pid"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
+  remove_bench_containers
   vols=$(docker volume ls -q --filter label=lazygate.scope=bench)
   [ -n "$vols" ] && docker volume rm -f $vols >/dev/null 2>&1 || true
   remove_seed_runtimes
@@ -60,11 +63,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-cleanup_leftovers() {
-  ids=$(docker ps -aq --filter label=lazygate.scope=bench; docker ps -aq --filter label=lazygate.bench=1)
-  [ -n "$ids" ] && docker rm -f -v $ids >/dev/null 2>&1 || true
-}
-cleanup_leftovers
+remove_bench_containers  # leftovers of an interrupted run
 docker network inspect $NET >/dev/null 2>&1 || docker network create --label lazygate.bench=1 $NET >/dev/null
 
 record() { echo "$1" >> "$results"; }

@@ -2,8 +2,9 @@
 //!
 //! A request travels through the modules in this order:
 //!
-//! - [`server`] runs the worker threads (one event loop per core) that accept connections
-//!   (HTTP/1.1 with upgrades, HTTP/2; [`tls`] when configured) and drain them on shutdown.
+//! - [`server`] accepts connections and hands them to worker threads (one event loop per
+//!   core) that serve them (HTTP/1.1 with upgrades, HTTP/2; [`tls`] when configured) and
+//!   drain them on shutdown.
 //! - [`service`] is the pipeline for one request and its one log line.
 //! - [`auth`] decides who may reach (and so start) which runtime, before anything else.
 //! - [`route`] turns method + URI into a [`route::Route`], refusing malformed owners

@@ -147,25 +147,14 @@ async fn open_websocket(url: &str, headers: &[String]) -> Result<WebSocket, Erro
         request.headers_mut().insert(http_name(&name)?, value.parse()?);
     }
     let (socket, _) = tokio_tungstenite::connect_async(request).await?;
-    socket.get_ref().get_ref_tcp().map(|s| s.set_nodelay(true));
+    if let tokio_tungstenite::MaybeTlsStream::Plain(stream) = socket.get_ref() {
+        stream.set_nodelay(true)?;
+    }
     Ok(socket)
 }
 
 fn http_name(name: &str) -> Result<hyper::header::HeaderName, Error> {
     Ok(hyper::header::HeaderName::from_bytes(name.as_bytes())?)
-}
-
-trait TcpOf {
-    fn get_ref_tcp(&self) -> Option<&TcpStream>;
-}
-
-impl TcpOf for tokio_tungstenite::MaybeTlsStream<TcpStream> {
-    fn get_ref_tcp(&self) -> Option<&TcpStream> {
-        match self {
-            tokio_tungstenite::MaybeTlsStream::Plain(stream) => Some(stream),
-            _ => None,
-        }
-    }
 }
 
 async fn ws_relay(

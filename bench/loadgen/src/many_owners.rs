@@ -13,6 +13,9 @@ use lazygate::provision::{Backend, BackendError, Ports, RuntimeInfo, RuntimeSpec
 
 use crate::Error;
 
+/// Names of the runtimes that exist only in the listing.
+const EXTRA: &str = "bench-owner-";
+
 struct ManyOwners {
     docker: DockerBackend,
     /// The one real runtime's owner, whose endpoints the others share.
@@ -31,14 +34,14 @@ impl Backend for ManyOwners {
     }
 
     async fn is_running(&self, container_name: &str) -> Result<bool, BackendError> {
-        if container_name.starts_with("bench-owner-") {
+        if container_name.starts_with(EXTRA) {
             return Ok(true);
         }
         self.docker.is_running(container_name).await
     }
 
     async fn remove(&self, container_name: &str, volume_name: Option<&str>) -> Result<(), BackendError> {
-        if container_name.starts_with("bench-owner-") {
+        if container_name.starts_with(EXTRA) {
             return Ok(());
         }
         self.docker.remove(container_name, volume_name).await
@@ -52,11 +55,11 @@ impl Backend for ManyOwners {
             .cloned()
             .ok_or_else(|| BackendError::Connect(format!("the runtime of {} is not running", self.owner_hash)))?;
         for n in 1..self.owners {
-            let owner_hash = OwnerHash::of(&format!("bench-owner-{n}"));
+            let name = format!("{EXTRA}{n}");
             listed.push(RuntimeInfo {
-                id: format!("bench-owner-{n}"),
-                container_name: format!("bench-owner-{n}"),
-                owner_hash,
+                owner_hash: OwnerHash::of(&name),
+                id: name.clone(),
+                container_name: name,
                 endpoints: real.endpoints.clone(),
                 adopted: true,
             });
