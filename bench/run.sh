@@ -26,7 +26,8 @@ LOADGEN=target/release/loadgen
 REPEATS="${REPEATS:-3}"
 DURATION="${DURATION:-4s}"
 CONNECTIONS="${CONNECTIONS:-64}"
-RATE="${RATE:-5000}"
+RATE="${RATE:-5000}"            # small GETs per second, paced
+RATE_POST="${RATE_POST:-1000}"  # 64 KiB POSTs per second, paced
 CORES=$(nproc)
 ulimit -n "$(ulimit -Hn)"  # 10 000 held connections need more than the usual 1024
 work=$(mktemp -d)
@@ -109,7 +110,6 @@ start_gateway_container() { # image
   wait_healthy "$GW_PORT"
 }
 start_gateway $STUB target/release/lazygate serve
-RSS_IDLE=$(rss_kib "$gateway_pid")
 
 OWNER=bench
 HASH=$(hash_of $OWNER)
@@ -193,17 +193,24 @@ run_wrk() { # kind contender scenario url [extra wrk args...]
   cpu_us=$(awk -v t=$((after - before)) -v n="$requests" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')
   record "{\"kind\":\"$kind\",\"scenario\":\"$scenario\",\"contender\":\"$contender\",\"rps\":$rps,\"p50\":\"$p50\",\"p99\":\"$p99\",\"cpu_us\":$cpu_us}"
 }
-echo "warm HTTP (wrk -t2 -c$CONNECTIONS -d$DURATION; oha at $RATE req/s; x$REPEATS)"
+head -c 65536 /dev/zero | tr '\0' x > "$work/body64k"
+run_oha() { # contender scenario rate url [extra oha args...]
+  local contender=$1 scenario=$2 rate=$3 url=$4; shift 4
+  "$OHA" --no-tui --output-format json -z 3s -q "$rate" --latency-correction -c 16 "$@" "$url" |
+    python3 -c "
+import json,sys; d=json.load(sys.stdin); s=d['summary']; p=d['latencyPercentiles']
+print(json.dumps({'kind':'rate','scenario':'$scenario','contender':'$contender','rps':s['requestsPerSec'],'p50_ms':p['p50']*1000,'p99_ms':p['p99']*1000,'ok':s['successRate']}))" >> "$results"
+}
+echo "warm HTTP (wrk -t2 -c$CONNECTIONS -d$DURATION; oha at $RATE and $RATE_POST req/s; x$REPEATS)"
 for r in $(seq 1 "$REPEATS"); do
   for contender in direct lazygate nginx; do
     hdr=(); [ $contender = lazygate ] && hdr=(-H "$AUTH")
     run_wrk warm "$contender" get "$(url_of $contender health)" "${hdr[@]}"
     run_wrk warm "$contender" post64k "$(url_of $contender echo)" "${hdr[@]}" -s "$work/post64k.lua"
     # Fixed rate: latency when nobody is saturated (oha paces the requests).
-    out=$("$OHA" --no-tui --output-format json -z "$DURATION" -q "$RATE" --latency-correction -c 16 "${hdr[@]}" "$(url_of $contender health)")
-    echo "$out" | python3 -c "
-import json,sys; d=json.load(sys.stdin); s=d['summary']; p=d['latencyPercentiles']
-print(json.dumps({'kind':'rate','contender':'$contender','rps':s['requestsPerSec'],'p50_ms':p['p50']*1000,'p99_ms':p['p99']*1000,'ok':s['successRate']}))" >> "$results"
+    run_oha "$contender" get "$RATE" "$(url_of $contender health)" "${hdr[@]}"
+    run_oha "$contender" post64k "$RATE_POST" "$(url_of $contender echo)" "${hdr[@]}" \
+      -m POST -D "$work/body64k" -T application/octet-stream
   done
 done
 
@@ -233,7 +240,8 @@ hold() { # url connections [header]  -> RSS of the gateway while held, in KiB
   local url=$1 n=$2; shift 2
   $LOADGEN hold --url "$url" --connections "$n" "$@" > "$work/hold.out" &
   hold_pid=$!
-  for _ in $(seq 1 600); do [ -s "$work/hold.out" ] && break; sleep 0.1; done
+  for _ in $(seq 1 1200); do [ -s "$work/hold.out" ] && break; sleep 0.1; done
+  [ -s "$work/hold.out" ] || { echo "loadgen hold reported nothing for $url" >&2; exit 1; }
   local rss; rss=$(rss_kib "$gateway_pid")
   local ready; ready=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["ready"])' "$work/hold.out")
   kill "$hold_pid"; wait "$hold_pid" 2>/dev/null || true; hold_pid=""
@@ -327,4 +335,4 @@ done
 
 # Kept for a look afterwards (target/ is not committed); Debian's python3 has matplotlib.
 mkdir -p target && cp "$results" target/bench-results.jsonl
-/usr/bin/python3 bench/report.py "$results" "$CORES" "$DURATION" "$CONNECTIONS" "$REPEATS" "$RATE" "$RSS_IDLE"
+/usr/bin/python3 bench/report.py "$results" "$CORES" "$DURATION" "$CONNECTIONS" "$REPEATS" "$RATE" "$RATE_POST"

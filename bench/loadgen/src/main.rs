@@ -229,11 +229,18 @@ async fn hold(url: &str, connections: usize, headers: &[String]) -> Result<(), E
         let headers = headers.to_vec();
         tasks.push(tokio::spawn(async move {
             let permit = gate.acquire_owned().await.expect("never closed");
-            let kept: Box<dyn Send> = if websocket {
-                Box::new(open_websocket(&url, &headers).await?)
-            } else {
-                Box::new(open_keep_alive(&url, &headers).await?)
+            // Bounded, so a connection the server never answers is counted as failed
+            // instead of holding up the report.
+            let open = async {
+                Ok::<Box<dyn Send>, Error>(if websocket {
+                    Box::new(open_websocket(&url, &headers).await?)
+                } else {
+                    Box::new(open_keep_alive(&url, &headers).await?)
+                })
             };
+            let kept = tokio::time::timeout(Duration::from_secs(10), open)
+                .await
+                .map_err(|_| "no answer within 10 s")??;
             drop(permit);
             opened.fetch_add(1, Ordering::Relaxed);
             Ok::<_, Error>(kept)
