@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The gateway container of compose.yaml, with plain `docker run` (no compose, no tunnel):
-# on the runtime network, with the engine's socket, published on 127.0.0.1:8080.
+# on browser-net, with the engine's socket, published on 127.0.0.1:8080; it joins each
+# runtime's own network (browser-net-<owner_hash>) and never routes between them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-runtime-image.sh
@@ -8,7 +9,7 @@ scripts/build-gateway-image.sh
 docker network inspect browser-net >/dev/null 2>&1 || docker network create browser-net >/dev/null
 docker rm -f lazygate >/dev/null 2>&1 || true
 docker run -d --name lazygate --restart unless-stopped \
-  --network browser-net -p 127.0.0.1:8080:8080 \
+  --network browser-net -p 127.0.0.1:8080:8080 --sysctl net.ipv4.ip_forward=0 \
   -v /var/run/docker.sock:/var/run/docker.sock -v lazygate-state:/var/lib/lazygate \
   -e LAZYGATE_UPSTREAM=network -e BROWSER_RUNTIME_NETWORK=browser-net \
   lazygate:latest

@@ -17,10 +17,12 @@ for _ in $(seq 1 600); do
 done
 
 # Headful Chromium binds CDP to loopback whatever it is told; socat publishes it on 9222.
+# No --remote-allow-origins: a DevTools WebSocket that carries an Origin (every one a web
+# page opens) is refused; the gateway sends none.
 chromium --no-sandbox --disable-gpu --no-first-run --no-default-browser-check \
   --disable-background-networking --disable-component-update --disable-sync \
   --disable-dev-shm-usage --window-position=0,0 --window-size=1280,800 \
-  --user-data-dir="$data/profile" --remote-debugging-port=9223 --remote-allow-origins='*' \
+  --user-data-dir="$data/profile" --remote-debugging-port=9223 \
   about:blank >/tmp/chromium.log 2>&1 &
 socat TCP-LISTEN:9222,fork,reuseaddr,bind=0.0.0.0 TCP:127.0.0.1:9223 &
 
@@ -28,7 +30,14 @@ case "${BROWSER_ENABLE_UI:-true}" in
   1|true|yes|on)
     # -loop: should x11vnc ever exit, it starts again.
     x11vnc -display :99 -forever -loop200 -shared -nopw -localhost -rfbport 5900 -quiet >/tmp/x11vnc.log 2>&1 &
-    websockify --web /usr/share/novnc 6080 127.0.0.1:5900 >/tmp/websockify.log 2>&1 &
+    # With a key from the gateway, the VNC WebSocket opens only for requests that carry it.
+    if [ -n "${LAZYGATE_RUNTIME_KEY:-}" ]; then
+      PYTHONPATH=/opt/runtime websockify --web /usr/share/novnc \
+        --auth-plugin runtime_key_auth.RuntimeKey --auth-source "$LAZYGATE_RUNTIME_KEY" \
+        6080 127.0.0.1:5900 >/tmp/websockify.log 2>&1 &
+    else
+      websockify --web /usr/share/novnc 6080 127.0.0.1:5900 >/tmp/websockify.log 2>&1 &
+    fi
     ;;
 esac
 

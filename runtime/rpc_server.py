@@ -6,16 +6,21 @@ POST /run     runs a small JSON action set in the browser through CDP. The body 
               or {"actions": [action, ...]}; the answer is {"ok": true, "results": [...]}, one
               result per action, or {"ok": false, "error": "..."} with status 400/500.
 
+When the runtime was given a key (LAZYGATE_RUNTIME_KEY, set by the gateway), every request but
+/health must carry it in X-Lazygate-Runtime-Key (403 otherwise): only the gateway drives the
+browser, even if something else reaches this port.
+
 Actions:
   {"action": "open", "url": "https://..."}       navigate and wait for load -> {"url", "title"}
   {"action": "title"}                              -> {"title"}
-  {"action": "evaluate", "expression": "1+1"}      -> {"value"}
+  {"action": "evaluate", "expression": "1+1"}      -> {"value"} (a promise is awaited)
   {"action": "screenshot"}                         -> {"png_base64"}
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import os
 import socket
@@ -27,6 +32,7 @@ import websockets
 CDP = "http://127.0.0.1:9223"
 UI_ENABLED = os.environ.get("BROWSER_ENABLE_UI", "true").strip().lower() in {"1", "true", "yes", "on"}
 ACTION_TIMEOUT = 30.0
+RUNTIME_KEY = os.environ.get("LAZYGATE_RUNTIME_KEY", "")
 
 
 def _get(url: str, timeout: float = 1.0) -> bytes:
@@ -123,7 +129,9 @@ class Page:
             expression = action.get("expression")
             if not isinstance(expression, str):
                 raise ValueError("evaluate needs a string 'expression'")
-            result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+            result = await self.call(
+                "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+            )
             return {"value": result.get("result", {}).get("value")}
         if kind == "screenshot":
             result = await self.call("Page.captureScreenshot", format="png")
@@ -155,10 +163,21 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/health":
             checks = health()
             self._answer(200 if all(checks.values()) else 503, {"ok": all(checks.values()), "checks": checks})
-        else:
+        elif self._key_ok():
             self._answer(404, {"ok": False, "error": f"no route for GET {self.path}"})
 
+    def _key_ok(self) -> bool:
+        if not RUNTIME_KEY:
+            return True
+        offered = self.headers.get("X-Lazygate-Runtime-Key", "")
+        if hmac.compare_digest(offered.encode(), RUNTIME_KEY.encode()):
+            return True
+        self._answer(403, {"ok": False, "error": "this runtime answers only its gateway"})
+        return False
+
     def do_POST(self):  # noqa: N802
+        if not self._key_ok():
+            return
         if self.path != "/run":
             self._answer(404, {"ok": False, "error": f"no route for POST {self.path}"})
             return

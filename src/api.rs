@@ -2,6 +2,8 @@
 //! `POST /api/runtimes/ensure` and `POST /api/runtimes/cleanup`, body
 //! `{"task_id", "metadata", "thread_id"}` (all optional).
 
+use std::net::SocketAddr;
+
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -9,9 +11,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::body::Body;
-use crate::config::IsolationMode;
+use crate::config::{AnswerUrls, IsolationMode};
 use crate::error::{RequestError, json_response};
-use crate::owner::{OwnerHash, resolve_isolation_owner};
+use crate::owner::{OwnerHash, decode_owner, encode_owner, resolve_isolation_owner};
+use crate::proxy::cdp;
 use crate::service::{Gateway, RequestLog};
 
 /// Largest accepted API body.
@@ -48,15 +51,37 @@ async fn read_identity(request: Request<Incoming>) -> Result<RunIdentity, Reques
 }
 
 impl RunIdentity {
-    fn owner_hash(&self, mode: IsolationMode) -> OwnerHash {
-        let owner = resolve_isolation_owner(
+    /// The owner id, resolved like the seed's `resolve_isolation_owner`.
+    fn owner(&self, mode: IsolationMode) -> String {
+        resolve_isolation_owner(
             mode,
             self.task_id.as_deref(),
             self.metadata.as_ref(),
             self.thread_id.as_deref(),
-        );
-        OwnerHash::of(&owner)
+        )
     }
+
+    fn owner_hash(&self, mode: IsolationMode) -> OwnerHash {
+        OwnerHash::of(&self.owner(mode))
+    }
+}
+
+/// `scheme://host` of the gateway as the caller reached it (checked: it goes into URLs).
+fn caller_base(gateway: &Gateway, request: &Request<Incoming>, peer: SocketAddr) -> Result<String, RequestError> {
+    let host = request
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+        .and_then(cdp::valid_public_host)
+        .ok_or(RequestError::BadHost)?;
+    let tls = request.extensions().get::<crate::server::ClientTls>().is_some();
+    let scheme = if tls || gateway.client_used_https(peer, request.headers()) {
+        "https"
+    } else {
+        "http"
+    };
+    Ok(format!("{scheme}://{host}"))
 }
 
 /// The seed's `ensure_browser_runtime`: starts (or finds) the runtime and answers with its
@@ -64,8 +89,13 @@ impl RunIdentity {
 pub async fn ensure(
     gateway: &Gateway,
     request: Request<Incoming>,
+    peer: SocketAddr,
     log: &mut RequestLog,
 ) -> Result<Response<Body>, RequestError> {
+    let base = match gateway.settings.answer_urls {
+        AnswerUrls::Gateway => Some(caller_base(gateway, &request, peer)?),
+        AnswerUrls::Direct => None,
+    };
     let identity = read_identity(request).await?;
     let settings = &gateway.settings;
     let mode = settings.isolation_mode;
@@ -81,15 +111,32 @@ pub async fn ensure(
             }),
         ));
     }
-    let owner_hash = identity.owner_hash(mode);
+    let owner = identity.owner(mode);
+    let owner_hash = OwnerHash::of(&owner);
     let lease = gateway.provisioner.acquire(owner_hash).await?;
     log.cold = lease.cold();
     let container = &lease.runtime().container_name;
+    // Through the gateway, where the owner id can be a path segment (as /rpc/<owner> needs).
+    let (cdp_url, rpc_url) = match base {
+        Some(base) if decode_owner(&encode_owner(&owner)).as_deref() == Ok(owner.as_str()) => {
+            let segment = encode_owner(&owner);
+            (format!("{base}/cdp/{segment}"), format!("{base}/rpc/{segment}"))
+        }
+        other => {
+            if other.is_some() {
+                tracing::warn!(%owner_hash, "owner id cannot be a URL path segment; answering the runtime's own URLs");
+            }
+            (
+                format!("http://{container}:{}", settings.cdp_port),
+                format!("http://{container}:{}/run", settings.rpc_port),
+            )
+        }
+    };
     Ok(json_response(
         StatusCode::OK,
         &json!({
-            "cdp_url": format!("http://{container}:{}", settings.cdp_port),
-            "rpc_url": format!("http://{container}:{}/run", settings.rpc_port),
+            "cdp_url": cdp_url,
+            "rpc_url": rpc_url,
             "browser_view": signed_view_url(gateway, owner_hash).await,
             "isolation_mode": mode.as_str(),
             "owner_hash": owner_hash.to_string(),

@@ -95,11 +95,23 @@ pub fn secrets_path(settings: &Settings) -> PathBuf {
     settings.state_dir.join("lazygate-secrets.json")
 }
 
-fn load_or_generate(path: &Path, need_token: bool, need_secret: bool) -> std::io::Result<GeneratedSecrets> {
+/// Why the generated secrets cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    /// The state directory or the file could have been planted or changed by someone else.
+    #[error(transparent)]
+    Unsafe(#[from] crate::state_dir::UnsafePath),
+    #[error("cannot read or keep the generated secrets: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn load_or_generate(path: &Path, need_token: bool, need_secret: bool) -> Result<GeneratedSecrets, SecretsError> {
+    crate::state_dir::prepare(path.parent().unwrap_or(Path::new(".")))?;
+    crate::state_dir::check_secrets_file(path)?;
     let mut secrets: GeneratedSecrets = match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => GeneratedSecrets::default(),
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     let mut changed = false;
     if need_token && secrets.api_token.is_none() {
@@ -112,14 +124,16 @@ fn load_or_generate(path: &Path, need_token: bool, need_secret: bool) -> std::io
     }
     if changed {
         use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        // Never through a link; 0600 whatever mode a file already there had.
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(path)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         file.write_all(&serde_json::to_vec_pretty(&secrets).map_err(std::io::Error::other)?)?;
         file.sync_all()?;
     }
@@ -132,7 +146,7 @@ fn digest(token: &str) -> [u8; 32] {
 
 impl Auth {
     /// Builds the auth stage from settings, generating (and keeping) missing secrets.
-    pub fn from_settings(settings: &Settings) -> std::io::Result<Auth> {
+    pub fn from_settings(settings: &Settings) -> Result<Auth, SecretsError> {
         let a = &settings.auth;
         if a.insecure_dev {
             return Ok(Auth {
@@ -227,6 +241,13 @@ impl Auth {
             return Err(AuthError::BadViewToken);
         };
         let issued_for = OwnerHash::parse(hash).map_err(|_| AuthError::BadViewToken)?;
+        // One spelling per expiry (the one `sign_view` writes): no sign, no leading zeros.
+        let canonical = !expires.is_empty()
+            && expires.bytes().all(|b| b.is_ascii_digit())
+            && !(expires.len() > 1 && expires.starts_with('0'));
+        if !canonical {
+            return Err(AuthError::BadViewToken);
+        }
         let expires: u64 = expires.parse().map_err(|_| AuthError::BadViewToken)?;
         let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| AuthError::BadViewToken)?;
         let genuine = self
@@ -408,6 +429,23 @@ mod tests {
         tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
         assert_eq!(a.check_view(&alice, &tampered), Err(AuthError::BadViewToken));
         assert_eq!(a.check_view(&alice, "nonsense"), Err(AuthError::BadViewToken));
+        // The MAC covers the number, not its spelling: other spellings of the same expiry
+        // would verify, so they are refused before the MAC is checked.
+        let (_, rest) = token.split_once('.').unwrap();
+        let (expires, tag) = rest.split_once('.').unwrap();
+        for spelling in [
+            format!("+{expires}"),
+            format!("0{expires}"),
+            format!("00{expires}"),
+            format!(" {expires}"),
+        ] {
+            let respelled = format!("{alice}.{spelling}.{tag}");
+            assert_eq!(
+                a.check_view(&alice, &respelled),
+                Err(AuthError::BadViewToken),
+                "{spelling}"
+            );
+        }
         let expired = a.sign_view(&alice, Some(Duration::ZERO));
         assert_eq!(a.check_view(&alice, &expired), Err(AuthError::ExpiredViewToken));
         // Rotation: the old secret still admits open views; without it, they are revoked.

@@ -66,6 +66,28 @@ impl FromStr for UpstreamMode {
     }
 }
 
+/// Where the `cdp_url` and `rpc_url` of an ensure answer point (`LAZYGATE_ANSWER_URLS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerUrls {
+    /// Through the gateway, `…/cdp/<owner>` and `…/rpc/<owner>`, at the host the caller used:
+    /// the only way in, now that each runtime is alone on its network, and the caller's
+    /// traffic holds the runtime.
+    Gateway,
+    /// The seed's `http://<container>:<port>`: reachable only from the runtime's own network.
+    Direct,
+}
+
+impl FromStr for AnswerUrls {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "gateway" => Ok(AnswerUrls::Gateway),
+            "direct" => Ok(AnswerUrls::Direct),
+            _ => Err("expected gateway or direct".into()),
+        }
+    }
+}
+
 /// The file as written: every key optional so that defaults live in one place.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,6 +104,14 @@ pub struct RawConfig {
     pub auth: RawAuth,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub api: RawApi,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    pub answer_urls: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -127,6 +157,9 @@ pub struct RawRuntime {
     pub shm_size_bytes: Option<u64>,
     pub state_dir: Option<String>,
     pub scope: Option<String>,
+    pub subnet_pool: Option<String>,
+    pub subnet_prefix: Option<u8>,
+    pub gateway_container: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -167,7 +200,15 @@ pub struct Settings {
     pub workers: usize,
     pub isolation_mode: IsolationMode,
     pub image: String,
+    /// Prefix of each runtime's own network, `<network>-<owner_hash>` (the seed's one flat
+    /// network let runtimes reach each other).
     pub network: String,
+    /// Addresses the runtimes' own networks are carved from, one `/subnet_prefix` each.
+    pub subnet_pool: ipnet::Ipv4Net,
+    pub subnet_prefix: u8,
+    /// The container the gateway runs in (network mode joins it to each runtime's network);
+    /// `None`: found from the hostname.
+    pub gateway_container: Option<String>,
     /// Idle time after which a runtime without holds is removed.
     pub ttl: Duration,
     /// Longest wait for a runtime to be created and answer `/health`.
@@ -197,6 +238,8 @@ pub struct Settings {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub auth: AuthSettings,
     pub limits: Limits,
+    /// Where ensure answers send callers for CDP and runs.
+    pub answer_urls: AnswerUrls,
 }
 
 /// What keeps the host alive: caps on runtimes and starts, per-runtime resources, and
@@ -471,6 +514,12 @@ impl RawConfig {
         );
         set(&mut r.state_dir, env.var("BROWSER_RUNTIME_STATE_DIR"));
         set(&mut r.scope, env.var("LAZYGATE_SCOPE"));
+        set(&mut r.subnet_pool, env.var("LAZYGATE_SUBNET_POOL"));
+        set(
+            &mut r.subnet_prefix,
+            parse_env(env, "LAZYGATE_SUBNET_PREFIX", "expected a prefix length")?,
+        );
+        set(&mut r.gateway_container, env.var("LAZYGATE_GATEWAY_CONTAINER"));
         set(&mut self.shared.cdp_url, env.var("BROWSER_URL"));
         set(&mut self.shared.rpc_url, env.var("BROWSER_USE_RPC_URL"));
         // The seed reads BROWSER_VIEW_BASE_URL first, then BROWSER_VIEW_URL.
@@ -479,6 +528,7 @@ impl RawConfig {
             env.var("BROWSER_VIEW_BASE_URL").or_else(|| env.var("BROWSER_VIEW_URL")),
         );
         set(&mut self.view.tunnel_container, env.var("LAZYGATE_TUNNEL_CONTAINER"));
+        set(&mut self.api.answer_urls, env.var("LAZYGATE_ANSWER_URLS"));
         Ok(())
     }
 }
@@ -553,7 +603,14 @@ impl TryFrom<RawConfig> for Settings {
             view,
             auth,
             limits,
+            api,
         } = raw;
+        let answer_urls = match api.answer_urls {
+            None => AnswerUrls::Gateway,
+            Some(v) => v
+                .parse()
+                .map_err(|reason| invalid("api.answer_urls (LAZYGATE_ANSWER_URLS)", &v, reason))?,
+        };
         let at_least = |key: &str, value: Option<u64>, default: u64, min: u64| -> Result<u64, ConfigError> {
             let value = value.unwrap_or(default);
             if value < min {
@@ -734,6 +791,41 @@ impl TryFrom<RawConfig> for Settings {
             None => None,
             Some(s) => Some(docker_name("runtime.scope (LAZYGATE_SCOPE)", s)?),
         };
+        const POOL_KEY: &str = "runtime.subnet_pool (LAZYGATE_SUBNET_POOL)";
+        let pool_text = runtime.subnet_pool.unwrap_or_else(|| "10.213.0.0/16".to_owned());
+        let subnet_pool = pool_text
+            .trim()
+            .parse::<ipnet::Ipv4Net>()
+            .map_err(|_| invalid(POOL_KEY, &pool_text, "expected an IPv4 network such as 10.213.0.0/16"))?;
+        if subnet_pool != subnet_pool.trunc() {
+            return Err(invalid(
+                POOL_KEY,
+                &pool_text,
+                format!("host bits are set; did you mean {}?", subnet_pool.trunc()),
+            ));
+        }
+        let subnet_prefix = runtime.subnet_prefix.unwrap_or(28);
+        if !(subnet_pool.prefix_len()..=29).contains(&subnet_prefix) {
+            return Err(invalid(
+                "runtime.subnet_prefix (LAZYGATE_SUBNET_PREFIX)",
+                subnet_prefix,
+                format!(
+                    "must be between the pool's /{} and /29 (a runtime's network holds the runtime and the gateway)",
+                    subnet_pool.prefix_len()
+                ),
+            ));
+        }
+        let gateway_container = match runtime
+            .gateway_container
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+        {
+            None => None,
+            Some(name) => Some(docker_name(
+                "runtime.gateway_container (LAZYGATE_GATEWAY_CONTAINER)",
+                name,
+            )?),
+        };
         let shm_size_bytes = runtime.shm_size_bytes.unwrap_or(2 * 1024 * 1024 * 1024);
         if shm_size_bytes < 1024 * 1024 {
             return Err(invalid(
@@ -777,6 +869,9 @@ impl TryFrom<RawConfig> for Settings {
             isolation_mode,
             image,
             network,
+            subnet_pool,
+            subnet_prefix,
+            gateway_container,
             ttl: seconds(
                 "runtime.ttl_seconds (BROWSER_RUNTIME_TTL_SECONDS)",
                 runtime.ttl_seconds,
@@ -821,6 +916,7 @@ impl TryFrom<RawConfig> for Settings {
             tls,
             auth,
             limits,
+            answer_urls,
         })
     }
 }
@@ -931,6 +1027,15 @@ mod tests {
                 "BROWSER_RUNTIME_NETWORK",
             ),
             ("[runtime]\nttl_seconds = 0\n", [("X", "")], "runtime.ttl_seconds"),
+            ("", [("LAZYGATE_SUBNET_POOL", "10.213.0.0")], "LAZYGATE_SUBNET_POOL"),
+            ("", [("LAZYGATE_SUBNET_POOL", "10.213.0.1/16")], "LAZYGATE_SUBNET_POOL"),
+            ("", [("LAZYGATE_SUBNET_PREFIX", "30")], "LAZYGATE_SUBNET_PREFIX"),
+            ("", [("LAZYGATE_ANSWER_URLS", "sideways")], "LAZYGATE_ANSWER_URLS"),
+            (
+                "[runtime]\nsubnet_pool = \"10.213.0.0/24\"\n",
+                [("LAZYGATE_SUBNET_PREFIX", "20")],
+                "LAZYGATE_SUBNET_PREFIX",
+            ),
         ];
         for (file, env, key) in cases {
             let err = load(file, &env).unwrap_err().to_string();

@@ -40,6 +40,10 @@ pub enum RequestError {
     UpstreamFailed(String),
     #[error("container engine is not reachable: {0}")]
     EngineUnavailable(String),
+    #[error("the Host header is not a host name or address with an optional port")]
+    BadHost,
+    #[error("more than {limit} request headers")]
+    TooManyHeaders { limit: usize },
 }
 
 /// How long clients are told to wait before retrying a 503.
@@ -51,7 +55,8 @@ impl RequestError {
         match self {
             Route(RouteError::NotFound(_)) => StatusCode::NOT_FOUND,
             Route(RouteError::MethodNotAllowed { .. }) => StatusCode::METHOD_NOT_ALLOWED,
-            Route(_) | BadBody(_) | Framing(_) | BadWebSocket(_) => StatusCode::BAD_REQUEST,
+            Route(_) | BadBody(_) | Framing(_) | BadWebSocket(_) | BadHost => StatusCode::BAD_REQUEST,
+            TooManyHeaders { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             SharedMode { .. } => StatusCode::CONFLICT,
             Auth(e) if e.is_forbidden() => StatusCode::FORBIDDEN,
@@ -83,6 +88,8 @@ impl RequestError {
             UpstreamTimeout(_) => "runtime_timeout",
             UpstreamFailed(_) => "runtime_connection_failed",
             EngineUnavailable(_) => "engine_unavailable",
+            BadHost => "invalid_host",
+            TooManyHeaders { .. } => "too_many_headers",
         }
     }
 

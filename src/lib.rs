@@ -12,12 +12,13 @@
 //! - [`provision`] gets or creates the owner's runtime — once, however many requests race —
 //!   and hands out a [`provision::Lease`] that holds it alive; its [`provision::reaper`]
 //!   removes runtimes idle past the TTL, and [`provision::docker`] is the one file that talks
-//!   to the container engine.
+//!   to the container engine (it gives every runtime a network of its own, so runtimes
+//!   never reach each other).
 //! - [`proxy`] streams the request to the runtime and the answer back, and tunnels WebSockets.
 //! - [`waiting_page`] is what a person sees while their runtime starts.
 //! - [`api`] is the seed-compatible `ensure`/`cleanup` API; [`view_url`] builds live-view URLs.
 //! - [`config`] reads and validates [`config::Settings`]; [`error`] maps request errors to
-//!   statuses and JSON bodies in one place.
+//!   statuses and JSON bodies in one place; [`state_dir`] keeps the state directory private.
 //!
 //! [`run`] ties them together around a bound listener, so tests can bind port 0.
 
@@ -32,6 +33,7 @@ pub mod proxy;
 pub mod route;
 pub mod server;
 pub mod service;
+pub mod state_dir;
 pub mod tls;
 pub mod view_url;
 pub mod waiting_page;
@@ -50,12 +52,36 @@ use view_url::ViewUrls;
 /// Errors that stop the gateway before it serves.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("cannot read or keep the generated secrets: {0}")]
-    Secrets(std::io::Error),
+    #[error(transparent)]
+    Secrets(#[from] auth::SecretsError),
+    #[error("unsafe state directory: {0}")]
+    UnsafeStateDir(#[from] state_dir::UnsafePath),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error("cannot start a worker thread: {0}")]
     Workers(std::io::Error),
+}
+
+impl StartupError {
+    /// A configuration the gateway refuses (2), or a failure to start (1).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartupError::UnsafeStateDir(_) | StartupError::Secrets(auth::SecretsError::Unsafe(_)) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// In network mode the gateway's container joins every runtime's network; were it to forward
+/// packets, a runtime could try to route through it to another. Say so at start.
+fn warn_if_forwarding() {
+    let in_container = std::path::Path::new("/.dockerenv").exists();
+    let forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "1");
+    if in_container && forwarding {
+        tracing::warn!(
+            "this container forwards IPv4 packets while joining every runtime's network; run it with --sysctl net.ipv4.ip_forward=0 (see deploy/)"
+        );
+    }
 }
 
 /// Serves on `listener` until `shutdown` completes, then drains connections and tunnels
@@ -66,7 +92,9 @@ pub async fn run(
     backend: Arc<dyn Backend>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartupError> {
-    let auth = Arc::new(auth::Auth::from_settings(&settings).map_err(StartupError::Secrets)?);
+    // The registry and generated secrets live here: nobody else may have put them there.
+    state_dir::prepare(&settings.state_dir)?;
+    let auth = Arc::new(auth::Auth::from_settings(&settings)?);
     // TLS: the certificate store is watched (SIGHUP, file changes) by a task owned here.
     let tls_watch = CancellationToken::new();
     let _tls_watch_guard = tls_watch.clone().drop_guard();
@@ -80,6 +108,9 @@ pub async fn run(
     };
     if auth.is_insecure() {
         tracing::warn!("INSECURE DEVELOPMENT MODE: anyone who reaches this gateway can start and drive runtimes");
+    }
+    if settings.upstream == config::UpstreamMode::Network && settings.isolation_mode != config::IsolationMode::Shared {
+        warn_if_forwarding();
     }
     let settings = Arc::new(settings);
     let views = Arc::new(ViewUrls::new(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use lazygate::config::{ProcessEnv, Settings};
-use lazygate::provision::docker::DockerBackend;
+use lazygate::provision::docker::{DockerBackend, DockerOptions};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of glibc's malloc: every forwarded request allocates and frees header
@@ -83,7 +83,10 @@ fn view_url(owner: &str, ttl: Option<u64>, base: Option<String>, config: Option<
         Ok(auth) => auth,
         Err(error) => {
             eprintln!("lazygate: cannot read the view secret: {error}");
-            return ExitCode::FAILURE;
+            return match error {
+                lazygate::auth::SecretsError::Unsafe(_) => ExitCode::from(2),
+                lazygate::auth::SecretsError::Io(_) => ExitCode::FAILURE,
+            };
         }
     };
     let base = base
@@ -119,12 +122,12 @@ fn serve(config: Option<PathBuf>, insecure_dev: bool) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let backend = Arc::new(DockerBackend::new(settings.scope.clone()));
+        let backend = Arc::new(DockerBackend::new(DockerOptions::from(&settings)));
         match lazygate::run(listener, settings, backend, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("lazygate: {error}");
-                ExitCode::FAILURE
+                ExitCode::from(error.exit_code())
             }
         }
     })

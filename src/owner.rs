@@ -83,6 +83,26 @@ impl fmt::Debug for OwnerHash {
     }
 }
 
+/// Characters escaped when an owner id is put into a URL path segment.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'\\')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+/// An owner id as a URL path segment (what [`decode_owner`] reads back).
+pub fn encode_owner(owner: &str) -> String {
+    percent_encoding::utf8_percent_encode(owner, SEGMENT).to_string()
+}
+
 /// Decodes and validates an owner id taken from a URL path segment.
 ///
 /// The id is percent-decoded once; the result must be non-empty UTF-8 of at most

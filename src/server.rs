@@ -7,21 +7,34 @@
 //! WebSocket tunnels it opens all live on one thread, so forwarding a request wakes nothing
 //! on another core. The acceptor gives each connection to the worker with the fewest open,
 //! and enforces the connection cap for all of them.
+//!
+//! Every connection is watched ([`serve_io`]): one that has not completed a request head
+//! within `limits.header_read_timeout` of being accepted is closed (silent sockets and bare
+//! HTTP/2 prefaces must not fill the connection cap), and an HTTP/2 connection with no
+//! request open for as long is shut down gracefully (GOAWAY); HTTP/2 peers are also pinged,
+//! so a dead one is noticed. HTTP/1.1's idle keep-alive connections are hyper's to close.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
 
-use crate::body::BoxError;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use crate::body::{Body, BoxError};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -94,8 +107,12 @@ impl Worker {
         builder
             .http2()
             .timer(TokioTimer::new())
-            .max_header_list_size(limits.max_header_bytes as u32);
-        let graceful = GracefulShutdown::new();
+            .max_header_list_size(limits.max_header_bytes as u32)
+            .keep_alive_interval(Some(HTTP2_PING_INTERVAL))
+            .keep_alive_timeout(HTTP2_PING_TIMEOUT);
+        // Asks every open connection to finish (graceful shutdown) once the acceptor is gone.
+        let drain = CancellationToken::new();
+        let connections = TaskTracker::new();
         while let Some(Accepted { stream, peer, permit }) = inbox.recv().await {
             let stream = match TcpStream::from_std(stream) {
                 Ok(stream) => stream,
@@ -107,15 +124,15 @@ impl Worker {
             };
             let gateway = self.gateway.clone();
             let builder = builder.clone();
-            let watcher = graceful.watcher();
+            let drain = drain.clone();
             let tls = self.tls.clone();
             let open = open.clone();
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 let _permit = permit;
                 let result = match tls {
-                    None => serve_io(stream, peer, false, gateway, &builder, watcher).await,
+                    None => serve_io(stream, peer, false, gateway, &builder, drain).await,
                     Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => serve_io(stream, peer, true, gateway, &builder, watcher).await,
+                        Ok(Ok(stream)) => serve_io(stream, peer, true, gateway, &builder, drain).await,
                         Ok(Err(error)) => Err(format!("TLS handshake: {error}").into()),
                         Err(_) => Err("TLS handshake timed out".into()),
                     },
@@ -127,8 +144,10 @@ impl Worker {
             });
         }
         // The acceptor has stopped: let open requests finish, within the deadline.
+        drain.cancel();
+        connections.close();
         tokio::select! {
-            _ = graceful.shutdown() => tracing::debug!("worker's connections drained"),
+            _ = connections.wait() => tracing::debug!("worker's connections drained"),
             _ = tokio::time::sleep(self.drain) => tracing::warn!(drain = ?self.drain, "drain deadline passed; closing the rest"),
         }
         // WebSocket tunnels outlive their HTTP connection: they get the deadline too.
@@ -198,30 +217,158 @@ pub async fn serve(
     tracing::info!("all connections drained");
 }
 
-/// Serves one connection (plain or TLS) until it ends or shutdown asks it to.
+/// How often an HTTP/2 peer is pinged, and how long its answer may take before the
+/// connection is closed as dead.
+const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(20);
+const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What a connection's watchdog knows of it; written by its requests.
+#[derive(Debug)]
+struct Activity {
+    /// A complete request head has arrived on this connection.
+    requested: AtomicBool,
+    /// The connection speaks HTTP/2 (its idle time is ours to watch).
+    http2: AtomicBool,
+    /// HTTP/2 requests whose response has not been sent whole yet.
+    in_flight: AtomicUsize,
+    /// When the connection last became idle (no request in flight).
+    idle_since: Mutex<Instant>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            requested: AtomicBool::new(false),
+            http2: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// When the connection should be looked at again: `None` once it is hyper's to watch.
+    fn next_check(&self, timeout: Duration) -> Option<Instant> {
+        if !self.requested.load(Ordering::Acquire) {
+            // Not one request head yet: the deadline runs from accept.
+            return Some(*self.idle_since.lock().expect("activity lock") + timeout);
+        }
+        if !self.http2.load(Ordering::Acquire) {
+            return None;
+        }
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Some(Instant::now() + timeout);
+        }
+        Some(*self.idle_since.lock().expect("activity lock") + timeout)
+    }
+
+    /// True when the connection has idled past `timeout` (or never sent a request head).
+    fn is_idle(&self, timeout: Duration) -> bool {
+        let quiet = self.in_flight.load(Ordering::Acquire) == 0
+            && self.idle_since.lock().expect("activity lock").elapsed() >= timeout;
+        quiet && (!self.requested.load(Ordering::Acquire) || self.http2.load(Ordering::Acquire))
+    }
+
+    fn finish_request(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *self.idle_since.lock().expect("activity lock") = Instant::now();
+        }
+    }
+}
+
+/// An HTTP/2 response body that tells the connection's watchdog when it is done (sent whole,
+/// or dropped because the stream was reset).
+struct Tracked {
+    inner: Body,
+    activity: Arc<Activity>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.activity.finish_request();
+    }
+}
+
+impl HttpBody for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Serves one connection (plain or TLS) until it ends, it idles out, or shutdown asks it to.
 async fn serve_io<I>(
     io: I,
     peer: SocketAddr,
     tls: bool,
     gateway: Arc<Gateway>,
     builder: &Builder<TokioExecutor>,
-    watcher: Watcher,
+    drain: CancellationToken,
 ) -> Result<(), BoxError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let timeout = gateway.settings.limits.header_read_timeout;
+    let activity = Arc::new(Activity::new());
+    let watched = activity.clone();
     let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         let gateway = gateway.clone();
         if tls {
             request.extensions_mut().insert(ClientTls);
         }
+        let activity = activity.clone();
+        activity.requested.store(true, Ordering::Release);
+        let http2 = request.version() == http::Version::HTTP_2;
+        if http2 {
+            activity.http2.store(true, Ordering::Release);
+            activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        }
         // Boxed: hyper keeps room for this future in every connection, idle or not, and the
         // pipeline's future is several KiB; boxed, an idle keep-alive connection holds a pointer.
-        let handling = Box::pin(async move { gateway.handle(request, peer).await });
+        let handling = Box::pin(async move {
+            let response = gateway.handle(request, peer).await;
+            if !http2 {
+                return response;
+            }
+            response.map(|inner| http_body_util::BodyExt::boxed(Tracked { inner, activity }))
+        });
         async move { Ok::<_, Infallible>(handling.await) }
     });
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    watcher.watch(connection.into_owned()).await
+    let connection = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
+    let mut connection = std::pin::pin!(connection);
+    let mut draining = false;
+    loop {
+        let check = watched.next_check(timeout);
+        tokio::select! {
+            result = connection.as_mut() => return result,
+            _ = drain.cancelled(), if !draining => {
+                draining = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            _ = tokio::time::sleep_until(check.unwrap_or_else(Instant::now)), if check.is_some() && !draining => {
+                if watched.is_idle(timeout) {
+                    if watched.requested.load(Ordering::Acquire) {
+                        tracing::debug!(%peer, "closing an idle HTTP/2 connection");
+                        draining = true;
+                        connection.as_mut().graceful_shutdown();
+                    } else {
+                        tracing::debug!(%peer, ?timeout, "closing a connection that sent no request head in time");
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Answers a connection past the connection cap with a 503 and closes it.

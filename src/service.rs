@@ -18,7 +18,8 @@ use crate::body::{Body, empty};
 use crate::config::{IsolationMode, Settings};
 use crate::error::{RequestError, json_response};
 use crate::owner::OwnerHash;
-use crate::provision::{Lease, Provisioner};
+use crate::provision::backend::RUNTIME_KEY_HEADER;
+use crate::provision::{Lease, Provisioner, RuntimePort};
 use crate::proxy::{self, BodyLimit, RequestBody, SendError, Upstream, cdp, headers, tunnel};
 use crate::route::{self, Route};
 use crate::view_url::ViewUrls;
@@ -125,6 +126,12 @@ impl Gateway {
         log: &mut RequestLog,
     ) -> Result<Response<Body>, RequestError> {
         headers::check_framing(request.headers()).map_err(RequestError::Framing)?;
+        // HTTP/1.1's parser stops at the limit already; HTTP/2 hands over whatever fits in
+        // its header list size, so the count is checked here for every protocol.
+        let limit = self.settings.limits.max_headers;
+        if request.headers().len() > limit {
+            return Err(RequestError::TooManyHeaders { limit });
+        }
         let route = route::parse(request.method(), request.uri())?;
         log.route = route.kind();
         log.owner_hash = route.owner_hash();
@@ -161,7 +168,7 @@ impl Gateway {
             }
             Route::ApiEnsure => {
                 self.auth.check_api(request.headers())?;
-                api::ensure(self, request, log).await
+                api::ensure(self, request, peer, log).await
             }
             Route::ApiCleanup => {
                 self.auth.check_api(request.headers())?;
@@ -268,7 +275,7 @@ impl Gateway {
     }
 
     /// True when the client reached us over HTTPS, as a trusted proxy (the tunnel) says.
-    fn client_used_https(&self, peer: SocketAddr, headers: &http::HeaderMap) -> bool {
+    pub(crate) fn client_used_https(&self, peer: SocketAddr, headers: &http::HeaderMap) -> bool {
         self.settings.trusted_proxies.contains(&peer.ip())
             && headers
                 .get("x-forwarded-proto")
@@ -312,6 +319,8 @@ impl Gateway {
         });
         headers::strip_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
         auth::strip_credentials(&mut parts.headers);
+        // Only the gateway speaks with a runtime's key; a client's attempt is dropped.
+        parts.headers.remove(RUNTIME_KEY_HEADER);
         let trusted = self.settings.trusted_proxies.contains(&peer.ip());
         headers::set_forwarded(&mut parts.headers, peer.ip(), public_host.clone(), trusted);
         if parts.extensions.get::<crate::server::ClientTls>().is_some() {
@@ -320,12 +329,24 @@ impl Gateway {
                 .insert("x-forwarded-proto", HeaderValue::from_static("https"));
         }
         match service {
-            // Chrome's DevTools server answers only to an IP address or `localhost`.
-            Service::Cdp => parts
-                .headers
-                .insert(header::HOST, HeaderValue::from_static(cdp::DEVTOOLS_HOST)),
+            // Chrome's DevTools server answers only to an IP address or `localhost`, and (in
+            // the reference runtime) refuses WebSockets that carry an Origin: the gateway
+            // checked the origin already.
+            Service::Cdp => {
+                parts.headers.remove(header::ORIGIN);
+                parts
+                    .headers
+                    .insert(header::HOST, HeaderValue::from_static(cdp::DEVTOOLS_HOST))
+            }
             // Otherwise the client sets the runtime's own address.
             Service::Rpc | Service::View => parts.headers.remove(header::HOST),
+        };
+        // The host CDP discovery answers will name: checked before anything is started.
+        let cdp_host = if matches!(service, Service::Cdp) && cdp::is_discovery(rest) {
+            let host = public_host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or_default();
+            Some(cdp::valid_public_host(host).ok_or(RequestError::BadHost)?.to_owned())
+        } else {
+            None
         };
         let limit = match service {
             Service::Rpc => BodyLimit::new(self.settings.limits.max_rpc_body_bytes),
@@ -334,6 +355,14 @@ impl Gateway {
         let (body, handle) = RequestBody::new(incoming, limit.clone());
         let mut body = Some(body);
         let mut retried = false;
+        let port = match service {
+            Service::Rpc => RuntimePort::Rpc,
+            Service::View => RuntimePort::View,
+            Service::Cdp => RuntimePort::Cdp,
+        };
+        // A runtime's port that has not answered yet is waited for, within the start timeout.
+        let deadline = Instant::now() + self.settings.start_timeout;
+        let mut delay = Duration::from_millis(10);
         loop {
             let lease = if shared {
                 None
@@ -341,6 +370,11 @@ impl Gateway {
                 Some(self.provisioner.acquire(owner_hash).await?)
             };
             log.cold |= lease.as_ref().is_some_and(Lease::cold);
+            if let Some(key) = lease.as_ref().and_then(|l| l.runtime().key.as_deref())
+                && let Ok(value) = HeaderValue::from_str(key)
+            {
+                parts.headers.insert(RUNTIME_KEY_HEADER, value);
+            }
             let authority = match (&lease, service) {
                 (None, _) => self.shared_authority(service),
                 (Some(lease), Service::Rpc) => lease.runtime().endpoints.rpc.clone(),
@@ -360,6 +394,11 @@ impl Gateway {
                         .map(|r| (r, None))
                 }
             };
+            if result.is_ok()
+                && let Some(lease) = &lease
+            {
+                lease.mark_answered(port);
+            }
             match result {
                 Ok((response, Some(upstream_upgrade))) => {
                     let client_upgrade = client_upgrade.expect("upstream upgraded only when asked");
@@ -371,29 +410,37 @@ impl Gateway {
                         &self.tunnels,
                     ));
                 }
-                Ok((response, None)) if matches!(service, Service::Cdp) && cdp::is_discovery(rest) => {
-                    let public_host = public_host
-                        .as_ref()
-                        .and_then(|h| h.to_str().ok())
-                        .unwrap_or_default()
-                        .to_owned();
+                Ok((response, None)) if cdp_host.is_some() => {
+                    let public_host = cdp_host.as_deref().unwrap_or_default();
                     let response =
-                        cdp::rewrite_response(response, &public_host, owner.unwrap_or_default(), false).await?;
+                        cdp::rewrite_response(response, public_host, owner.unwrap_or_default(), false).await?;
                     drop(lease);
                     return Ok(response);
                 }
                 Ok((response, None)) => return Ok(proxy::into_client_response(response, lease)),
-                Err(SendError::Connect(message)) => {
+                Err(error @ (SendError::Connect(_) | SendError::Failed(_))) if !limit.exceeded() => {
                     let Some(lease) = lease else {
-                        return Err(RequestError::UpstreamRefused(message));
+                        return Err(error.into());
                     };
+                    // The engine tells what this is: the runtime gone (start it again), the
+                    // engine gone (503), or a runtime whose port is not up yet (wait for it).
                     let resendable = client_upgrade.is_some() || handle.resend().is_some();
-                    if !retried && resendable && self.provisioner.recover(&lease).await? {
-                        retried = true;
+                    if self.provisioner.recover(&lease).await? {
+                        if !retried && resendable {
+                            retried = true;
+                            drop(lease);
+                            continue;
+                        }
+                        return Err(error.into());
+                    }
+                    if resendable && !lease.has_answered(port) && Instant::now() + delay < deadline {
+                        tracing::debug!(owner_hash = %owner_hash, ?port, ?delay, "runtime port not up yet; retrying");
                         drop(lease);
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_millis(250));
                         continue;
                     }
-                    return Err(RequestError::UpstreamRefused(message));
+                    return Err(error.into());
                 }
                 Err(_) if limit.exceeded() => {
                     return Err(RequestError::BodyTooLarge {

@@ -152,3 +152,143 @@ async fn a_cdp_client_drives_the_browser_through_the_gateway() {
             .any(|l| l.contains("status=101"))
     );
 }
+
+/// Opens a WebSocket to `url` with extra headers; returns the handshake's HTTP status.
+async fn websocket_status(url: &str, headers: &[(&str, &str)]) -> u16 {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((_, response)) => response.status().as_u16(),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("WebSocket to {url}: {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alices_page_cannot_open_bobs_browser_and_a_runtime_answers_only_its_gateway() {
+    let scope = Scope::new("browser-isolation");
+    let gateway = start_with_browser_runtime(&scope);
+    let (alice, bob) = (unique("alice"), unique("bob"));
+    for owner in [&alice, &bob] {
+        let health = get(&gateway.url(&format!("/rpc/{owner}/health"))).await;
+        assert_eq!(health.status, 200, "{}", health.text());
+    }
+    let b = container_name(&seed_hash(&bob));
+    let (_, bob_ip) = networks_of(&b).pop().unwrap();
+    // A small HTTP server on the host, at alice's bridge address: the outside, which alice's
+    // page must still reach (the control that shows the page's requests do go out).
+    let a = container_name(&seed_hash(&alice));
+    let (a_network, _) = networks_of(&a).pop().unwrap();
+    let host = gateway_of(&a, &a_network);
+    let outside = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let outside_port = outside.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut stream, _)) = outside.accept().await {
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                .await;
+        }
+    });
+
+    // The attack of the security issue: script in alice's page goes for bob's CDP, live view
+    // and RPC ports at his address. Each attempt gives up after 3 s; "reached" would mean
+    // the request got an answer (even an opaque one). The page is on a loopback origin, so
+    // the browser's own private-network checks do not stop anything: only the network can.
+    let attack = format!(
+        r#"(async () => {{
+            const out = {{}};
+            for (const [name, url] of [["outside", "http://{host}:{outside_port}/"],
+                                       ["cdp", "http://{bob_ip}:9222/json/version"],
+                                       ["view", "http://{bob_ip}:6080/vnc.html"],
+                                       ["rpc", "http://{bob_ip}:8787/health"]]) {{
+                const abort = new AbortController();
+                setTimeout(() => abort.abort(), 3000);
+                try {{ await fetch(url, {{mode: "no-cors", signal: abort.signal}}); out[name] = "reached"; }}
+                catch (e) {{ out[name] = "failed: " + e.name; }}
+            }}
+            out.cdp_websocket = await new Promise(done => {{
+                const ws = new WebSocket("ws://{bob_ip}:9222/devtools/browser");
+                ws.onopen = () => done("open");
+                ws.onerror = () => done("failed");
+                setTimeout(() => done("failed: timeout"), 3000);
+            }});
+            return out;
+        }})()"#
+    );
+    let run = json!({"actions": [
+        {"action": "open", "url": "http://127.0.0.1:8787/health"},
+        {"action": "evaluate", "expression": attack}
+    ]});
+    let reply = post(&gateway.url(&format!("/rpc/{alice}")), &run.to_string()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let outcome = &reply.json()["results"][1]["value"];
+    eprintln!("alice's page against bob's runtime: {outcome}");
+    assert_eq!(outcome["outside"], "reached", "the page's requests do go out");
+    for probe in ["cdp", "view", "rpc", "cdp_websocket"] {
+        let result = outcome[probe].as_str().unwrap_or_default();
+        assert!(result.starts_with("failed"), "{probe}: {result}");
+    }
+
+    // The second wall, tried on bob's ports as published for the gateway: whoever reaches
+    // them without the runtime's key cannot run, view or drive anything.
+    let published = |port: &str| -> String {
+        let text = docker(&["port", &b, port]).unwrap();
+        text.lines().next().unwrap().trim().to_owned()
+    };
+    let (rpc, view, cdp) = (published("8787/tcp"), published("6080/tcp"), published("9222/tcp"));
+    let env = inspect(&b).unwrap()["Config"]["Env"].clone();
+    let key = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|e| e.as_str().unwrap().strip_prefix("LAZYGATE_RUNTIME_KEY="))
+        .expect("the gateway gave the runtime a key")
+        .to_owned();
+    let run = |key: Option<String>| {
+        let mut request = http::Request::post(format!("http://{rpc}/run"));
+        if let Some(key) = key {
+            request = request.header("x-lazygate-runtime-key", key);
+        }
+        send_request(request.body(r#"{"action": "title"}"#.into()).unwrap())
+    };
+    assert_eq!(run(None).await.status, 403, "a run without the key");
+    assert_eq!(run(Some("wrong".into())).await.status, 403, "a run with a wrong key");
+    assert_eq!(run(Some(key.clone())).await.status, 200, "the gateway's key works");
+    let vnc = format!("ws://{view}/websockify");
+    assert_eq!(
+        websocket_status(&vnc, &[]).await,
+        403,
+        "the VNC WebSocket without the key"
+    );
+    assert_eq!(
+        websocket_status(&vnc, &[("x-lazygate-runtime-key", &key)]).await,
+        101,
+        "the VNC WebSocket with it"
+    );
+    let version = send_request(
+        http::Request::get(format!("http://{cdp}/json/version"))
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await;
+    let debugger = version.json()["webSocketDebuggerUrl"].as_str().unwrap().to_owned();
+    let path = &debugger[debugger.find("/devtools/").expect("a DevTools path")..];
+    let browser_ws = format!("ws://{cdp}{path}");
+    assert_eq!(
+        websocket_status(&browser_ws, &[("origin", "http://evil.example")]).await,
+        403,
+        "a DevTools WebSocket from a web page's origin"
+    );
+    assert_eq!(
+        websocket_status(&browser_ws, &[]).await,
+        101,
+        "one without an Origin (the gateway's)"
+    );
+}

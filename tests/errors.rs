@@ -164,16 +164,18 @@ async fn an_unreachable_engine_answers_503_and_recovers_by_itself() {
 
     // The engine comes back (a socket that forwards to the real one).
     let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Default::default();
+    let forwarding = links.clone();
     let forwarder = tokio::spawn(async move {
         loop {
             let Ok((mut client, _)) = listener.accept().await else {
                 break;
             };
-            tokio::spawn(async move {
+            forwarding.lock().unwrap().push(tokio::spawn(async move {
                 if let Ok(mut engine) = tokio::net::UnixStream::connect("/var/run/docker.sock").await {
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
                 }
-            });
+            }));
         }
     });
     let ready = get(&gateway.url("/readyz")).await;
@@ -181,7 +183,51 @@ async fn an_unreachable_engine_answers_503_and_recovers_by_itself() {
     let run = post(&gateway.url(&format!("/rpc/{owner}")), "now").await;
     assert_eq!(run.status, 200, "{}", run.text());
     assert_eq!(scope.containers().len(), 1);
+
+    // A run is in flight at the runtime (no answer yet) when the engine goes away again,
+    // and the runtime dies with it (as when the engine restarts).
+    let in_flight = gateway.url(&format!("/rpc/{owner}/wait?id=in-flight"));
+    let waiting = tokio::spawn(async move { get(&in_flight).await });
+    let held = gateway.url(&format!("/rpc/{owner}/held"));
+    let mut arrived = false;
+    for _ in 0..500 {
+        if get(&held).await.text().contains("in-flight") {
+            arrived = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(arrived, "the run reached the runtime");
     forwarder.abort();
+    for link in links.lock().unwrap().drain(..) {
+        link.abort();
+    }
+    std::fs::remove_file(&socket).unwrap();
+    docker(&["kill", &container_name(&seed_hash(&owner))]).expect("runtime killed");
+    // The run in flight, a new run, a view WebSocket and a CDP request all say "engine
+    // unavailable, retry", never 502.
+    let cut = waiting.await.unwrap();
+    assert_eq!(cut.status, 503, "{}", cut.text());
+    assert_eq!(cut.error_code(), "engine_unavailable");
+    let run = post(&gateway.url(&format!("/rpc/{owner}")), "lost").await;
+    assert_eq!(run.status, 503, "{}", run.text());
+    assert_eq!(run.error_code(), "engine_unavailable");
+    assert_eq!(run.headers.get("retry-after").unwrap(), "2");
+    let cdp = get(&gateway.url(&format!("/cdp/{owner}/json/version"))).await;
+    assert_eq!(cdp.status, 503, "{}", cdp.text());
+    let url = format!(
+        "ws://{}/view/{}/websockify?token={}",
+        gateway.addr,
+        seed_hash(&owner),
+        view_token(&owner)
+    );
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+            assert!(response.headers().contains_key("retry-after"));
+        }
+        other => panic!("expected a 503 for the view WebSocket, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

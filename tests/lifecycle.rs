@@ -64,7 +64,10 @@ async fn first_hit_provisions_like_the_seed_and_second_hit_reuses() {
         "unset variables are not passed"
     );
     assert_eq!(c["HostConfig"]["ShmSize"], 2u64 * 1024 * 1024 * 1024);
-    assert_eq!(c["HostConfig"]["NetworkMode"], TEST_NETWORK);
+    assert_eq!(
+        c["HostConfig"]["NetworkMode"],
+        format!("{TEST_NETWORK}-{hash}").as_str()
+    );
     let mounts = c["Mounts"].as_array().unwrap();
     assert!(
         mounts

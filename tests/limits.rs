@@ -223,3 +223,56 @@ async fn past_the_connection_cap_a_client_gets_503() {
     }
     assert!(served);
 }
+
+/// Reads until the gateway closes `stream` (a 30 s hang guard); true when it did.
+fn closed_by_gateway(stream: &mut TcpStream) -> bool {
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut sink = Vec::new();
+    stream.read_to_end(&mut sink).is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_connections_and_idle_http2_are_closed_so_the_cap_stays_free() {
+    let scope = Scope::new("limit-silent");
+    let gateway = GatewayConfig::new(&scope)
+        .env("LAZYGATE_MAX_CONNECTIONS", "3")
+        .env("LAZYGATE_HEADER_READ_TIMEOUT_SECONDS", "1")
+        .start();
+    // Three sockets fill the cap: two that never send a byte, one with a bare HTTP/2
+    // preface and an empty SETTINGS frame.
+    let mut silent: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(gateway.addr).unwrap()).collect();
+    let mut preface = TcpStream::connect(gateway.addr).unwrap();
+    preface
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .unwrap();
+    // The gateway closes each of them, rather than keeping everyone else out.
+    for stream in silent.iter_mut().chain(std::iter::once(&mut preface)) {
+        assert!(closed_by_gateway(stream), "a silent connection was left open");
+    }
+    let health = get(&gateway.url("/healthz")).await;
+    assert_eq!(health.status, 200, "{}", health.text());
+
+    // HTTP/2 (prior knowledge): a request with more headers than the limit is refused, as
+    // on HTTP/1.1; one within it is served; then the idle connection is shut down.
+    let tcp = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let mut crowded = http::Request::get(format!("http://{}/healthz", gateway.addr));
+    for i in 0..150 {
+        crowded = crowded.header(format!("x-filler-{i}"), "x");
+    }
+    let crowded = crowded.body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
+    let answer = sender.send_request(crowded).await.unwrap();
+    assert_eq!(answer.status(), 431, "HTTP/2 enforces max_headers too");
+    let plain = http::Request::get(format!("http://{}/healthz", gateway.addr))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let answer = sender.send_request(plain).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    drop(answer);
+    let ended = tokio::time::timeout(Duration::from_secs(30), connection).await;
+    assert!(ended.is_ok(), "the idle HTTP/2 connection was left open");
+}

@@ -100,6 +100,33 @@ fn tokio_stream_from<T: Send + 'static>(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_view_opened_as_its_runtime_starts_waits_for_the_view_port() {
+    // The stub's view port listens only some time after its /health answered (as the real
+    // runtime's websockify may): a first view must wait for it, not get a 502.
+    let scope = Scope::new("view-port-late");
+    let gateway = GatewayConfig::new(&scope).start();
+    let watcher = unique("early-watcher");
+    let url = format!(
+        "ws://{}/view/{}/websockify?token={}",
+        gateway.addr,
+        seed_hash(&watcher),
+        view_token(&watcher)
+    );
+    let (mut ws, response) = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect("the first view WebSocket opens once the view port is up");
+    assert_eq!(response.status(), 101);
+    ws.send(Message::Text("first".into())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::Text("first".into()));
+
+    let reader = unique("early-reader");
+    let hash = seed_hash(&reader);
+    let page = get(&gateway.url(&format!("/view/{hash}/vnc.html?token={}", view_token(&reader)))).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert!(page.text().contains("stub noVNC"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn websocket_frames_cross_byte_exact() {
     let scope = Scope::new("websocket");
     let gateway = GatewayConfig::new(&scope).start();
@@ -190,16 +217,23 @@ async fn ensure_and_cleanup_answer_like_the_seed_per_principal() {
     let reply = post(&gateway.url("/api/runtimes/ensure"), &body.to_string()).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let name = container_name(&hash);
+    // Each runtime is alone on its network: CDP and runs go through the gateway, at the
+    // host the caller used.
     assert_eq!(
         reply.json(),
         serde_json::json!({
-            "cdp_url": format!("http://{name}:9222"),
-            "rpc_url": format!("http://{name}:8787/run"),
+            "cdp_url": gateway.url(&format!("/cdp/{user}")),
+            "rpc_url": gateway.url(&format!("/rpc/{user}")),
             "browser_view": reply.json()["browser_view"],
             "isolation_mode": "docker-per-principal",
             "owner_hash": hash,
         })
     );
+    let run = post(reply.json()["rpc_url"].as_str().unwrap(), "{\"action\":\"title\"}").await;
+    assert_eq!(run.status, 200, "{}", run.text());
+    assert_eq!(run.json()["uri"], "/run", "the rpc_url takes a run, as the seed's did");
+    let version = get(&format!("{}/json/version", reply.json()["cdp_url"].as_str().unwrap())).await;
+    assert_eq!(version.status, 200, "{}", version.text());
     // The view URL is the seed's, signed: it opens this owner's view on the gateway.
     let view = reply.json()["browser_view"].as_str().unwrap().to_owned();
     let prefix = format!("https://tunnel.example.test/view/{hash}/vnc.html?path=view/{hash}/websockify&token=");
@@ -213,6 +247,14 @@ async fn ensure_and_cleanup_answer_like_the_seed_per_principal() {
     assert_eq!(cleanup.status, 200);
     assert_eq!(cleanup.json()["removed"], false);
     assert!(inspect(&name).is_some());
+
+    // `direct` answers the seed's URLs (reachable only from the runtime's own network).
+    drop(gateway);
+    let direct = GatewayConfig::new(&scope).env("LAZYGATE_ANSWER_URLS", "direct").start();
+    let reply = post(&direct.url("/api/runtimes/ensure"), &body.to_string()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["cdp_url"], format!("http://{name}:9222"));
+    assert_eq!(reply.json()["rpc_url"], format!("http://{name}:8787/run"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -255,3 +255,119 @@ async fn a_trusted_tunnel_saying_https_makes_view_cookies_secure() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert!(!reply.headers["set-cookie"].to_str().unwrap().contains("Secure"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_directory_or_secrets_file_others_could_plant_is_refused() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let scope = Scope::new("state-dir");
+    let root = tempfile::tempdir().unwrap();
+    let generating = |dir: &std::path::Path| {
+        GatewayConfig::new(&scope)
+            .env("LAZYGATE_API_TOKENS", "")
+            .env("LAZYGATE_VIEW_SECRET", "")
+            .env("BROWSER_RUNTIME_STATE_DIR", dir.to_str().unwrap())
+    };
+    let chmod = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+
+    // A directory everyone may write to, as /tmp itself is.
+    let open = root.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    chmod(&open, 0o1777);
+    let (code, stderr) = generating(&open).run_to_exit();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(open.to_str().unwrap()) && stderr.contains("mode 1777"),
+        "{stderr}"
+    );
+
+    // A secrets file planted by another user, with a token of the attacker's choosing.
+    let planted = root.path().join("planted");
+    std::fs::create_dir(&planted).unwrap();
+    chmod(&planted, 0o700);
+    let file = planted.join("lazygate-secrets.json");
+    std::fs::write(
+        &file,
+        r#"{"api_token": "attacker-chosen-token-0123456789", "view_secret": "attacker-chosen-secret-0123456789-0123456789"}"#,
+    )
+    .unwrap();
+    chmod(&file, 0o600);
+    std::os::unix::fs::chown(&file, Some(12345), Some(12345)).expect("the tests run as root");
+    let (code, stderr) = generating(&planted).run_to_exit();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(file.to_str().unwrap()) && stderr.contains("uid 12345"),
+        "{stderr}"
+    );
+    // The CLI that signs view URLs with it refuses too.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lazygate"))
+        .args(["view-url", "alice"])
+        .env_remove("LAZYGATE_VIEW_SECRET")
+        .env_remove("LAZYGATE_CONFIG")
+        .env("BROWSER_RUNTIME_STATE_DIR", &planted)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A state directory reached through a symbolic link.
+    let real = root.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let link = root.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let (code, stderr) = generating(&link).run_to_exit();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("symbolic link"), "{stderr}");
+
+    // Our own secrets file that others could read is made private again and still used;
+    // a missing state directory is made 0700.
+    let mine = root.path().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    let file = mine.join("lazygate-secrets.json");
+    std::fs::write(&file, r#"{"api_token": "my-own-token-0123456789-abcdef"}"#).unwrap();
+    chmod(&file, 0o644);
+    let gateway = generating(&mine).start();
+    assert_eq!(std::fs::metadata(&file).unwrap().mode() & 0o777, 0o600);
+    let admitted = send_request(request(
+        Method::POST,
+        &gateway.url("/api/runtimes/cleanup"),
+        &[("authorization", "Bearer my-own-token-0123456789-abcdef")],
+    ))
+    .await;
+    assert_eq!(admitted.status, 200, "{}", admitted.text());
+    drop(gateway);
+    let fresh = root.path().join("fresh/state");
+    let gateway = generating(&fresh).start();
+    assert_eq!(std::fs::metadata(&fresh).unwrap().mode() & 0o777, 0o700);
+    drop(gateway);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_host_or_a_respelled_token_gets_nowhere() {
+    let scope = Scope::new("forged-input");
+    let gateway = GatewayConfig::new(&scope).start();
+    // A Host made to break out of the CDP discovery JSON: refused before anything starts.
+    let owner = unique("cdp-host");
+    let forged = send_request(request(
+        Method::GET,
+        &gateway.url(&format!("/cdp/{owner}/json/version")),
+        &[("authorization", &bearer()), ("host", r#"evil.example","x":"y"#)],
+    ))
+    .await;
+    assert_eq!(forged.status, 400, "{}", forged.text());
+    assert_eq!(forged.error_code(), "invalid_host");
+    assert!(scope.containers().is_empty(), "nothing was started");
+
+    // A view token whose expiry is spelled another way (the MAC covers the number only).
+    let viewer = unique("viewer");
+    let hash = seed_hash(&viewer);
+    let token = view_token(&viewer);
+    let (_, rest) = token.split_once('.').unwrap();
+    let (expires, tag) = rest.split_once('.').unwrap();
+    for spelling in [format!("0{expires}"), format!("%2B{expires}")] {
+        let respelled = format!("{hash}.{spelling}.{tag}");
+        let page = get(&gateway.url(&format!("/view/{hash}/vnc.html?token={respelled}"))).await;
+        assert_eq!(page.status, 401, "{spelling}: {}", page.text());
+    }
+    assert!(scope.containers().is_empty(), "nothing was started");
+}

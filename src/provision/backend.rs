@@ -28,6 +28,37 @@ pub fn volume_name(owner_hash: &OwnerHash) -> String {
     format!("browser-use-profile-{owner_hash}")
 }
 
+/// The network of an owner's runtime alone: `<prefix>-<owner_hash>` (`browser-net-<hash>`).
+pub fn network_name(prefix: &str, owner_hash: &OwnerHash) -> String {
+    format!("{prefix}-{owner_hash}")
+}
+
+/// Environment variable carrying a runtime's own key: the gateway sends it with every
+/// request (header [`RUNTIME_KEY_HEADER`]) and the reference runtime refuses requests
+/// without it, so that nothing but the gateway drives a runtime even if it reaches its ports.
+pub const RUNTIME_KEY_ENV: &str = "LAZYGATE_RUNTIME_KEY";
+/// The header the gateway sends a runtime's key in.
+pub const RUNTIME_KEY_HEADER: &str = "x-lazygate-runtime-key";
+
+/// The names an owner's runtime goes by on the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeNames {
+    pub container: String,
+    pub volume: String,
+    /// The runtime's own network: the runtime and the gateway, nothing else.
+    pub network: String,
+}
+
+impl RuntimeNames {
+    pub fn of(owner_hash: &OwnerHash, network_prefix: &str) -> RuntimeNames {
+        RuntimeNames {
+            container: container_name(owner_hash),
+            volume: volume_name(owner_hash),
+            network: network_name(network_prefix, owner_hash),
+        }
+    }
+}
+
 /// Everything needed to create one owner's runtime.
 #[derive(Debug, Clone)]
 pub struct RuntimeSpec {
@@ -35,8 +66,10 @@ pub struct RuntimeSpec {
     pub container_name: String,
     pub volume_name: String,
     pub image: String,
+    /// The runtime's own network (created with it): no other runtime ever joins it, so no
+    /// runtime can open a connection to another's ports.
     pub network: String,
-    /// `KEY=value` pairs, the seed's environment.
+    /// `KEY=value` pairs, the seed's environment (and the runtime's key).
     pub env: Vec<String>,
     pub labels: HashMap<String, String>,
     pub shm_size_bytes: u64,
@@ -80,6 +113,9 @@ pub struct RuntimeInfo {
     pub endpoints: Endpoints,
     /// True when the runtime was already running (adopted), false when this call created it.
     pub adopted: bool,
+    /// The runtime's own key ([`RUNTIME_KEY_ENV`]), sent with every request to it; `None`
+    /// for runtimes made without one (by the seed).
+    pub key: Option<String>,
 }
 
 /// A failed engine operation, named after the operation.
@@ -96,6 +132,12 @@ pub enum BackendError {
     },
     #[error("container {0} publishes no host port for {1}")]
     NoPublishedPort(String, u16),
+    #[error("no free subnet of /{prefix} left in the runtime subnet pool {pool}; widen runtime.subnet_pool")]
+    SubnetPoolExhausted { pool: String, prefix: u8 },
+    #[error(
+        "cannot tell which container the gateway runs in, to join runtime networks: {0}; set runtime.gateway_container (LAZYGATE_GATEWAY_CONTAINER)"
+    )]
+    GatewayContainerUnknown(String),
 }
 
 /// Engine operations, for error messages and metrics.
@@ -104,7 +146,11 @@ pub enum Operation {
     Ping,
     InspectContainer,
     ListContainers,
+    ListNetworks,
     CreateNetwork,
+    ConnectNetwork,
+    DisconnectNetwork,
+    RemoveNetwork,
     CreateVolume,
     CreateContainer,
     StartContainer,
@@ -119,7 +165,11 @@ impl std::fmt::Display for Operation {
             Operation::Ping => "ping",
             Operation::InspectContainer => "inspect container",
             Operation::ListContainers => "list containers",
+            Operation::ListNetworks => "list networks",
             Operation::CreateNetwork => "create network",
+            Operation::ConnectNetwork => "connect network",
+            Operation::DisconnectNetwork => "disconnect network",
+            Operation::RemoveNetwork => "remove network",
             Operation::CreateVolume => "create volume",
             Operation::CreateContainer => "create container",
             Operation::StartContainer => "start container",
@@ -136,7 +186,9 @@ impl BackendError {
         match self {
             BackendError::Connect(_) => true,
             BackendError::Operation { unavailable, .. } => *unavailable,
-            BackendError::NoPublishedPort(..) => false,
+            BackendError::NoPublishedPort(..)
+            | BackendError::SubnetPoolExhausted { .. }
+            | BackendError::GatewayContainerUnknown(_) => false,
         }
     }
 }
@@ -147,18 +199,20 @@ pub trait Backend: Send + Sync + 'static {
     /// Does the engine answer?
     async fn ping(&self) -> Result<(), BackendError>;
 
-    /// Returns the owner's running runtime, creating (or replacing a stopped) one if needed.
-    /// Creating is idempotent across callers: a name conflict adopts the winner's runtime.
+    /// Returns the owner's running runtime, creating (or replacing a stopped) one if needed,
+    /// on its own network (a running runtime found on any other network is moved onto its
+    /// own). Creating is idempotent across callers: a name conflict adopts the winner's runtime.
     async fn ensure(&self, spec: &RuntimeSpec) -> Result<RuntimeInfo, BackendError>;
 
     /// Is this container running? `Ok(false)` when it is gone.
     async fn is_running(&self, container_name: &str) -> Result<bool, BackendError>;
 
-    /// Removes a container (if present) and then, when given, a volume.
-    async fn remove(&self, container_name: &str, volume_name: Option<&str>) -> Result<(), BackendError>;
+    /// Removes a runtime (if present), its own network and, when asked, its profile volume.
+    async fn remove(&self, names: &RuntimeNames, with_volume: bool) -> Result<(), BackendError>;
 
-    /// Running runtimes that carry the managed labels (and the scope label, when set).
-    async fn list(&self, ports: Ports, publish: bool) -> Result<Vec<RuntimeInfo>, BackendError>;
+    /// Running runtimes that carry the managed labels (and the scope label, when set), each
+    /// on its own network (moved there when found elsewhere); `network_prefix` names it.
+    async fn list(&self, ports: Ports, publish: bool, network_prefix: &str) -> Result<Vec<RuntimeInfo>, BackendError>;
 
     /// The last `lines` lines of a container's output: its stdout, then its stderr (as the seed reads them).
     async fn logs_tail(&self, container_name: &str, lines: usize) -> Result<String, BackendError>;

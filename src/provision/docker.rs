@@ -1,11 +1,16 @@
 //! The Docker backend: the only file that speaks to the engine (through bollard).
 //!
-//! It creates exactly what the seed's `docker run` created — same names, labels, environment,
-//! volume, network and `--shm-size` — so either can adopt the other's runtimes.
+//! It creates what the seed's `docker run` created — same names, labels, environment, volume
+//! and `--shm-size` — so either can adopt the other's runtimes, with one difference: each
+//! runtime gets a bridge network of its own (`<runtime.network>-<owner_hash>`, a small subnet
+//! from `runtime.subnet_pool`) instead of the seed's one flat network. Docker isolates bridge
+//! networks from one another, so no runtime can open a connection to another's ports; the
+//! gateway reaches a runtime through its published loopback ports (published mode) or by
+//! joining the runtime's network (network mode). A running runtime found on any other
+//! network (made by the seed, or by an older gateway) is moved onto its own.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,19 +18,21 @@ use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::errors::Error as EngineError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig, Network, NetworkCreateRequest,
-    PortBinding, VolumeCreateRequest,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig, Ipam, IpamConfig, Network,
+    NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest, PortBinding, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder,
     RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
 };
 use futures_util::StreamExt;
+use ipnet::Ipv4Net;
 
 use super::backend::{
     Backend, BackendError, Endpoints, LABEL_MANAGED_BY, LABEL_OWNER_HASH, LABEL_SCOPE, MANAGED_BY, Operation, Ports,
-    RuntimeInfo, RuntimeSpec,
+    RUNTIME_KEY_ENV, RuntimeInfo, RuntimeNames, RuntimeSpec, network_name,
 };
+use crate::config::{Settings, UpstreamMode};
 use crate::owner::OwnerHash;
 
 /// Longest any single engine call may take.
@@ -33,18 +40,46 @@ const ENGINE_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest the first contact (version negotiation) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// What the Docker backend needs from the gateway's configuration.
+#[derive(Debug, Clone)]
+pub struct DockerOptions {
+    /// Only runtimes with this `lazygate.scope` label are listed (see [`LABEL_SCOPE`]).
+    pub scope: Option<String>,
+    /// Addresses the runtimes' own networks are carved from.
+    pub subnet_pool: Ipv4Net,
+    /// Prefix length of each runtime's network (a /28 holds the runtime and the gateway).
+    pub subnet_prefix: u8,
+    /// Network mode: the gateway dials runtimes on their networks, so it joins each one.
+    pub join_runtime_networks: bool,
+    /// The gateway's own container (name or id); `None`: found from the hostname.
+    pub gateway_container: Option<String>,
+}
+
+impl From<&Settings> for DockerOptions {
+    fn from(s: &Settings) -> DockerOptions {
+        DockerOptions {
+            scope: s.scope.clone(),
+            subnet_pool: s.subnet_pool,
+            subnet_prefix: s.subnet_prefix,
+            join_runtime_networks: s.upstream == UpstreamMode::Network,
+            gateway_container: s.gateway_container.clone(),
+        }
+    }
+}
+
 /// Docker through its API, reached like every Docker client does (DOCKER_HOST, else the
 /// local socket).
 pub struct DockerBackend {
     /// The version-negotiated client, kept once the engine has answered: the engine may be
     /// down when the gateway starts, so contact is retried on every call until it answers.
     client: Mutex<Option<Docker>>,
-    /// The runtime network is known to exist; saves engine calls on every cold start.
-    network_ready: AtomicBool,
-    /// Single-flight for creating the runtime network when owners start in parallel.
+    /// Single-flight for picking a free subnet: owners starting in parallel would otherwise
+    /// pick the same one.
     network_lock: tokio::sync::Mutex<()>,
-    /// Only runtimes with this `lazygate.scope` label are listed (see [`LABEL_SCOPE`]).
-    scope: Option<String>,
+    /// The gateway's own container id once known (`Some(None)`: not in a container, so
+    /// the host reaches every runtime network without joining it).
+    gateway: Mutex<Option<Option<String>>>,
+    options: DockerOptions,
 }
 
 fn fail(operation: Operation) -> impl FnOnce(EngineError) -> BackendError {
@@ -66,13 +101,51 @@ fn status_of(error: &EngineError) -> Option<u16> {
     }
 }
 
+fn message_of(error: &EngineError) -> String {
+    match error {
+        EngineError::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// True when two subnets share an address.
+fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// The first subnet of `/prefix` in `pool` that overlaps none of `used`.
+fn free_subnet(pool: &Ipv4Net, prefix: u8, used: &[Ipv4Net]) -> Option<Ipv4Net> {
+    pool.subnets(prefix)
+        .ok()?
+        .find(|candidate| !used.iter().any(|u| overlaps(candidate, u)))
+}
+
+/// Every IPv4 subnet the engine's networks use.
+fn subnets_in_use(networks: &[Network]) -> Vec<Ipv4Net> {
+    networks
+        .iter()
+        .filter_map(|n| n.ipam.as_ref()?.config.as_ref())
+        .flatten()
+        .filter_map(|c| c.subnet.as_deref()?.parse::<Ipv4Net>().ok())
+        .collect()
+}
+
+/// Names of the networks a container is attached to.
+fn networks_of(c: &ContainerInspectResponse) -> Vec<String> {
+    c.network_settings
+        .as_ref()
+        .and_then(|s| s.networks.as_ref())
+        .map(|n| n.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
 impl DockerBackend {
-    pub fn new(scope: Option<String>) -> Self {
+    pub fn new(options: DockerOptions) -> Self {
         DockerBackend {
             client: Mutex::new(None),
-            network_ready: AtomicBool::new(false),
             network_lock: tokio::sync::Mutex::new(()),
-            scope,
+            gateway: Mutex::new(None),
+            options,
         }
     }
 
@@ -91,44 +164,39 @@ impl DockerBackend {
         Ok(docker)
     }
 
-    /// Makes sure the runtime network exists, once per process (single-flight). The engine
-    /// accepts two networks with one name, so gateways racing to create it can end up with
-    /// duplicates, which make the name ambiguous; every racer then keeps the oldest one and
-    /// removes the others, so they all settle on the same network.
-    async fn ensure_network(&self, docker: &Docker, spec: &RuntimeSpec) -> Result<(), BackendError> {
-        if self.network_ready.load(Ordering::Acquire) {
-            return Ok(());
+    /// The container the gateway runs in, when it must join runtime networks: the configured
+    /// one, else the container whose hostname is ours; `None` outside a container.
+    async fn gateway_container(&self, docker: &Docker) -> Result<Option<String>, BackendError> {
+        if !self.options.join_runtime_networks {
+            return Ok(None);
         }
-        let _single_flight = self.network_lock.lock().await;
-        if self.network_ready.load(Ordering::Acquire) {
-            return Ok(());
+        if let Some(known) = self.gateway.lock().expect("gateway lock").clone() {
+            return Ok(known);
         }
-        if self.networks_named(docker, &spec.network).await?.is_empty() {
-            let labels = HashMap::from([(LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned())]);
-            let request = NetworkCreateRequest {
-                name: spec.network.clone(),
-                driver: Some("bridge".into()),
-                labels: Some(labels),
-                ..Default::default()
-            };
-            docker
-                .create_network(request)
-                .await
-                .map_err(fail(Operation::CreateNetwork))?;
-            tracing::info!(network = %spec.network, "created runtime network");
-        }
-        let mut networks = self.networks_named(docker, &spec.network).await?;
-        networks.sort_by(|a, b| (&a.created, &a.id).cmp(&(&b.created, &b.id)));
-        for duplicate in networks.iter().skip(1) {
-            if let Some(id) = &duplicate.id {
-                tracing::warn!(network = %spec.network, %id, "removing a duplicate runtime network");
-                if let Err(error) = docker.remove_network(id).await {
-                    tracing::debug!(%error, "duplicate network already gone or in use");
+        let wanted = match &self.options.gateway_container {
+            Some(name) => Some(name.clone()),
+            // Outside a container the host routes to every bridge network already.
+            None if !std::path::Path::new("/.dockerenv").exists() => None,
+            None => Some(
+                std::fs::read_to_string("/etc/hostname")
+                    .map(|h| h.trim().to_owned())
+                    .map_err(|e| BackendError::GatewayContainerUnknown(format!("reading /etc/hostname: {e}")))?,
+            ),
+        };
+        let resolved = match wanted {
+            None => None,
+            Some(name) => match docker.inspect_container(&name, None).await {
+                Ok(c) => c.id,
+                Err(e) if status_of(&e) == Some(404) => {
+                    return Err(BackendError::GatewayContainerUnknown(format!(
+                        "no container named {name}"
+                    )));
                 }
-            }
-        }
-        self.network_ready.store(true, Ordering::Release);
-        Ok(())
+                Err(e) => return Err(fail(Operation::InspectContainer)(e)),
+            },
+        };
+        *self.gateway.lock().expect("gateway lock") = Some(resolved.clone());
+        Ok(resolved)
     }
 
     async fn networks_named(&self, docker: &Docker, name: &str) -> Result<Vec<Network>, BackendError> {
@@ -137,7 +205,7 @@ impl DockerBackend {
         let networks = docker
             .list_networks(Some(options))
             .await
-            .map_err(fail(Operation::CreateNetwork))?;
+            .map_err(fail(Operation::ListNetworks))?;
         // The name filter matches substrings; keep exact matches.
         Ok(networks
             .into_iter()
@@ -145,18 +213,152 @@ impl DockerBackend {
             .collect())
     }
 
+    /// Makes sure the runtime's own network exists: a bridge on the first free subnet of the
+    /// pool. The engine accepts two networks with one name, so when gateways race to create
+    /// it every racer keeps the oldest and removes the others.
+    async fn ensure_network(
+        &self,
+        docker: &Docker,
+        name: &str,
+        labels: &HashMap<String, String>,
+    ) -> Result<(), BackendError> {
+        let _single_flight = self.network_lock.lock().await;
+        let (pool, prefix) = (self.options.subnet_pool, self.options.subnet_prefix);
+        let mut created = false;
+        // Subnets the engine refused as overlapping: another client is creating a network on
+        // them (the engine reserves the subnet before the network shows in its list).
+        let mut taken: Vec<Ipv4Net> = Vec::new();
+        for _ in 0..32 {
+            let networks = docker
+                .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+                .await
+                .map_err(fail(Operation::ListNetworks))?;
+            if networks.iter().any(|n| n.name.as_deref() == Some(name)) {
+                created = true;
+                break;
+            }
+            let mut used = subnets_in_use(&networks);
+            used.extend_from_slice(&taken);
+            let subnet = free_subnet(&pool, prefix, &used).ok_or(BackendError::SubnetPoolExhausted {
+                pool: pool.to_string(),
+                prefix,
+            })?;
+            let request = NetworkCreateRequest {
+                name: name.to_owned(),
+                driver: Some("bridge".into()),
+                labels: Some(labels.clone()),
+                ipam: Some(Ipam {
+                    config: Some(vec![IpamConfig {
+                        subnet: Some(subnet.to_string()),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            match docker.create_network(request).await {
+                Ok(_) => {
+                    tracing::debug!(network = name, %subnet, "created runtime network");
+                    created = true;
+                    break;
+                }
+                Err(e) if message_of(&e).contains("overlap") => taken.push(subnet),
+                Err(e) => return Err(fail(Operation::CreateNetwork)(e)),
+            }
+        }
+        if !created {
+            return Err(BackendError::Operation {
+                operation: Operation::CreateNetwork,
+                unavailable: false,
+                message: format!("{name}: every free subnet was taken while trying"),
+            });
+        }
+        let mut networks = self.networks_named(docker, name).await?;
+        networks.sort_by(|a, b| (&a.created, &a.id).cmp(&(&b.created, &b.id)));
+        for duplicate in networks.iter().skip(1) {
+            if let Some(id) = &duplicate.id {
+                tracing::warn!(network = name, %id, "removing a duplicate runtime network");
+                if let Err(error) = docker.remove_network(id).await {
+                    tracing::debug!(%error, "duplicate network already gone or in use");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches `container` to `network`; already attached is fine.
+    async fn connect(&self, docker: &Docker, network: &str, container: &str) -> Result<(), BackendError> {
+        let request = NetworkConnectRequest {
+            container: container.to_owned(),
+            endpoint_config: None,
+        };
+        match docker.connect_network(network, request).await {
+            Ok(()) => Ok(()),
+            Err(e) if message_of(&e).contains("already exists") => Ok(()),
+            Err(e) => Err(fail(Operation::ConnectNetwork)(e)),
+        }
+    }
+
+    /// Makes a running runtime reachable by the gateway and by nothing else: on its own
+    /// network only (moved there from any other), with the gateway joined in network mode.
+    /// Returns the container as it is afterwards.
+    async fn isolate(
+        &self,
+        docker: &Docker,
+        c: ContainerInspectResponse,
+        network: &str,
+        labels: &HashMap<String, String>,
+    ) -> Result<ContainerInspectResponse, BackendError> {
+        let attached = networks_of(&c);
+        let name = c.name.as_deref().unwrap_or_default().trim_start_matches('/').to_owned();
+        let mut changed = false;
+        if attached.iter().any(|n| n != network) || attached.is_empty() {
+            self.ensure_network(docker, network, labels).await?;
+            self.connect(docker, network, &name).await?;
+            for other in attached.iter().filter(|n| *n != network) {
+                let request = NetworkDisconnectRequest {
+                    container: name.clone(),
+                    force: Some(true),
+                };
+                docker
+                    .disconnect_network(other, request)
+                    .await
+                    .map_err(fail(Operation::DisconnectNetwork))?;
+            }
+            tracing::warn!(
+                container = %name,
+                from = ?attached,
+                to = network,
+                "moved a runtime onto a network of its own (it could reach other runtimes)"
+            );
+            changed = true;
+        }
+        if let Some(gateway) = self.gateway_container(docker).await? {
+            self.connect(docker, network, &gateway).await?;
+        }
+        if !changed {
+            return Ok(c);
+        }
+        docker
+            .inspect_container(&name, None)
+            .await
+            .map_err(fail(Operation::InspectContainer))
+    }
+
     async fn create(&self, docker: &Docker, spec: &RuntimeSpec) -> Result<bool, BackendError> {
-        self.ensure_network(docker, spec).await?;
-        let volume_labels: HashMap<String, String> = spec
+        let labels: HashMap<String, String> = spec
             .labels
             .iter()
             .filter(|(k, _)| k.as_str() != LABEL_MANAGED_BY)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        let mut network_labels = labels.clone();
+        network_labels.insert(LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned());
+        self.ensure_network(docker, &spec.network, &network_labels).await?;
         docker
             .create_volume(VolumeCreateRequest {
                 name: Some(spec.volume_name.clone()),
-                labels: Some(volume_labels),
+                labels: Some(labels),
                 ..Default::default()
             })
             .await
@@ -192,6 +394,9 @@ impl DockerBackend {
                 nano_cpus: Some((spec.resources.cpus * 1e9) as i64),
                 pids_limit: Some(spec.resources.pids),
                 security_opt: Some(vec!["no-new-privileges".to_owned()]),
+                // Raw sockets would let a page's process forge frames on its network; a
+                // browser needs none.
+                cap_drop: Some(vec!["NET_RAW".to_owned()]),
                 ..Default::default()
             }),
             ..Default::default()
@@ -203,11 +408,6 @@ impl DockerBackend {
             Ok(_) => {}
             // Another gateway (or a request racing this one) created it first: adopt theirs.
             Err(e) if status_of(&e) == Some(409) => return Ok(false),
-            Err(e) if e.to_string().contains("network") => {
-                // The network vanished or became ambiguous since we checked: check again next time.
-                self.network_ready.store(false, Ordering::Release);
-                return Err(fail(Operation::CreateContainer)(e));
-            }
             Err(e) => return Err(fail(Operation::CreateContainer)(e)),
         }
         match docker.start_container(&spec.container_name, None).await {
@@ -228,9 +428,30 @@ impl DockerBackend {
         }
     }
 
+    /// Removes a runtime's own network, after taking the gateway off it.
+    async fn remove_network(&self, docker: &Docker, network: &str) -> Result<(), BackendError> {
+        if let Some(gateway) = self.gateway_container(docker).await? {
+            let request = NetworkDisconnectRequest {
+                container: gateway,
+                force: Some(true),
+            };
+            match docker.disconnect_network(network, request).await {
+                Ok(()) => {}
+                Err(e) if matches!(status_of(&e), Some(404) | Some(403)) => {}
+                Err(e) if message_of(&e).contains("not connected") => {}
+                Err(e) => return Err(fail(Operation::DisconnectNetwork)(e)),
+            }
+        }
+        match docker.remove_network(network).await {
+            Ok(()) => Ok(()),
+            Err(e) if status_of(&e) == Some(404) => Ok(()),
+            Err(e) => Err(fail(Operation::RemoveNetwork)(e)),
+        }
+    }
+
     fn labels_filter(&self) -> HashMap<String, Vec<String>> {
         let mut labels = vec![format!("{LABEL_MANAGED_BY}={MANAGED_BY}")];
-        if let Some(scope) = &self.scope {
+        if let Some(scope) = &self.options.scope {
             labels.push(format!("{LABEL_SCOPE}={scope}"));
         }
         HashMap::from([
@@ -240,19 +461,31 @@ impl DockerBackend {
     }
 }
 
-/// Reads where a running container's services answer.
+/// Reads where a running container's services answer: its address on its own network
+/// (network mode), or its ports published on the host's loopback.
 fn endpoints_of(
     c: &ContainerInspectResponse,
     name: &str,
+    network: &str,
     ports: Ports,
     publish: bool,
 ) -> Result<Endpoints, BackendError> {
     let settings = c.network_settings.as_ref();
+    let own_ip = settings
+        .and_then(|s| s.networks.as_ref())
+        .and_then(|n| n.get(network))
+        .and_then(|e| e.ip_address.clone())
+        .filter(|ip| !ip.is_empty());
     if !publish {
+        let ip = own_ip.ok_or_else(|| BackendError::Operation {
+            operation: Operation::InspectContainer,
+            unavailable: false,
+            message: format!("{name} has no address on its network {network}"),
+        })?;
         return Ok(Endpoints {
-            rpc: format!("{name}:{}", ports.rpc),
-            view: format!("{name}:{}", ports.view),
-            cdp: format!("{name}:{}", ports.cdp),
+            rpc: format!("{ip}:{}", ports.rpc),
+            view: format!("{ip}:{}", ports.view),
+            cdp: format!("{ip}:{}", ports.cdp),
         });
     }
     let published = |port: u16| -> Option<String> {
@@ -269,14 +502,10 @@ fn endpoints_of(
             .map(|p| format!("127.0.0.1:{p}"))
     };
     // A runtime started without published ports (by the seed, say) is still reachable from
-    // the host at its bridge address.
-    let bridge_ip = settings.and_then(|s| s.networks.as_ref()).and_then(|n| {
-        n.values()
-            .find_map(|e| e.ip_address.clone().filter(|ip| !ip.is_empty()))
-    });
+    // the host at its address on its network.
     let resolve = |port: u16| -> Result<String, BackendError> {
         published(port)
-            .or_else(|| bridge_ip.as_ref().map(|ip| format!("{ip}:{port}")))
+            .or_else(|| own_ip.as_ref().map(|ip| format!("{ip}:{port}")))
             .ok_or_else(|| BackendError::NoPublishedPort(name.to_owned(), port))
     };
     Ok(Endpoints {
@@ -286,9 +515,22 @@ fn endpoints_of(
     })
 }
 
+/// The runtime's key, from its environment.
+fn key_of(c: &ContainerInspectResponse) -> Option<String> {
+    let prefix = format!("{RUNTIME_KEY_ENV}=");
+    c.config
+        .as_ref()?
+        .env
+        .as_ref()?
+        .iter()
+        .find_map(|e| e.strip_prefix(&prefix).map(str::to_owned))
+        .filter(|k| !k.is_empty())
+}
+
 fn info_of(
     c: &ContainerInspectResponse,
     owner_hash: OwnerHash,
+    network: &str,
     ports: Ports,
     publish: bool,
     adopted: bool,
@@ -296,10 +538,11 @@ fn info_of(
     let name = c.name.as_deref().unwrap_or_default().trim_start_matches('/').to_owned();
     Ok(RuntimeInfo {
         id: c.id.clone().unwrap_or_default(),
-        endpoints: endpoints_of(c, &name, ports, publish)?,
+        endpoints: endpoints_of(c, &name, network, ports, publish)?,
         container_name: name,
         owner_hash,
         adopted,
+        key: key_of(c),
     })
 }
 
@@ -309,6 +552,20 @@ fn is_running(c: &ContainerInspectResponse) -> bool {
 
 fn is_created_only(c: &ContainerInspectResponse) -> bool {
     c.state.as_ref().and_then(|s| s.status) == Some(ContainerStateStatusEnum::CREATED)
+}
+
+/// Labels a runtime's network carries: the container's, for finding and cleaning it.
+fn network_labels_of(c: &ContainerInspectResponse) -> HashMap<String, String> {
+    let mut labels: HashMap<String, String> = c
+        .config
+        .as_ref()
+        .and_then(|config| config.labels.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("browser_use.") || k.starts_with("lazygate."))
+        .collect();
+    labels.insert(LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned());
+    labels
 }
 
 #[async_trait]
@@ -324,7 +581,9 @@ impl Backend for DockerBackend {
         for attempt in 0..40u32 {
             match docker.inspect_container(&spec.container_name, None).await {
                 Ok(c) if is_running(&c) => {
-                    return info_of(&c, spec.owner_hash, spec.ports, spec.publish, !created);
+                    let labels = network_labels_of(&c);
+                    let c = self.isolate(&docker, c, &spec.network, &labels).await?;
+                    return info_of(&c, spec.owner_hash, &spec.network, spec.ports, spec.publish, !created);
                 }
                 // Created by someone else and about to be started: give them a moment.
                 Ok(c) if is_created_only(&c) && attempt < 20 => {
@@ -368,12 +627,13 @@ impl Backend for DockerBackend {
         }
     }
 
-    async fn remove(&self, container_name: &str, volume_name: Option<&str>) -> Result<(), BackendError> {
+    async fn remove(&self, names: &RuntimeNames, with_volume: bool) -> Result<(), BackendError> {
         let docker = self.docker().await?;
-        self.remove_container(&docker, container_name).await?;
-        if let Some(volume) = volume_name {
+        self.remove_container(&docker, &names.container).await?;
+        self.remove_network(&docker, &names.network).await?;
+        if with_volume {
             let options = RemoveVolumeOptionsBuilder::default().force(true).build();
-            match docker.remove_volume(volume, Some(options)).await {
+            match docker.remove_volume(&names.volume, Some(options)).await {
                 Ok(()) => {}
                 Err(e) if status_of(&e) == Some(404) => {}
                 Err(e) => return Err(fail(Operation::RemoveVolume)(e)),
@@ -382,7 +642,7 @@ impl Backend for DockerBackend {
         Ok(())
     }
 
-    async fn list(&self, ports: Ports, publish: bool) -> Result<Vec<RuntimeInfo>, BackendError> {
+    async fn list(&self, ports: Ports, publish: bool, network_prefix: &str) -> Result<Vec<RuntimeInfo>, BackendError> {
         let docker = self.docker().await?;
         let options = ListContainersOptionsBuilder::default()
             .filters(&self.labels_filter())
@@ -395,18 +655,26 @@ impl Backend for DockerBackend {
         for summary in summaries {
             let labels = summary.labels.unwrap_or_default();
             // Without a scope of our own, runtimes scoped to another gateway are theirs.
-            if self.scope.is_none() && labels.contains_key(LABEL_SCOPE) {
+            if self.options.scope.is_none() && labels.contains_key(LABEL_SCOPE) {
                 continue;
             }
             let Some(Ok(owner_hash)) = labels.get(LABEL_OWNER_HASH).map(|h| OwnerHash::parse(h)) else {
                 continue;
             };
             let Some(id) = summary.id else { continue };
+            let network = network_name(network_prefix, &owner_hash);
             match docker.inspect_container(&id, None).await {
-                Ok(c) if is_running(&c) => match info_of(&c, owner_hash, ports, publish, true) {
-                    Ok(info) => runtimes.push(info),
-                    Err(e) => tracing::warn!(error = %e, "cannot adopt runtime"),
-                },
+                Ok(c) if is_running(&c) => {
+                    let network_labels = network_labels_of(&c);
+                    let adopted = self
+                        .isolate(&docker, c, &network, &network_labels)
+                        .await
+                        .and_then(|c| info_of(&c, owner_hash, &network, ports, publish, true));
+                    match adopted {
+                        Ok(info) => runtimes.push(info),
+                        Err(e) => tracing::warn!(error = %e, container = %id, "cannot adopt runtime"),
+                    }
+                }
                 Ok(_) => {}
                 Err(e) if status_of(&e) == Some(404) => {}
                 Err(e) => return Err(fail(Operation::InspectContainer)(e)),
@@ -433,5 +701,38 @@ impl Backend for DockerBackend {
             }
         }
         Ok(format!("{stdout}\n{stderr}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(text: &str) -> Ipv4Net {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn subnets_come_from_the_pool_and_skip_what_is_in_use() {
+        let pool = net("10.213.0.0/16");
+        assert_eq!(free_subnet(&pool, 28, &[]), Some(net("10.213.0.0/28")));
+        let used = [net("10.213.0.0/28"), net("10.213.0.16/28"), net("172.17.0.0/16")];
+        assert_eq!(free_subnet(&pool, 28, &used), Some(net("10.213.0.32/28")));
+        // A wide network inside the pool (made by hand) blocks every subnet it covers.
+        assert_eq!(
+            free_subnet(&pool, 28, &[net("10.213.0.0/24")]),
+            Some(net("10.213.1.0/28"))
+        );
+        // A network covering the whole pool leaves nothing.
+        assert_eq!(free_subnet(&pool, 28, &[net("10.0.0.0/8")]), None);
+        let tiny = net("10.9.0.0/27");
+        assert_eq!(free_subnet(&tiny, 28, &[net("10.9.0.0/28"), net("10.9.0.16/28")]), None);
+    }
+
+    #[test]
+    fn overlap_is_symmetric() {
+        assert!(overlaps(&net("10.0.0.0/8"), &net("10.1.2.0/28")));
+        assert!(overlaps(&net("10.1.2.0/28"), &net("10.0.0.0/8")));
+        assert!(!overlaps(&net("10.1.2.0/28"), &net("10.1.2.16/28")));
     }
 }

@@ -17,7 +17,7 @@ pub mod reaper;
 pub mod state_file;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,12 +25,12 @@ use dashmap::DashMap;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 use tokio::time::{Instant, timeout_at};
 
-pub use backend::{Backend, BackendError, Endpoints, Ports, RuntimeInfo, RuntimeSpec};
+pub use backend::{Backend, BackendError, Endpoints, Ports, RuntimeInfo, RuntimeNames, RuntimeSpec};
 
 use crate::config::{IsolationMode, Settings, UpstreamMode};
 use crate::owner::OwnerHash;
 use crate::view_url::ViewUrls;
-use backend::{LABEL_MANAGED_BY, LABEL_OWNER_HASH, LABEL_RUNTIME, LABEL_SCOPE, MANAGED_BY};
+use backend::{LABEL_MANAGED_BY, LABEL_OWNER_HASH, LABEL_RUNTIME, LABEL_SCOPE, MANAGED_BY, RUNTIME_KEY_ENV};
 use state_file::{Registry, RegistryEntry};
 
 /// Why a runtime could not be provided.
@@ -72,6 +72,15 @@ impl ProvisionError {
     }
 }
 
+/// A fresh random key for a runtime (32 bytes, URL-safe base64).
+fn runtime_key() -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    // The OS's generator does not fail on the platforms we run on; a key of zeros would.
+    getrandom::fill(&mut bytes).expect("the operating system's random generator");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
 /// What a slot's runtime is doing. Starting and Removing are "the lock is held".
 enum SlotState {
     Absent,
@@ -86,6 +95,9 @@ struct Slot {
     holds: AtomicUsize,
     /// Mirrors "state is Ready" for lock-free reads (the waiting page); written under the lock.
     ready: AtomicBool,
+    /// Ports of the current runtime that have answered once ([`RuntimePort`] bits): until
+    /// one has, a refused connection to it is a runtime still starting.
+    answered: AtomicU8,
     /// Last time a lease was taken or dropped, in ms of [`Provisioner::now_ms`]; may be
     /// negative for runtimes adopted with an older last use.
     last_used_ms: AtomicI64,
@@ -97,6 +109,7 @@ impl Slot {
             state: Arc::new(AsyncMutex::new(SlotState::Absent)),
             holds: AtomicUsize::new(0),
             ready: AtomicBool::new(false),
+            answered: AtomicU8::new(0),
             last_used_ms: AtomicI64::new(now_ms),
         }
     }
@@ -119,6 +132,38 @@ impl Lease {
     /// True when this request had to start the runtime (or wait for its start).
     pub fn cold(&self) -> bool {
         self.cold
+    }
+
+    /// Has this port of the runtime answered since the runtime became ready? Until it has,
+    /// a refused or reset connection means "still starting" (a runtime's view can come up
+    /// after its `/health` answers), not "broken".
+    pub fn has_answered(&self, port: RuntimePort) -> bool {
+        self.slot.answered.load(Ordering::Acquire) & port.bit() != 0
+    }
+
+    /// Records that this port of the runtime answered.
+    pub fn mark_answered(&self, port: RuntimePort) {
+        if !self.has_answered(port) {
+            self.slot.answered.fetch_or(port.bit(), Ordering::AcqRel);
+        }
+    }
+}
+
+/// The ports a runtime serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimePort {
+    Rpc,
+    View,
+    Cdp,
+}
+
+impl RuntimePort {
+    fn bit(self) -> u8 {
+        match self {
+            RuntimePort::Rpc => 1,
+            RuntimePort::View => 2,
+            RuntimePort::Cdp => 4,
+        }
     }
 }
 
@@ -307,7 +352,7 @@ impl Provisioner {
                 %last_error,
                 "runtime did not become ready; removing it (its volume stays)"
             );
-            if let Err(error) = self.backend.remove(&info.container_name, None).await {
+            if let Err(error) = self.backend.remove(&self.names(&owner_hash), false).await {
                 tracing::warn!(container = %info.container_name, %error, "cannot remove unready runtime");
             }
             return Err(ProvisionError::NotReady {
@@ -326,6 +371,8 @@ impl Provisioner {
         );
         let runtime = Arc::new(info);
         *guard = SlotState::Ready(runtime.clone());
+        // Readiness is the RPC port's `/health`; the other ports may still be coming up.
+        slot.answered.store(RuntimePort::Rpc.bit(), Ordering::Release);
         slot.ready.store(true, Ordering::Release);
         Ok(self.lease(&slot, runtime, true))
     }
@@ -366,8 +413,9 @@ impl Provisioner {
             if slot.holds.load(Ordering::Acquire) > 0 {
                 continue;
             }
-            let volume = self.volume_to_remove(&victim_hash);
-            self.backend.remove(&runtime.container_name, volume.as_deref()).await?;
+            self.backend
+                .remove(&self.names(&victim_hash), self.removes_volume())
+                .await?;
             tracing::info!(
                 owner_hash = %victim_hash,
                 container = %runtime.container_name,
@@ -396,6 +444,8 @@ impl Provisioner {
         for (key, value) in &s.passthrough_env {
             env.push(format!("{key}={value}"));
         }
+        // The runtime's own key: only the gateway, which knows it, can drive the runtime.
+        env.push(format!("{RUNTIME_KEY_ENV}={}", runtime_key()));
         let mut labels = HashMap::from([
             (LABEL_RUNTIME.to_owned(), "true".to_owned()),
             (LABEL_OWNER_HASH.to_owned(), owner_hash.to_string()),
@@ -404,12 +454,13 @@ impl Provisioner {
         if let Some(scope) = &s.scope {
             labels.insert(LABEL_SCOPE.to_owned(), scope.clone());
         }
+        let names = self.names(&owner_hash);
         RuntimeSpec {
             owner_hash,
-            container_name: backend::container_name(&owner_hash),
-            volume_name: backend::volume_name(&owner_hash),
+            container_name: names.container,
+            volume_name: names.volume,
             image: s.image.clone(),
-            network: s.network.clone(),
+            network: names.network,
             env,
             labels,
             shm_size_bytes: s.shm_size_bytes,
@@ -431,9 +482,14 @@ impl Provisioner {
         }
     }
 
-    /// The volume to remove with a runtime: only per-task runtimes lose their profile.
-    fn volume_to_remove(&self, owner_hash: &OwnerHash) -> Option<String> {
-        (self.settings.isolation_mode == IsolationMode::DockerPerTask).then(|| backend::volume_name(owner_hash))
+    /// Whether a runtime's volume goes with it: only per-task runtimes lose their profile.
+    fn removes_volume(&self) -> bool {
+        self.settings.isolation_mode == IsolationMode::DockerPerTask
+    }
+
+    /// The engine names of an owner's runtime.
+    fn names(&self, owner_hash: &OwnerHash) -> RuntimeNames {
+        RuntimeNames::of(owner_hash, &self.settings.network)
     }
 
     /// True when the owner's runtime is up: neither absent nor still starting.
@@ -462,14 +518,12 @@ impl Provisioner {
             .await
             .map_err(|_| ProvisionError::StartTimeout { owner_hash, waited })?;
         let was_ready = matches!(*guard, SlotState::Ready(_));
-        let volume = self.volume_to_remove(&owner_hash);
-        self.backend
-            .remove(&backend::container_name(&owner_hash), volume.as_deref())
-            .await?;
+        let with_volume = self.removes_volume();
+        self.backend.remove(&self.names(&owner_hash), with_volume).await?;
         *guard = SlotState::Absent;
         slot.ready.store(false, Ordering::Release);
         self.mark_dirty();
-        tracing::info!(owner_hash = %owner_hash, volume_removed = volume.is_some(), "runtime released");
+        tracing::info!(owner_hash = %owner_hash, volume_removed = with_volume, "runtime released");
         Ok(was_ready)
     }
 
@@ -499,7 +553,11 @@ impl Provisioner {
     pub async fn adopt(&self) -> Result<usize, BackendError> {
         let runtimes = self
             .backend
-            .list(self.ports(), self.settings.upstream == UpstreamMode::Published)
+            .list(
+                self.ports(),
+                self.settings.upstream == UpstreamMode::Published,
+                &self.settings.network,
+            )
             .await?;
         let now = self.clock.now_ms();
         let mode = self.settings.isolation_mode.as_str();
@@ -522,6 +580,8 @@ impl Provisioner {
                     "adopted running runtime"
                 );
                 *guard = SlotState::Ready(Arc::new(info));
+                // A running runtime found at start has been up a while.
+                slot.answered.store(u8::MAX, Ordering::Release);
                 slot.ready.store(true, Ordering::Release);
                 adopted += 1;
             }
@@ -556,13 +616,13 @@ impl Provisioner {
             if !idle(&slot) {
                 return;
             }
-            let volume = self.volume_to_remove(&owner_hash);
-            match self.backend.remove(&runtime.container_name, volume.as_deref()).await {
+            let with_volume = self.removes_volume();
+            match self.backend.remove(&self.names(&owner_hash), with_volume).await {
                 Ok(()) => {
                     tracing::info!(
                         owner_hash = %owner_hash,
                         container = %runtime.container_name,
-                        volume_removed = volume.is_some(),
+                        volume_removed = with_volume,
                         "removed idle runtime"
                     );
                     *guard = SlotState::Absent;
@@ -657,6 +717,7 @@ mod tests {
                 cdp: format!("{name}:9222"),
             },
             adopted: true,
+            key: None,
         }
     }
 
@@ -671,12 +732,12 @@ mod tests {
         async fn is_running(&self, _: &str) -> Result<bool, BackendError> {
             Ok(true)
         }
-        async fn remove(&self, container: &str, volume: Option<&str>) -> Result<(), BackendError> {
-            let entry = (container.to_owned(), volume.map(str::to_owned));
+        async fn remove(&self, names: &RuntimeNames, with_volume: bool) -> Result<(), BackendError> {
+            let entry = (names.container.clone(), with_volume.then(|| names.volume.clone()));
             self.removed.lock().unwrap().push(entry);
             Ok(())
         }
-        async fn list(&self, _: Ports, _: bool) -> Result<Vec<RuntimeInfo>, BackendError> {
+        async fn list(&self, _: Ports, _: bool, _: &str) -> Result<Vec<RuntimeInfo>, BackendError> {
             Ok(vec![info(OwnerHash::of("alice"))])
         }
         async fn logs_tail(&self, _: &str, _: usize) -> Result<String, BackendError> {

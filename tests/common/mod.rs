@@ -124,6 +124,44 @@ pub fn container_id(name: &str) -> Option<String> {
     inspect(name).and_then(|c| c["Id"].as_str().map(str::to_owned))
 }
 
+/// The networks a container is attached to, with its address on each.
+pub fn networks_of(name: &str) -> Vec<(String, String)> {
+    let Some(c) = inspect(name) else { return Vec::new() };
+    c["NetworkSettings"]["Networks"]
+        .as_object()
+        .map(|networks| {
+            networks
+                .iter()
+                .map(|(n, e)| (n.clone(), e["IPAddress"].as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The host's address on a container's network (its default gateway).
+pub fn gateway_of(name: &str, network: &str) -> String {
+    inspect(name).unwrap()["NetworkSettings"]["Networks"][network]["Gateway"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// From inside the runtime container `name` (the stub's `connect` command), tries a TCP
+/// connection to each address; returns whether each opened.
+pub fn connects_from(name: &str, addresses: &[String]) -> Vec<(String, bool)> {
+    let mut args = vec!["exec", name, "/stub-runtime", "connect"];
+    args.extend(addresses.iter().map(String::as_str));
+    let out = docker(&args).expect("docker exec runs the stub's connect command");
+    eprintln!("from {name}:\n{out}");
+    addresses
+        .iter()
+        .map(|a| {
+            let open = out.lines().any(|l| l == format!("{a} open"));
+            (a.clone(), open)
+        })
+        .collect()
+}
+
 pub fn volume_exists(name: &str) -> bool {
     docker(&["volume", "inspect", name]).is_some()
 }
@@ -150,22 +188,29 @@ impl Scope {
         scope
     }
 
-    pub fn containers(&self) -> Vec<String> {
+    /// Ids of what a `docker … ls`-style command lists with the scope's label.
+    fn labelled(&self, list: &[&str]) -> Vec<String> {
         let filter = format!("label=lazygate.scope={}", self.name);
-        docker(&["ps", "-aq", "--filter", &filter])
+        let mut args = list.to_vec();
+        args.extend(["-q", "--filter", &filter]);
+        docker(&args)
             .unwrap_or_default()
             .split_whitespace()
             .map(str::to_owned)
             .collect()
     }
 
+    pub fn containers(&self) -> Vec<String> {
+        self.labelled(&["ps", "-a"])
+    }
+
     pub fn volumes(&self) -> Vec<String> {
-        let filter = format!("label=lazygate.scope={}", self.name);
-        docker(&["volume", "ls", "-q", "--filter", &filter])
-            .unwrap_or_default()
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect()
+        self.labelled(&["volume", "ls"])
+    }
+
+    /// Networks carrying the scope's label (each runtime's own network).
+    pub fn networks(&self) -> Vec<String> {
+        self.labelled(&["network", "ls"])
     }
 
     fn clean(&self) {
@@ -174,6 +219,21 @@ impl Scope {
             let mut args = vec!["rm", "-f", "-v"];
             args.extend(containers.iter().map(String::as_str));
             docker(&args);
+        }
+        for network in self.networks() {
+            // A gateway container of another test may still be attached: take it off first.
+            if let Some(attached) = docker(&[
+                "network",
+                "inspect",
+                "-f",
+                "{{range .Containers}}{{.Name}} {{end}}",
+                &network,
+            ]) {
+                for container in attached.split_whitespace() {
+                    docker(&["network", "disconnect", "-f", &network, container]);
+                }
+            }
+            docker(&["network", "rm", &network]);
         }
         let volumes = self.volumes();
         if !volumes.is_empty() {
@@ -246,20 +306,43 @@ impl GatewayConfig {
         command
     }
 
-    /// Runs the gateway to completion (for configurations that must be refused).
+    /// The gateway process, its log on a pipe.
+    fn spawn(&self) -> Child {
+        self.command()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("gateway starts")
+    }
+
+    /// Runs the gateway to completion (for configurations that must be refused); one still
+    /// running after 30 s is killed and reported with no exit status.
     pub fn run_to_exit(&self) -> (Option<i32>, String) {
-        let out = self.command().stdout(Stdio::null()).output().unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        let mut child = self.spawn();
+        let mut stderr = child.stderr.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut stderr, &mut text).ok();
+            text
+        });
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status.code();
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                child.kill().ok();
+                child.wait().ok();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        (status, reader.join().unwrap_or_default())
     }
 
     /// Starts the gateway and waits for it to listen.
     pub fn start(&self) -> Gateway {
-        let mut child = self
-            .command()
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("gateway starts");
+        let mut child = self.spawn();
         let stderr = child.stderr.take().unwrap();
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use lazygate::config::{ProcessEnv, Settings};
 use lazygate::owner::OwnerHash;
-use lazygate::provision::docker::DockerBackend;
-use lazygate::provision::{Backend, BackendError, Ports, RuntimeInfo, RuntimeSpec};
+use lazygate::provision::docker::{DockerBackend, DockerOptions};
+use lazygate::provision::{Backend, BackendError, Ports, RuntimeInfo, RuntimeNames, RuntimeSpec};
 
 use crate::Error;
 
@@ -40,15 +40,15 @@ impl Backend for ManyOwners {
         self.docker.is_running(container_name).await
     }
 
-    async fn remove(&self, container_name: &str, volume_name: Option<&str>) -> Result<(), BackendError> {
-        if container_name.starts_with(EXTRA) {
+    async fn remove(&self, names: &RuntimeNames, with_volume: bool) -> Result<(), BackendError> {
+        if names.container.starts_with(EXTRA) {
             return Ok(());
         }
-        self.docker.remove(container_name, volume_name).await
+        self.docker.remove(names, with_volume).await
     }
 
-    async fn list(&self, ports: Ports, publish: bool) -> Result<Vec<RuntimeInfo>, BackendError> {
-        let mut listed = self.docker.list(ports, publish).await?;
+    async fn list(&self, ports: Ports, publish: bool, network_prefix: &str) -> Result<Vec<RuntimeInfo>, BackendError> {
+        let mut listed = self.docker.list(ports, publish, network_prefix).await?;
         let real = listed
             .iter()
             .find(|r| r.owner_hash == self.owner_hash)
@@ -62,6 +62,7 @@ impl Backend for ManyOwners {
                 container_name: name,
                 endpoints: real.endpoints.clone(),
                 adopted: true,
+                key: real.key.clone(),
             });
         }
         Ok(listed)
@@ -77,7 +78,7 @@ pub async fn serve(owners: usize, owner: &str) -> Result<(), Error> {
     let settings = Settings::load(None, &ProcessEnv)?;
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;
     let backend = Arc::new(ManyOwners {
-        docker: DockerBackend::new(settings.scope.clone()),
+        docker: DockerBackend::new(DockerOptions::from(&settings)),
         owner_hash: OwnerHash::of(owner),
         owners,
     });

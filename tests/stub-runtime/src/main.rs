@@ -4,10 +4,18 @@
 //! - RPC (BROWSER_USE_RPC_PORT, 8787): `GET /health`; `POST /run` (echoes what it got);
 //!   `GET /env`; `GET /headers`; `POST /echo` (streams the body back);
 //!   `GET /sleep?ms=N`; `GET /hold?id=X` (sends one chunk, then waits for
-//!   `GET /release?id=X` before finishing: proves streaming without timing); `GET /boots`
+//!   `GET /release?id=X` before finishing: proves streaming without timing); `GET /wait?id=X`
+//!   (answers nothing at all until released); `GET /held` (the ids waiting); `GET /boots`
 //!   (the boot log kept in the data volume).
 //! - View (6080): `GET /vnc.html`; `/websockify`, a WebSocket echo.
 //! - CDP (9222): `GET /json/version`.
+//!
+//! The view port starts listening only `STUB_VIEW_DELAY_MS` (default 300) after `/health`
+//! first answered, as the real runtime's websockify can come up after its RPC server.
+//!
+//! `stub-runtime connect ADDR...` (run with `docker exec`) tries a TCP connection to each
+//! address from inside the runtime and prints `ADDR open` or `ADDR closed: <why>`: the
+//! tests' stand-in for a hostile page probing its neighbours.
 //!
 //! Every answer carries `x-runtime-host` (the container's hostname) so tests can tell
 //! runtimes apart.
@@ -34,6 +42,8 @@ type Body = BoxBody<Bytes, hyper::Error>;
 
 #[derive(Default)]
 struct State {
+    /// Fired by the first `/health` answer: the view port listens some time after it.
+    health_answered: Mutex<Option<oneshot::Sender<()>>>,
     /// Open `/hold` responses, by id, waiting for their `/release`.
     held: Mutex<HashMap<String, oneshot::Sender<()>>>,
     hostname: String,
@@ -54,7 +64,12 @@ fn query_param(req: &Request<Incoming>, key: &str) -> Option<String> {
 async fn rpc(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     match (req.method().as_str(), path.as_str()) {
-        ("GET", "/health") => Response::new(full("ok")),
+        ("GET", "/health") => {
+            if let Some(tx) = state.health_answered.lock().unwrap().take() {
+                let _ = tx.send(());
+            }
+            Response::new(full("ok"))
+        }
         ("POST", "/run") => {
             let method = req.method().to_string();
             let uri = req.uri().to_string();
@@ -101,6 +116,19 @@ async fn rpc(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                 Ok::<_, hyper::Error>(Frame::data(Bytes::from("rest")))
             });
             Response::new(BodyExt::boxed(StreamBody::new(first.chain(rest))))
+        }
+        ("GET", "/wait") => {
+            // Like /hold, but nothing at all is answered until the release.
+            let id = query_param(&req, "id").unwrap_or_default();
+            let (tx, rx) = oneshot::channel();
+            state.held.lock().unwrap().insert(id, tx);
+            let _ = rx.await;
+            Response::new(full("released"))
+        }
+        ("GET", "/held") => {
+            let mut ids: Vec<String> = state.held.lock().unwrap().keys().cloned().collect();
+            ids.sort();
+            Response::new(full(ids.join(",")))
         }
         ("GET", "/release") => {
             let id = query_param(&req, "id").unwrap_or_default();
@@ -210,12 +238,36 @@ where
     }
 }
 
+fn env_number(key: &str, default: u64) -> u64 {
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 fn port(key: &str, default: u16) -> u16 {
     std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// `connect ADDR...`: one line per address, `open` or `closed: <why>`, tried at once.
+async fn probe(addresses: &[String]) {
+    let attempts = addresses.iter().map(|address| async move {
+        let attempt = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(address)).await;
+        match attempt {
+            Ok(Ok(_)) => format!("{address} open"),
+            Ok(Err(error)) => format!("{address} closed: {error}"),
+            Err(_) => format!("{address} closed: timed out"),
+        }
+    });
+    for line in futures_util::future::join_all(attempts).await {
+        println!("{line}");
+    }
+}
+
 #[tokio::main]
 async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("connect") {
+        probe(&args[2..]).await;
+        return;
+    }
     let hostname = std::fs::read_to_string("/etc/hostname")
         .unwrap_or_default()
         .trim()
@@ -228,9 +280,11 @@ async fn main() {
     boots.push('\n');
     let _ = std::fs::write(&boots_path, boots);
 
+    let (health_tx, health_rx) = oneshot::channel();
     let state = Arc::new(State {
         hostname: hostname.clone(),
         data_dir,
+        health_answered: Mutex::new(Some(health_tx)),
         ..Default::default()
     });
     let rpc_state = state.clone();
@@ -239,7 +293,13 @@ async fn main() {
         hostname.clone(),
         move |req| rpc(rpc_state.clone(), req),
     ));
-    tokio::spawn(serve(6080, hostname.clone(), view));
+    let view_delay = Duration::from_millis(env_number("STUB_VIEW_DELAY_MS", 300));
+    let view_host = hostname.clone();
+    tokio::spawn(async move {
+        let _ = health_rx.await;
+        tokio::time::sleep(view_delay).await;
+        serve(6080, view_host, view).await
+    });
     tokio::spawn(serve(9222, hostname, cdp));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal");
     term.recv().await;

@@ -1,0 +1,135 @@
+//! Isolation between runtimes, tried as an attacker inside one runtime would: every runtime
+//! is on a network of its own, so nothing in alice's runtime can open a connection to any
+//! port of bob's — neither at bob's address nor at his ports published on the host's
+//! loopback — while both still answer through the gateway and still reach the outside.
+//! (The gateway-in-a-container shape is tried in tests/container.rs.)
+
+mod common;
+
+use common::*;
+
+/// Starts alice's and bob's runtimes through the gateway; returns their container names.
+async fn two_runtimes(gateway: &Gateway, alice: &str, bob: &str) -> (String, String) {
+    for owner in [alice, bob] {
+        let reply = post(&gateway.url(&format!("/rpc/{owner}")), "{}").await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    (container_name(&seed_hash(alice)), container_name(&seed_hash(bob)))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runtime_cannot_reach_another_runtimes_ports_but_reaches_the_outside() {
+    let scope = Scope::new("isolation-published");
+    let gateway = GatewayConfig::new(&scope).start();
+    let (alice, bob) = (unique("alice"), unique("bob"));
+    let (a, b) = two_runtimes(&gateway, &alice, &bob).await;
+
+    // Each runtime is on exactly one network, its own, on a subnet of the pool.
+    let a_networks = networks_of(&a);
+    let b_networks = networks_of(&b);
+    assert_eq!(a_networks.len(), 1, "{a_networks:?}");
+    assert_eq!(b_networks.len(), 1, "{b_networks:?}");
+    let (a_network, _) = &a_networks[0];
+    let (b_network, b_ip) = &b_networks[0];
+    assert_eq!(a_network, &format!("{TEST_NETWORK}-{}", seed_hash(&alice)));
+    assert_ne!(a_network, b_network);
+    assert!(b_ip.starts_with("10.213."), "{b_ip}");
+
+    // The outside: a server the test runs on the host, at alice's bridge address.
+    let outside = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let outside_port = outside.local_addr().unwrap().port();
+    let host = gateway_of(&a, a_network);
+    assert!(!host.is_empty());
+    // bob's ports as published for the gateway, on the host's loopback.
+    let published = |port: &str| -> String {
+        let text = docker(&["port", &b, port]).unwrap();
+        text.lines()
+            .next()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let b_rpc_host_port = published("8787/tcp");
+
+    let probes = [
+        format!("{b_ip}:9222"),
+        format!("{b_ip}:6080"),
+        format!("{b_ip}:8787"),
+        format!("{b_ip}:4444"),
+        format!("{host}:{b_rpc_host_port}"),
+        format!("{host}:{outside_port}"),
+    ];
+    let results = connects_from(&a, &probes);
+    for (address, open) in &results[..5] {
+        assert!(!open, "alice's runtime reached {address}, a port of bob's");
+    }
+    assert!(results[5].1, "alice's runtime keeps its way out ({})", results[5].0);
+
+    // The same ports do listen: from bob's own runtime they open (so "closed" above is
+    // the network's doing, not an idle port).
+    let own = connects_from(&b, &[format!("{b_ip}:8787"), format!("{b_ip}:9222")]);
+    assert!(own.iter().all(|(_, open)| *open), "{own:?}");
+
+    // Through the gateway, both still work, each reaching its own runtime.
+    for (owner, container) in [(&alice, &a), (&bob, &b)] {
+        let reply = post(&gateway.url(&format!("/rpc/{owner}")), "{}").await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let hostname = inspect(container).unwrap()["Config"]["Hostname"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(reply.runtime_host(), hostname);
+    }
+
+    // Releasing a runtime removes its network too.
+    let released = send(http::Method::DELETE, &gateway.url(&format!("/rpc/{bob}")), "").await;
+    assert_eq!(released.status, 200, "{}", released.text());
+    assert!(
+        docker(&["network", "inspect", b_network]).is_none(),
+        "bob's network went with his runtime"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runtime_found_on_a_shared_network_is_moved_onto_its_own() {
+    let scope = Scope::new("isolation-adopt");
+    ensure_test_network();
+    // A runtime as the seed starts it: the seed's labels, on the one flat network.
+    let owner = unique("seeded");
+    let hash = seed_hash(&owner);
+    let name = container_name(&hash);
+    let labels = [
+        "browser_use.runtime=true".to_owned(),
+        format!("browser_use.owner_hash={hash}"),
+        "browser_use.managed_by=browser_runtime_manager".to_owned(),
+        format!("lazygate.scope={}", scope.name),
+    ];
+    let mut args = vec!["run", "-d", "--name", &name, "--network", TEST_NETWORK];
+    for label in &labels {
+        args.extend(["--label", label.as_str()]);
+    }
+    args.push(STUB_IMAGE);
+    docker(&args).expect("a seed-style runtime starts");
+    let id = container_id(&name).unwrap();
+    assert_eq!(networks_of(&name).len(), 1);
+
+    let gateway = GatewayConfig::new(&scope).start();
+    let networks = networks_of(&name);
+    assert_eq!(
+        networks.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+        vec![format!("{TEST_NETWORK}-{hash}")],
+        "adopted onto a network of its own, off the flat one"
+    );
+    assert!(
+        !gateway
+            .log_lines("moved a runtime onto a network of its own")
+            .is_empty()
+    );
+    // Still the same runtime, served through the gateway.
+    let reply = post(&gateway.url(&format!("/rpc/{owner}")), "{}").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(container_id(&name).unwrap(), id, "moved, not recreated");
+}
