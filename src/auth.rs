@@ -101,6 +101,10 @@ pub enum SecretsError {
     /// The state directory or the file could have been planted or changed by someone else.
     #[error(transparent)]
     Unsafe(#[from] crate::state_dir::UnsafePath),
+    #[error(
+        "the secrets file {path} is not valid JSON ({message}); fix or remove it (removing it revokes every view URL handed out)"
+    )]
+    Corrupt { path: PathBuf, message: String },
     #[error("cannot read or keep the generated secrets: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -109,7 +113,11 @@ fn load_or_generate(path: &Path, need_token: bool, need_secret: bool) -> Result<
     crate::state_dir::prepare(path.parent().unwrap_or(Path::new(".")))?;
     crate::state_dir::check_secrets_file(path)?;
     let mut secrets: GeneratedSecrets = match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+        // A corrupt file is never replaced: new secrets would revoke every view URL out there.
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| SecretsError::Corrupt {
+            path: path.to_path_buf(),
+            message: error.to_string(),
+        })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => GeneratedSecrets::default(),
         Err(e) => return Err(e.into()),
     };
@@ -123,19 +131,18 @@ fn load_or_generate(path: &Path, need_token: bool, need_secret: bool) -> Result<
         changed = true;
     }
     if changed {
+        // Written whole or not at all (a temporary file, fsync, rename), mode 0600; the
+        // rename replaces a link planted at the path rather than writing through it.
         use std::io::Write;
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        // Never through a link; 0600 whatever mode a file already there had.
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(path)?;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut file = tempfile::Builder::new()
+            .prefix(".lazygate-secrets")
+            .permissions(std::fs::Permissions::from_mode(0o600))
+            .tempfile_in(dir)?;
         file.write_all(&serde_json::to_vec_pretty(&secrets).map_err(std::io::Error::other)?)?;
-        file.sync_all()?;
+        file.as_file().sync_all()?;
+        file.persist(path).map_err(|e| e.error)?;
     }
     Ok(secrets)
 }
@@ -202,11 +209,12 @@ impl Auth {
         }
         let value = headers.get(header::AUTHORIZATION).ok_or(AuthError::MissingToken)?;
         let value = value.to_str().map_err(|_| AuthError::BadToken)?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or(AuthError::BadToken)?
-            .trim();
+        // Auth schemes are case-insensitive (RFC 9110 §11.1).
+        let (scheme, token) = value.trim_start().split_once(' ').ok_or(AuthError::BadToken)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(AuthError::BadToken);
+        }
+        let token = token.trim();
         let presented = digest(token);
         let mut ok = subtle::Choice::from(0);
         for known in &self.api_token_digests {
@@ -412,6 +420,18 @@ mod tests {
         assert_eq!(a.check_api(&h), Err(AuthError::BadToken));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic YWdlbnQ="));
         assert_eq!(a.check_api(&h), Err(AuthError::BadToken));
+        // The scheme is case-insensitive; the token is not.
+        for value in ["BEARER agent-token-0123456789", "bEaReR agent-token-0123456789"] {
+            h.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
+            assert_eq!(a.check_api(&h), Ok(()), "{value}");
+        }
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer AGENT-TOKEN-0123456789"),
+        );
+        assert_eq!(a.check_api(&h), Err(AuthError::BadToken));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearerless"));
+        assert_eq!(a.check_api(&h), Err(AuthError::BadToken));
     }
 
     #[test]
@@ -424,9 +444,11 @@ mod tests {
         assert_eq!(a.check_view(&bob, &token), Err(AuthError::WrongOwner));
         let forged = token.replace(alice.as_str(), bob.as_str());
         assert_eq!(a.check_view(&bob, &forged), Err(AuthError::BadViewToken));
-        let mut tampered = token.clone();
-        tampered.pop();
-        tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
+        // A character in the middle of the tag (the last one may only carry padding bits).
+        let mut tampered: Vec<char> = token.chars().collect();
+        let middle = token.rfind('.').unwrap() + 10;
+        tampered[middle] = if tampered[middle] == 'A' { 'B' } else { 'A' };
+        let tampered: String = tampered.into_iter().collect();
         assert_eq!(a.check_view(&alice, &tampered), Err(AuthError::BadViewToken));
         assert_eq!(a.check_view(&alice, "nonsense"), Err(AuthError::BadViewToken));
         // The MAC covers the number, not its spelling: other spellings of the same expiry

@@ -66,7 +66,8 @@ impl StartupError {
     /// A configuration the gateway refuses (2), or a failure to start (1).
     pub fn exit_code(&self) -> u8 {
         match self {
-            StartupError::UnsafeStateDir(_) | StartupError::Secrets(auth::SecretsError::Unsafe(_)) => 2,
+            StartupError::UnsafeStateDir(_)
+            | StartupError::Secrets(auth::SecretsError::Unsafe(_) | auth::SecretsError::Corrupt { .. }) => 2,
             _ => 1,
         }
     }

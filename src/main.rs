@@ -84,7 +84,9 @@ fn view_url(owner: &str, ttl: Option<u64>, base: Option<String>, config: Option<
         Err(error) => {
             eprintln!("lazygate: cannot read the view secret: {error}");
             return match error {
-                lazygate::auth::SecretsError::Unsafe(_) => ExitCode::from(2),
+                lazygate::auth::SecretsError::Unsafe(_) | lazygate::auth::SecretsError::Corrupt { .. } => {
+                    ExitCode::from(2)
+                }
                 lazygate::auth::SecretsError::Io(_) => ExitCode::FAILURE,
             };
         }

@@ -311,6 +311,9 @@ impl Gateway {
         }
         let client_upgrade = headers::is_websocket_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
         let (mut parts, incoming) = request.into_parts();
+        // Whether the client used HTTPS (to us, or to a trusted proxy in front of us).
+        let secure = parts.extensions.get::<crate::server::ClientTls>().is_some()
+            || self.client_used_https(peer, &parts.headers);
         let public_host = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts
                 .uri
@@ -413,7 +416,7 @@ impl Gateway {
                 Ok((response, None)) if cdp_host.is_some() => {
                     let public_host = cdp_host.as_deref().unwrap_or_default();
                     let response =
-                        cdp::rewrite_response(response, public_host, owner.unwrap_or_default(), false).await?;
+                        cdp::rewrite_response(response, public_host, owner.unwrap_or_default(), secure).await?;
                     drop(lease);
                     return Ok(response);
                 }

@@ -214,12 +214,17 @@ async fn a_slow_run_longer_than_the_ttl_holds_its_runtime() {
     let reply = get(&gateway.url(&format!("/rpc/{owner}/sleep?ms=4000"))).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.text(), "slept 4000 ms");
-    assert!(
-        gateway.log_lines("removed idle runtime").is_empty(),
+    // Once the hold is gone, it expires: one removal in all, so none while it was held.
+    wait_removed(&name, Instant::now()).await;
+    eventually("the removal is logged", Duration::from_secs(10), || {
+        !gateway.log_lines("removed idle runtime").is_empty()
+    })
+    .await;
+    assert_eq!(
+        gateway.log_lines("removed idle runtime").len(),
+        1,
         "not reaped while held"
     );
-    // Once the hold is gone, it expires.
-    wait_removed(&name, Instant::now()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -242,8 +247,11 @@ async fn an_open_websocket_holds_its_runtime() {
     ws.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::Binary(vec![1, 2, 3].into()));
 
-    // Quiet for three TTLs: the open tunnel alone must keep the runtime.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Quiet past the TTL: another owner's runtime, started now and never held, is reaped;
+    // the open tunnel alone must keep this one.
+    let other = unique("unheld");
+    assert_eq!(post(&gateway.url(&format!("/rpc/{other}")), "").await.status, 200);
+    wait_removed(&container_name(&seed_hash(&other)), Instant::now()).await;
     assert!(
         inspect(&container_name(&hash)).is_some(),
         "runtime kept while the view is open"
@@ -309,6 +317,13 @@ async fn a_killed_gateway_restarts_and_adopts_its_runtimes() {
             "adopted, not recreated"
         );
     }
+    // Request lines are written before their answers leave; one more request's line marks
+    // that every earlier one is in.
+    assert_eq!(get(&second.url("/healthz")).await.status, 200);
+    eventually("the marker request is logged", Duration::from_secs(10), || {
+        !second.log_lines("route=\"healthz\"").is_empty()
+    })
+    .await;
     assert!(
         second.log_lines("cold=true").is_empty(),
         "no cold start after the restart"

@@ -248,6 +248,17 @@ async fn a_trusted_tunnel_saying_https_makes_view_cookies_secure() {
     let reply = send_request(request(Method::GET, &url(&trusting), &says_https)).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert!(reply.headers["set-cookie"].to_str().unwrap().contains("; Secure"));
+    // CDP discovery behind it names secure WebSockets; without the header, plain ones.
+    let version = trusting.url(&format!("/cdp/{owner}/json/version"));
+    let agent = [("authorization", bearer()), ("x-forwarded-proto", "https".to_owned())];
+    let agent: Vec<(&str, &str)> = agent.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let secure = send_request(request(Method::GET, &version, &agent)).await;
+    assert_eq!(secure.status, 200, "{}", secure.text());
+    let expected = format!("wss://{}/cdp/{owner}/devtools/browser/stub", trusting.addr);
+    assert_eq!(secure.json()["webSocketDebuggerUrl"], expected.as_str());
+    let plain = send_request(request(Method::GET, &version, &agent[..1])).await;
+    let expected = format!("ws://{}/cdp/{owner}/devtools/browser/stub", trusting.addr);
+    assert_eq!(plain.json()["webSocketDebuggerUrl"], expected.as_str());
     drop(trusting);
     // The same header from a peer that is not a trusted proxy changes nothing.
     let untrusting = GatewayConfig::new(&scope).start();
@@ -370,4 +381,24 @@ async fn a_forged_host_or_a_respelled_token_gets_nowhere() {
         assert_eq!(page.status, 401, "{spelling}: {}", page.text());
     }
     assert!(scope.containers().is_empty(), "nothing was started");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_secrets_file_stops_the_gateway_and_is_kept() {
+    use std::os::unix::fs::PermissionsExt;
+    let scope = Scope::new("secrets-corrupt");
+    let config = GatewayConfig::new(&scope)
+        .env("LAZYGATE_API_TOKENS", "")
+        .env("LAZYGATE_VIEW_SECRET", "");
+    let file = config.state_dir.path().join("lazygate-secrets.json");
+    std::fs::write(&file, "{\"api_token\": \"half-writ").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, stderr) = config.run_to_exit();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains(file.to_str().unwrap()), "names the file: {stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "{\"api_token\": \"half-writ",
+        "the file is left as it was, not replaced by new secrets"
+    );
 }

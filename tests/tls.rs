@@ -88,6 +88,18 @@ async fn https_with_alpn_secure_cookies_and_certificate_reload() {
         .unwrap_or_default();
     assert!(cookie.contains("Secure") && cookie.contains("HttpOnly"), "{head}");
 
+    // CDP discovery over HTTPS names secure WebSockets back through the gateway.
+    let version = format!("/cdp/{owner}/json/version");
+    let auth_header = format!("Authorization: Bearer {TEST_API_TOKEN}");
+    let (ok, body) = with_ca(&cacert, &["-H", &auth_header], &version);
+    assert!(ok, "{body}");
+    let debugger: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        debugger["webSocketDebuggerUrl"],
+        format!("wss://localhost:{port}/cdp/{owner}/devtools/browser/stub"),
+        "{body}"
+    );
+
     // A run in flight on the first certificate while the certificate is replaced.
     let auth = format!("Authorization: Bearer {TEST_API_TOKEN}");
     let slow_url = url(&format!("/rpc/{owner}/sleep?ms=3000"));

@@ -197,7 +197,19 @@ fn websocket_echo(mut req: Request<Incoming>) -> Response<Body> {
 
 async fn cdp(req: Request<Incoming>) -> Response<Body> {
     match req.uri().path() {
-        "/json/version" => Response::new(full(r#"{"Browser":"stub-runtime"}"#)),
+        // Like Chrome, it names its WebSocket with the Host it was asked for.
+        "/json/version" => {
+            let host = req
+                .headers()
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            let answer = serde_json::json!({
+                "Browser": "stub-runtime",
+                "webSocketDebuggerUrl": format!("ws://{host}/devtools/browser/stub"),
+            });
+            Response::new(full(answer.to_string()))
+        }
         _ => {
             let mut response = Response::new(full("stub cdp: no such path"));
             *response.status_mut() = StatusCode::NOT_FOUND;
