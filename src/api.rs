@@ -1,6 +1,6 @@
-//! The seed-compatible API for the API server that used to import the Python module:
-//! `POST /api/runtimes/ensure` and `POST /api/runtimes/cleanup`, body
-//! `{"task_id", "metadata", "thread_id"}` (all optional).
+//! The API handlers: the seed-compatible API for the API server that used to import the
+//! Python module, `POST /api/runtimes/ensure` and `POST /api/runtimes/cleanup` (body
+//! `{"task_id", "metadata", "thread_id"}`, all optional), and `DELETE /rpc/<owner>`.
 
 use std::net::SocketAddr;
 
@@ -15,7 +15,21 @@ use crate::config::{AnswerUrls, IsolationMode};
 use crate::error::{RequestError, json_response};
 use crate::owner::{OwnerHash, decode_owner, encode_owner, resolve_isolation_owner};
 use crate::proxy::cdp;
-use crate::service::{Gateway, RequestLog};
+use std::sync::Arc;
+
+use crate::auth::Auth;
+use crate::config::Settings;
+use crate::provision::Provisioner;
+use crate::proxy::headers::client_used_https;
+use crate::view_url::ViewUrls;
+
+/// What the API handlers work with: the gateway's shared state, not its pipeline.
+pub struct Api<'a> {
+    pub settings: &'a Settings,
+    pub provisioner: &'a Arc<Provisioner>,
+    pub views: &'a ViewUrls,
+    pub auth: &'a Auth,
+}
 
 /// Largest accepted API body.
 const MAX_BODY: usize = 64 * 1024;
@@ -67,7 +81,7 @@ impl RunIdentity {
 }
 
 /// `scheme://host` of the gateway as the caller reached it (checked: it goes into URLs).
-fn caller_base(gateway: &Gateway, request: &Request<Incoming>, peer: SocketAddr) -> Result<String, RequestError> {
+fn caller_base(api: &Api<'_>, request: &Request<Incoming>, peer: SocketAddr) -> Result<String, RequestError> {
     let host = request
         .headers()
         .get(http::header::HOST)
@@ -75,8 +89,8 @@ fn caller_base(gateway: &Gateway, request: &Request<Incoming>, peer: SocketAddr)
         .or_else(|| request.uri().authority().map(|a| a.as_str()))
         .and_then(cdp::valid_public_host)
         .ok_or(RequestError::BadHost)?;
-    let tls = request.extensions().get::<crate::server::ClientTls>().is_some();
-    let scheme = if tls || gateway.client_used_https(peer, request.headers()) {
+    let tls = request.extensions().get::<crate::tls::ClientTls>().is_some();
+    let scheme = if tls || client_used_https(&api.settings.trusted_proxies, peer, request.headers()) {
         "https"
     } else {
         "http"
@@ -85,36 +99,33 @@ fn caller_base(gateway: &Gateway, request: &Request<Incoming>, peer: SocketAddr)
 }
 
 /// The seed's `ensure_browser_runtime`: starts (or finds) the runtime and answers with its
-/// `cdp_url`, `rpc_url`, `browser_view`, `isolation_mode` and `owner_hash`.
+/// `cdp_url`, `rpc_url`, `browser_view`, `isolation_mode` and `owner_hash`; the flag says
+/// whether the runtime had to start (a cold request).
 pub async fn ensure(
-    gateway: &Gateway,
+    api: &Api<'_>,
     request: Request<Incoming>,
     peer: SocketAddr,
-    log: &mut RequestLog,
-) -> Result<Response<Body>, RequestError> {
-    let base = match gateway.settings.answer_urls {
-        AnswerUrls::Gateway => Some(caller_base(gateway, &request, peer)?),
+) -> Result<(Response<Body>, bool), RequestError> {
+    let base = match api.settings.answer_urls {
+        AnswerUrls::Gateway => Some(caller_base(api, &request, peer)?),
         AnswerUrls::Direct => None,
     };
     let identity = read_identity(request).await?;
-    let settings = &gateway.settings;
+    let settings = api.settings;
     let mode = settings.isolation_mode;
     if mode == IsolationMode::Shared {
-        return Ok(json_response(
-            StatusCode::OK,
-            &json!({
-                "cdp_url": settings.shared_cdp_url,
-                "rpc_url": settings.shared_rpc_url,
-                "browser_view": gateway.views.view_url(mode, None).await,
-                "isolation_mode": "shared",
-                "owner_hash": "",
-            }),
-        ));
+        let answer = json!({
+            "cdp_url": settings.shared_cdp_url,
+            "rpc_url": settings.shared_rpc_url,
+            "browser_view": api.views.view_url(mode, None).await,
+            "isolation_mode": "shared",
+            "owner_hash": "",
+        });
+        return Ok((json_response(StatusCode::OK, &answer), false));
     }
     let owner = identity.owner(mode);
     let owner_hash = OwnerHash::of(&owner);
-    let lease = gateway.provisioner.acquire(owner_hash).await?;
-    log.cold = lease.cold();
+    let lease = api.provisioner.acquire(owner_hash).await?;
     let container = &lease.runtime().container_name;
     // Through the gateway, where the owner id can be a path segment (as /rpc/<owner> needs).
     let (cdp_url, rpc_url) = match base {
@@ -132,35 +143,30 @@ pub async fn ensure(
             )
         }
     };
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({
-            "cdp_url": cdp_url,
-            "rpc_url": rpc_url,
-            "browser_view": signed_view_url(gateway, owner_hash).await,
-            "isolation_mode": mode.as_str(),
-            "owner_hash": owner_hash.to_string(),
-        }),
-    ))
+    let answer = json!({
+        "cdp_url": cdp_url,
+        "rpc_url": rpc_url,
+        "browser_view": signed_view_url(api, owner_hash).await,
+        "isolation_mode": mode.as_str(),
+        "owner_hash": owner_hash.to_string(),
+    });
+    Ok((json_response(StatusCode::OK, &answer), lease.cold()))
 }
 
 /// The seed's view URL, with a view token appended when auth is on.
-async fn signed_view_url(gateway: &Gateway, owner_hash: OwnerHash) -> String {
-    let url = gateway
-        .views
-        .view_url(gateway.settings.isolation_mode, Some(owner_hash))
-        .await;
-    if url.is_empty() || gateway.auth.is_insecure() {
+async fn signed_view_url(api: &Api<'_>, owner_hash: OwnerHash) -> String {
+    let url = api.views.view_url(api.settings.isolation_mode, Some(owner_hash)).await;
+    if url.is_empty() || api.auth.is_insecure() {
         return url;
     }
-    format!("{url}&token={}", gateway.auth.sign_view(&owner_hash, None))
+    format!("{url}&token={}", api.auth.sign_view(&owner_hash, None))
 }
 
 /// The seed's `cleanup_browser_runtime`: in per-task mode, removes the task's container and
 /// volume; in the other modes it does nothing, as the seed does.
-pub async fn cleanup(gateway: &Gateway, request: Request<Incoming>) -> Result<Response<Body>, RequestError> {
+pub async fn cleanup(api: &Api<'_>, request: Request<Incoming>) -> Result<Response<Body>, RequestError> {
     let identity = read_identity(request).await?;
-    let mode = gateway.settings.isolation_mode;
+    let mode = api.settings.isolation_mode;
     if mode != IsolationMode::DockerPerTask {
         return Ok(json_response(
             StatusCode::OK,
@@ -168,7 +174,7 @@ pub async fn cleanup(gateway: &Gateway, request: Request<Incoming>) -> Result<Re
         ));
     }
     let owner_hash = identity.owner_hash(mode);
-    let removed = gateway.provisioner.release(owner_hash).await?;
+    let removed = api.provisioner.release(owner_hash).await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({
@@ -177,5 +183,20 @@ pub async fn cleanup(gateway: &Gateway, request: Request<Incoming>) -> Result<Re
             "removed": removed,
             "volume_removed": true,
         }),
+    ))
+}
+
+/// `DELETE /rpc/<owner>`: removes the owner's runtime now (and its volume in per-task mode).
+pub async fn release(api: &Api<'_>, owner_hash: OwnerHash) -> Result<Response<Body>, RequestError> {
+    if api.settings.isolation_mode == IsolationMode::Shared {
+        return Err(RequestError::SharedMode {
+            owner_hash: owner_hash.to_string(),
+        });
+    }
+    let removed = api.provisioner.release(owner_hash).await?;
+    let volume_removed = api.settings.isolation_mode == IsolationMode::DockerPerTask;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"owner_hash": owner_hash.to_string(), "removed": removed, "volume_removed": volume_removed}),
     ))
 }

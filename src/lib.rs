@@ -16,9 +16,15 @@
 //!   never reach each other).
 //! - [`proxy`] streams the request to the runtime and the answer back, and tunnels WebSockets.
 //! - [`waiting_page`] is what a person sees while their runtime starts.
-//! - [`api`] is the seed-compatible `ensure`/`cleanup` API; [`view_url`] builds live-view URLs.
+//! - [`api`] holds the API handlers (the seed-compatible `ensure`/`cleanup`, and release);
+//!   [`view_url`] builds live-view URLs.
 //! - [`config`] reads and validates [`config::Settings`]; [`error`] maps request errors to
-//!   statuses and JSON bodies in one place; [`state_dir`] keeps the state directory private.
+//!   statuses and JSON bodies in one place, and [`report`] renders an error with its causes;
+//!   [`state_dir`] keeps the state directory private.
+//!
+//! Each module imports only modules below it in this order (no import cycles): the server
+//! above the pipeline, the pipeline above the API handlers and the proxy, those above
+//! provisioning, routing and authorisation, and those above configuration.
 //!
 //! [`run`] ties them together around a bound listener, so tests can bind port 0.
 
@@ -30,6 +36,7 @@ pub mod error;
 pub mod owner;
 pub mod provision;
 pub mod proxy;
+pub mod report;
 pub mod route;
 pub mod server;
 pub mod service;

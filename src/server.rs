@@ -41,10 +41,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::service::Gateway;
-
-/// Marks a request that arrived over TLS on this listener (in the request's extensions).
-#[derive(Clone, Copy, Debug)]
-pub struct ClientTls;
+use crate::tls::ClientTls;
 
 /// A connection accepted by the acceptor, on its way to a worker.
 struct Accepted {

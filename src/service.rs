@@ -154,26 +154,28 @@ impl Gateway {
             }
             Route::Release { owner_hash, .. } => {
                 self.auth.check_api(request.headers())?;
-                if self.settings.isolation_mode == IsolationMode::Shared {
-                    return Err(RequestError::SharedMode {
-                        owner_hash: owner_hash.to_string(),
-                    });
-                }
-                let removed = self.provisioner.release(owner_hash).await?;
-                let volume_removed = self.settings.isolation_mode == IsolationMode::DockerPerTask;
-                Ok(json_response(
-                    StatusCode::OK,
-                    &json!({"owner_hash": owner_hash.to_string(), "removed": removed, "volume_removed": volume_removed}),
-                ))
+                api::release(&self.api(), owner_hash).await
             }
             Route::ApiEnsure => {
                 self.auth.check_api(request.headers())?;
-                api::ensure(self, request, peer, log).await
+                let (response, cold) = api::ensure(&self.api(), request, peer).await?;
+                log.cold = cold;
+                Ok(response)
             }
             Route::ApiCleanup => {
                 self.auth.check_api(request.headers())?;
-                api::cleanup(self, request).await
+                api::cleanup(&self.api(), request).await
             }
+        }
+    }
+
+    /// The shared state the API handlers work with.
+    fn api(&self) -> api::Api<'_> {
+        api::Api {
+            settings: &self.settings,
+            provisioner: &self.provisioner,
+            views: &self.views,
+            auth: &self.auth,
         }
     }
 
@@ -223,7 +225,7 @@ impl Gateway {
         log: &mut RequestLog,
     ) -> Result<Response<Body>, RequestError> {
         let headers = request.headers();
-        let tls = request.extensions().get::<crate::server::ClientTls>().is_some();
+        let tls = request.extensions().get::<crate::tls::ClientTls>().is_some();
         let mut view_cookie = None;
         let forwarded_rest;
         let target = match target.service {
@@ -275,11 +277,8 @@ impl Gateway {
     }
 
     /// True when the client reached us over HTTPS, as a trusted proxy (the tunnel) says.
-    pub(crate) fn client_used_https(&self, peer: SocketAddr, headers: &http::HeaderMap) -> bool {
-        self.settings.trusted_proxies.contains(&peer.ip())
-            && headers
-                .get("x-forwarded-proto")
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+    fn client_used_https(&self, peer: SocketAddr, headers: &http::HeaderMap) -> bool {
+        headers::client_used_https(&self.settings.trusted_proxies, peer, headers)
     }
 
     /// Forwards a request to the owner's runtime, starting it if needed. When the runtime
@@ -312,8 +311,8 @@ impl Gateway {
         let client_upgrade = headers::is_websocket_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
         let (mut parts, incoming) = request.into_parts();
         // Whether the client used HTTPS (to us, or to a trusted proxy in front of us).
-        let secure = parts.extensions.get::<crate::server::ClientTls>().is_some()
-            || self.client_used_https(peer, &parts.headers);
+        let secure =
+            parts.extensions.get::<crate::tls::ClientTls>().is_some() || self.client_used_https(peer, &parts.headers);
         let public_host = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts
                 .uri
@@ -326,7 +325,7 @@ impl Gateway {
         parts.headers.remove(RUNTIME_KEY_HEADER);
         let trusted = self.settings.trusted_proxies.contains(&peer.ip());
         headers::set_forwarded(&mut parts.headers, peer.ip(), public_host.clone(), trusted);
-        if parts.extensions.get::<crate::server::ClientTls>().is_some() {
+        if parts.extensions.get::<crate::tls::ClientTls>().is_some() {
             parts
                 .headers
                 .insert("x-forwarded-proto", HeaderValue::from_static("https"));

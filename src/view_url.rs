@@ -12,7 +12,7 @@ use moka::future::Cache;
 
 use crate::config::{IsolationMode, normalize_view_base_url};
 use crate::owner::OwnerHash;
-use crate::provision::Backend;
+use crate::provision::backend::Backend;
 
 const FOUND_TTL: Duration = Duration::from_secs(60);
 const MISSING_TTL: Duration = Duration::from_secs(10);

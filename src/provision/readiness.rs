@@ -50,7 +50,7 @@ pub async fn wait_ready(client: &ProbeClient, authority: &str, deadline: Instant
                 };
                 format!("/health answered HTTP {status} {text}")
             }
-            Ok(Err(error)) => crate::proxy::error_chain(&error),
+            Ok(Err(error)) => crate::report::error_chain(&error),
             Err(_) => format!("/health did not answer within {budget:?}"),
         };
         if Instant::now() + delay >= deadline {

@@ -118,6 +118,18 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, original_host: Optio
     }
 }
 
+/// True when a trusted proxy in front (the tunnel) says the client used HTTPS.
+pub fn client_used_https(
+    trusted_proxies: &[std::net::IpAddr],
+    peer: std::net::SocketAddr,
+    headers: &HeaderMap,
+) -> bool {
+    trusted_proxies.contains(&peer.ip())
+        && headers
+            .get("x-forwarded-proto")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,18 +24,7 @@ use hyper_util::rt::TokioExecutor;
 use crate::body::{Body, BoxError};
 use crate::error::RequestError;
 use crate::provision::Lease;
-
-/// Renders an error with its sources, since hyper's top-level messages are terse.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+use crate::report::error_chain;
 
 /// Idle connections kept per runtime (per worker thread).
 const IDLE_UPSTREAM_CONNECTIONS: usize = 32;

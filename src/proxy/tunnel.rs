@@ -16,9 +16,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::task::TaskTracker;
 
-use super::{SendError, error_chain, headers};
+use super::{SendError, headers};
 use crate::body::Body;
 use crate::provision::Lease;
+use crate::report::error_chain;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A direction's buffer while its reads are small.
