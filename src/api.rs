@@ -126,7 +126,7 @@ pub async fn ensure(
     let owner = identity.owner(mode);
     let owner_hash = OwnerHash::of(&owner);
     let lease = api.provisioner.acquire(owner_hash).await?;
-    let container = &lease.runtime().container_name;
+    let direct = &lease.runtime().direct;
     // Through the gateway, where the owner id can be a path segment (as /rpc/<owner> needs).
     let (cdp_url, rpc_url) = match base {
         Some(base) if decode_owner(&encode_owner(&owner)).as_deref() == Ok(owner.as_str()) => {
@@ -137,10 +137,7 @@ pub async fn ensure(
             if other.is_some() {
                 tracing::warn!(%owner_hash, "owner id cannot be a URL path segment; answering the runtime's own URLs");
             }
-            (
-                format!("http://{container}:{}", settings.cdp_port),
-                format!("http://{container}:{}/run", settings.rpc_port),
-            )
+            (format!("http://{}", direct.cdp), format!("http://{}/run", direct.rpc))
         }
     };
     let answer = json!({

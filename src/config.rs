@@ -46,6 +46,23 @@ impl FromStr for IsolationMode {
     }
 }
 
+/// The container platform runtimes run on (`LAZYGATE_BACKEND`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// One Docker engine (`DOCKER_HOST`, else the local socket).
+    Docker,
+}
+
+impl FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "docker" => Ok(BackendKind::Docker),
+            _ => Err("expected docker (the only backend so far)".into()),
+        }
+    }
+}
+
 /// How the gateway dials a runtime (`LAZYGATE_UPSTREAM`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamMode {
@@ -144,6 +161,7 @@ pub struct RawServer {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRuntime {
+    pub backend: Option<String>,
     pub isolation_mode: Option<String>,
     pub image: Option<String>,
     pub network: Option<String>,
@@ -198,6 +216,8 @@ pub struct Settings {
     /// Threads serving connections, each with its own event loop (one per core by default):
     /// a connection and its upstream stay on one thread, with no cross-thread wake-ups.
     pub workers: usize,
+    /// The container platform runtimes run on.
+    pub backend: BackendKind,
     pub isolation_mode: IsolationMode,
     pub image: String,
     /// Prefix of each runtime's own network, `<network>-<owner_hash>` (the seed's one flat
@@ -492,6 +512,7 @@ impl RawConfig {
             parse_env(env, "LAZYGATE_MAX_RPC_BODY_BYTES", COUNT)?,
         );
         let r = &mut self.runtime;
+        set(&mut r.backend, env.var("LAZYGATE_BACKEND"));
         set(&mut r.isolation_mode, env.var("BROWSER_USE_ISOLATION_MODE"));
         set(&mut r.image, env.var("BROWSER_RUNTIME_IMAGE"));
         set(&mut r.network, env.var("BROWSER_RUNTIME_NETWORK"));
@@ -761,6 +782,12 @@ impl TryFrom<RawConfig> for Settings {
                 .parse()
                 .map_err(|reason| invalid("runtime.isolation_mode (BROWSER_USE_ISOLATION_MODE)", &v, reason))?,
         };
+        let backend = match runtime.backend {
+            None => BackendKind::Docker,
+            Some(v) => v
+                .parse()
+                .map_err(|reason| invalid("runtime.backend (LAZYGATE_BACKEND)", &v, reason))?,
+        };
         let upstream = match runtime.upstream {
             None => UpstreamMode::Network,
             Some(v) => v
@@ -866,6 +893,7 @@ impl TryFrom<RawConfig> for Settings {
                 n if n > 1024 => return Err(invalid("server.workers (LAZYGATE_WORKERS)", n, "must be at most 1024")),
                 n => n,
             },
+            backend,
             isolation_mode,
             image,
             network,
@@ -1031,6 +1059,7 @@ mod tests {
             ("", [("LAZYGATE_SUBNET_POOL", "10.213.0.1/16")], "LAZYGATE_SUBNET_POOL"),
             ("", [("LAZYGATE_SUBNET_PREFIX", "30")], "LAZYGATE_SUBNET_PREFIX"),
             ("", [("LAZYGATE_ANSWER_URLS", "sideways")], "LAZYGATE_ANSWER_URLS"),
+            ("", [("LAZYGATE_BACKEND", "podman")], "LAZYGATE_BACKEND"),
             (
                 "[runtime]\nsubnet_pool = \"10.213.0.0/24\"\n",
                 [("LAZYGATE_SUBNET_PREFIX", "20")],

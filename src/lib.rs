@@ -26,7 +26,8 @@
 //! above the pipeline, the pipeline above the API handlers and the proxy, those above
 //! provisioning, routing and authorisation, and those above configuration.
 //!
-//! [`run`] ties them together around a bound listener, so tests can bind port 0.
+//! [`run`] ties them together around a bound listener, so tests can bind port 0, and the
+//! [`provision::Engine`] that [`provision::engine`] picks by `runtime.backend`.
 
 pub mod api;
 pub mod auth;
@@ -52,7 +53,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use config::Settings;
-use provision::{Backend, Provisioner};
+use provision::{Engine, Provisioner};
 use service::Gateway;
 use view_url::ViewUrls;
 
@@ -97,7 +98,7 @@ fn warn_if_forwarding() {
 pub async fn run(
     listener: TcpListener,
     settings: Settings,
-    backend: Arc<dyn Backend>,
+    engine: Engine,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartupError> {
     // The registry and generated secrets live here: nobody else may have put them there.
@@ -124,9 +125,9 @@ pub async fn run(
     let views = Arc::new(ViewUrls::new(
         settings.view_base_url.clone(),
         settings.tunnel_container.clone(),
-        backend.clone(),
+        engine.tunnel_logs,
     ));
-    let provisioner = Provisioner::new(settings.clone(), backend, views.clone());
+    let provisioner = Provisioner::new(settings.clone(), engine.runtimes, views.clone());
     if settings.isolation_mode != config::IsolationMode::Shared {
         // Adopt before serving, so a restarted gateway finds its runtimes rather than racing
         // requests; when the engine is down the reaper keeps trying.

@@ -3,11 +3,9 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use lazygate::config::{ProcessEnv, Settings};
-use lazygate::provision::docker::{DockerBackend, DockerOptions};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of glibc's malloc: every forwarded request allocates and frees header
@@ -124,8 +122,8 @@ fn serve(config: Option<PathBuf>, insecure_dev: bool) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let backend = Arc::new(DockerBackend::new(DockerOptions::from(&settings)));
-        match lazygate::run(listener, settings, backend, shutdown_signal()).await {
+        let engine = lazygate::provision::engine(&settings);
+        match lazygate::run(listener, settings, engine, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("lazygate: {error}");

@@ -12,7 +12,7 @@ use moka::future::Cache;
 
 use crate::config::{IsolationMode, normalize_view_base_url};
 use crate::owner::OwnerHash;
-use crate::provision::backend::Backend;
+use crate::provision::backend::TunnelLogs;
 
 const FOUND_TTL: Duration = Duration::from_secs(60);
 const MISSING_TTL: Duration = Duration::from_secs(10);
@@ -22,7 +22,8 @@ pub struct ViewUrls {
     /// The configured base URL; when set, nothing is discovered.
     configured: Option<String>,
     tunnel_container: String,
-    backend: Arc<dyn Backend>,
+    /// Where the tunnel container's output is read.
+    logs: Arc<dyn TunnelLogs>,
     /// The discovered base URL (empty when none was found), expiring per [`BaseExpiry`].
     discovered: Cache<(), String>,
 }
@@ -37,11 +38,11 @@ impl Expiry<(), String> for BaseExpiry {
 }
 
 impl ViewUrls {
-    pub fn new(configured: Option<String>, tunnel_container: String, backend: Arc<dyn Backend>) -> Self {
+    pub fn new(configured: Option<String>, tunnel_container: String, logs: Arc<dyn TunnelLogs>) -> Self {
         ViewUrls {
             configured,
             tunnel_container,
-            backend,
+            logs,
             discovered: Cache::builder().max_capacity(1).expire_after(BaseExpiry).build(),
         }
     }
@@ -53,7 +54,7 @@ impl ViewUrls {
         }
         self.discovered
             .get_with((), async {
-                match self.backend.logs_tail(&self.tunnel_container, 200).await {
+                match self.logs.tail(&self.tunnel_container, 200).await {
                     Ok(logs) => last_https_url(&logs).map(normalize_view_base_url).unwrap_or_default(),
                     Err(error) => {
                         tracing::debug!(%error, "no view base URL from the tunnel's logs");

@@ -1,10 +1,12 @@
 //! The backend trait: what the gateway needs from a container platform.
 //!
 //! Docker is the one implementation today ([`super::docker`]); a Swarm or Kubernetes backend
-//! implements the same trait and nothing above it changes. The trait is object-safe and held
-//! as `Arc<dyn Backend>`.
+//! implements the same trait in one file, is chosen by `runtime.backend` in
+//! [`super::engine`], and nothing above it changes. The trait is object-safe and held as
+//! `Arc<dyn Backend>`; it speaks of runtimes, specs and endpoints, never of containers,
+//! published ports or `K=V` strings.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 
@@ -40,42 +42,16 @@ pub const RUNTIME_KEY_ENV: &str = "LAZYGATE_RUNTIME_KEY";
 /// The header the gateway sends a runtime's key in.
 pub const RUNTIME_KEY_HEADER: &str = "x-lazygate-runtime-key";
 
-/// The names an owner's runtime goes by on the engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuntimeNames {
-    pub container: String,
-    pub volume: String,
-    /// The runtime's own network: the runtime and the gateway, nothing else.
-    pub network: String,
-}
-
-impl RuntimeNames {
-    pub fn of(owner_hash: &OwnerHash, network_prefix: &str) -> RuntimeNames {
-        RuntimeNames {
-            container: container_name(owner_hash),
-            volume: volume_name(owner_hash),
-            network: network_name(network_prefix, owner_hash),
-        }
-    }
-}
-
-/// Everything needed to create one owner's runtime.
+/// Everything needed to run one owner's runtime, whatever the engine. How it is named,
+/// networked and reached is the backend's to decide (and to keep seed-compatible).
 #[derive(Debug, Clone)]
 pub struct RuntimeSpec {
     pub owner_hash: OwnerHash,
-    pub container_name: String,
-    pub volume_name: String,
     pub image: String,
-    /// The runtime's own network (created with it): no other runtime ever joins it, so no
-    /// runtime can open a connection to another's ports.
-    pub network: String,
-    /// `KEY=value` pairs, the seed's environment (and the runtime's key).
-    pub env: Vec<String>,
+    /// The runtime's environment: the seed's variables and the runtime's key.
+    pub env: BTreeMap<String, String>,
     pub labels: HashMap<String, String>,
     pub shm_size_bytes: u64,
-    /// Publish the ports on 127.0.0.1 with ephemeral host ports (gateway on the host).
-    pub publish: bool,
-    pub ports: Ports,
     pub resources: Resources,
 }
 
@@ -106,11 +82,16 @@ pub struct Endpoints {
 /// A running runtime as the backend sees it.
 #[derive(Debug, Clone)]
 pub struct RuntimeInfo {
-    /// Engine id of the container: tells a recreated runtime from the one it replaced.
+    /// The backend's own id of the runtime (Docker: the container id): tells a recreated
+    /// runtime from the one it replaced.
     pub id: String,
-    pub container_name: String,
+    /// The runtime's name on the engine (Docker: the container's), for logs and the registry.
+    pub name: String,
     pub owner_hash: OwnerHash,
+    /// Where the gateway dials the runtime's services.
     pub endpoints: Endpoints,
+    /// Where something on the runtime's own network would dial them (the seed's URLs).
+    pub direct: Endpoints,
     /// True when the runtime was already running (adopted), false when this call created it.
     pub adopted: bool,
     /// The runtime's own key ([`RUNTIME_KEY_ENV`]), sent with every request to it; `None`
@@ -130,8 +111,8 @@ pub enum BackendError {
         unavailable: bool,
         message: String,
     },
-    #[error("container {0} publishes no host port for {1}")]
-    NoPublishedPort(String, u16),
+    #[error("runtime {0} has no address for its port {1}")]
+    NoEndpoint(String, u16),
     #[error("no free subnet of /{prefix} left in the runtime subnet pool {pool}; widen runtime.subnet_pool")]
     SubnetPoolExhausted { pool: String, prefix: u8 },
     #[error(
@@ -186,34 +167,41 @@ impl BackendError {
         match self {
             BackendError::Connect(_) => true,
             BackendError::Operation { unavailable, .. } => *unavailable,
-            BackendError::NoPublishedPort(..)
+            BackendError::NoEndpoint(..)
             | BackendError::SubnetPoolExhausted { .. }
             | BackendError::GatewayContainerUnknown(_) => false,
         }
     }
 }
 
-/// A container platform that can run owners' runtimes.
+/// A container platform that can run owners' runtimes, in the engine's neutral terms.
+/// Runtimes are found by owner hash; the backend names, places and reaches them.
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// Does the engine answer?
     async fn ping(&self) -> Result<(), BackendError>;
 
     /// Returns the owner's running runtime, creating (or replacing a stopped) one if needed,
-    /// on its own network (a running runtime found on any other network is moved onto its
-    /// own). Creating is idempotent across callers: a name conflict adopts the winner's runtime.
+    /// reachable by the gateway and by no other runtime. Creating is idempotent across
+    /// callers: a name conflict adopts the winner's runtime.
     async fn ensure(&self, spec: &RuntimeSpec) -> Result<RuntimeInfo, BackendError>;
 
-    /// Is this container running? `Ok(false)` when it is gone.
-    async fn is_running(&self, container_name: &str) -> Result<bool, BackendError>;
+    /// Is this runtime still running? `Ok(false)` when it is gone or was replaced.
+    async fn is_running(&self, runtime: &RuntimeInfo) -> Result<bool, BackendError>;
 
-    /// Removes a runtime (if present), its own network and, when asked, its profile volume.
-    async fn remove(&self, names: &RuntimeNames, with_volume: bool) -> Result<(), BackendError>;
+    /// Removes the owner's runtime (if present) with what was made for it alone, and, when
+    /// asked, its profile volume.
+    async fn remove(&self, owner_hash: &OwnerHash, with_volume: bool) -> Result<(), BackendError>;
 
-    /// Running runtimes that carry the managed labels (and the scope label, when set), each
-    /// on its own network (moved there when found elsewhere); `network_prefix` names it.
-    async fn list(&self, ports: Ports, publish: bool, network_prefix: &str) -> Result<Vec<RuntimeInfo>, BackendError>;
+    /// Running runtimes that carry the managed labels (and the scope label, when set), made
+    /// reachable as [`Backend::ensure`] makes them.
+    async fn list(&self) -> Result<Vec<RuntimeInfo>, BackendError>;
+}
 
-    /// The last `lines` lines of a container's output: its stdout, then its stderr (as the seed reads them).
-    async fn logs_tail(&self, container_name: &str, lines: usize) -> Result<String, BackendError>;
+/// Where the tunnel announces its public URL: the tail of a container's output (the seed
+/// reads the tunnel container's logs), for [`crate::view_url`] to discover the view base URL.
+#[async_trait]
+pub trait TunnelLogs: Send + Sync + 'static {
+    /// The last `lines` lines of `container`'s output: its stdout, then its stderr.
+    async fn tail(&self, container: &str, lines: usize) -> Result<String, BackendError>;
 }

@@ -30,7 +30,7 @@ use ipnet::Ipv4Net;
 
 use super::backend::{
     Backend, BackendError, Endpoints, LABEL_MANAGED_BY, LABEL_OWNER_HASH, LABEL_SCOPE, MANAGED_BY, Operation, Ports,
-    RUNTIME_KEY_ENV, RuntimeInfo, RuntimeNames, RuntimeSpec, network_name,
+    RUNTIME_KEY_ENV, RuntimeInfo, RuntimeSpec, TunnelLogs, container_name, network_name, volume_name,
 };
 use crate::config::{Settings, UpstreamMode};
 use crate::owner::OwnerHash;
@@ -43,6 +43,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// What the Docker backend needs from the gateway's configuration.
 #[derive(Debug, Clone)]
 pub struct DockerOptions {
+    /// The ports a runtime serves inside its container.
+    pub ports: Ports,
+    /// Publish runtime ports on the host's loopback (the gateway runs on the host) rather
+    /// than dialling runtimes on their networks.
+    pub publish: bool,
+    /// Prefix of each runtime's own network, `<prefix>-<owner_hash>`.
+    pub network_prefix: String,
     /// Only runtimes with this `lazygate.scope` label are listed (see [`LABEL_SCOPE`]).
     pub scope: Option<String>,
     /// Addresses the runtimes' own networks are carved from.
@@ -58,6 +65,13 @@ pub struct DockerOptions {
 impl From<&Settings> for DockerOptions {
     fn from(s: &Settings) -> DockerOptions {
         DockerOptions {
+            ports: Ports {
+                rpc: s.rpc_port,
+                view: s.view_port,
+                cdp: s.cdp_port,
+            },
+            publish: s.upstream == UpstreamMode::Published,
+            network_prefix: s.network.clone(),
             scope: s.scope.clone(),
             subnet_pool: s.subnet_pool,
             subnet_prefix: s.subnet_prefix,
@@ -346,6 +360,7 @@ impl DockerBackend {
     }
 
     async fn create(&self, docker: &Docker, spec: &RuntimeSpec) -> Result<bool, BackendError> {
+        let (name, volume, network) = self.names(&spec.owner_hash);
         let labels: HashMap<String, String> = spec
             .labels
             .iter()
@@ -354,21 +369,22 @@ impl DockerBackend {
             .collect();
         let mut network_labels = labels.clone();
         network_labels.insert(LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned());
-        self.ensure_network(docker, &spec.network, &network_labels).await?;
+        self.ensure_network(docker, &network, &network_labels).await?;
         docker
             .create_volume(VolumeCreateRequest {
-                name: Some(spec.volume_name.clone()),
+                name: Some(volume.clone()),
                 labels: Some(labels),
                 ..Default::default()
             })
             .await
             .map_err(fail(Operation::CreateVolume))?;
 
-        let port_keys: Vec<String> = [spec.ports.rpc, spec.ports.view, spec.ports.cdp]
+        let ports = self.options.ports;
+        let port_keys: Vec<String> = [ports.rpc, ports.view, ports.cdp]
             .iter()
             .map(|p| format!("{p}/tcp"))
             .collect();
-        let port_bindings = spec.publish.then(|| {
+        let port_bindings = self.options.publish.then(|| {
             port_keys
                 .iter()
                 .map(|key| {
@@ -382,12 +398,12 @@ impl DockerBackend {
         });
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
-            env: Some(spec.env.clone()),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             labels: Some(spec.labels.clone()),
             exposed_ports: Some(port_keys),
             host_config: Some(HostConfig {
-                binds: Some(vec![format!("{}:/data", spec.volume_name)]),
-                network_mode: Some(spec.network.clone()),
+                binds: Some(vec![format!("{volume}:/data")]),
+                network_mode: Some(network.clone()),
                 shm_size: Some(spec.shm_size_bytes as i64),
                 port_bindings,
                 memory: Some(spec.resources.memory_bytes as i64),
@@ -401,16 +417,14 @@ impl DockerBackend {
             }),
             ..Default::default()
         };
-        let options = CreateContainerOptionsBuilder::default()
-            .name(&spec.container_name)
-            .build();
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
         match docker.create_container(Some(options), body).await {
             Ok(_) => {}
             // Another gateway (or a request racing this one) created it first: adopt theirs.
             Err(e) if status_of(&e) == Some(409) => return Ok(false),
             Err(e) => return Err(fail(Operation::CreateContainer)(e)),
         }
-        match docker.start_container(&spec.container_name, None).await {
+        match docker.start_container(&name, None).await {
             Ok(()) => Ok(true),
             Err(e) if status_of(&e) == Some(304) => Ok(true),
             Err(e) => Err(fail(Operation::StartContainer)(e)),
@@ -449,6 +463,15 @@ impl DockerBackend {
         }
     }
 
+    /// The seed's container and volume names for an owner, and its own network's.
+    fn names(&self, owner_hash: &OwnerHash) -> (String, String, String) {
+        (
+            container_name(owner_hash),
+            volume_name(owner_hash),
+            network_name(&self.options.network_prefix, owner_hash),
+        )
+    }
+
     fn labels_filter(&self) -> HashMap<String, Vec<String>> {
         let mut labels = vec![format!("{LABEL_MANAGED_BY}={MANAGED_BY}")];
         if let Some(scope) = &self.options.scope {
@@ -476,12 +499,9 @@ fn endpoints_of(
         .and_then(|n| n.get(network))
         .and_then(|e| e.ip_address.clone())
         .filter(|ip| !ip.is_empty());
+    let no_address = |port: u16| BackendError::NoEndpoint(name.to_owned(), port);
     if !publish {
-        let ip = own_ip.ok_or_else(|| BackendError::Operation {
-            operation: Operation::InspectContainer,
-            unavailable: false,
-            message: format!("{name} has no address on its network {network}"),
-        })?;
+        let ip = own_ip.ok_or_else(|| no_address(ports.rpc))?;
         return Ok(Endpoints {
             rpc: format!("{ip}:{}", ports.rpc),
             view: format!("{ip}:{}", ports.view),
@@ -506,7 +526,7 @@ fn endpoints_of(
     let resolve = |port: u16| -> Result<String, BackendError> {
         published(port)
             .or_else(|| own_ip.as_ref().map(|ip| format!("{ip}:{port}")))
-            .ok_or_else(|| BackendError::NoPublishedPort(name.to_owned(), port))
+            .ok_or_else(|| no_address(port))
     };
     Ok(Endpoints {
         rpc: resolve(ports.rpc)?,
@@ -539,7 +559,12 @@ fn info_of(
     Ok(RuntimeInfo {
         id: c.id.clone().unwrap_or_default(),
         endpoints: endpoints_of(c, &name, network, ports, publish)?,
-        container_name: name,
+        direct: Endpoints {
+            rpc: format!("{name}:{}", ports.rpc),
+            view: format!("{name}:{}", ports.view),
+            cdp: format!("{name}:{}", ports.cdp),
+        },
+        name,
         owner_hash,
         adopted,
         key: key_of(c),
@@ -577,13 +602,15 @@ impl Backend for DockerBackend {
 
     async fn ensure(&self, spec: &RuntimeSpec) -> Result<RuntimeInfo, BackendError> {
         let docker = self.docker().await?;
+        let (name, _, network) = self.names(&spec.owner_hash);
+        let (ports, publish) = (self.options.ports, self.options.publish);
         let mut created = false;
         for attempt in 0..40u32 {
-            match docker.inspect_container(&spec.container_name, None).await {
+            match docker.inspect_container(&name, None).await {
                 Ok(c) if is_running(&c) => {
                     let labels = network_labels_of(&c);
-                    let c = self.isolate(&docker, c, &spec.network, &labels).await?;
-                    return info_of(&c, spec.owner_hash, &spec.network, spec.ports, spec.publish, !created);
+                    let c = self.isolate(&docker, c, &network, &labels).await?;
+                    return info_of(&c, spec.owner_hash, &network, ports, publish, !created);
                 }
                 // Created by someone else and about to be started: give them a moment.
                 Ok(c) if is_created_only(&c) && attempt < 20 => {
@@ -596,15 +623,14 @@ impl Backend for DockerBackend {
                         operation: Operation::StartContainer,
                         unavailable: false,
                         message: format!(
-                            "{} stopped right after it started (status {})",
-                            spec.container_name,
+                            "{name} stopped right after it started (status {})",
                             status.unwrap_or_default()
                         ),
                     });
                 }
                 Ok(_) => {
-                    tracing::info!(container = %spec.container_name, "replacing a runtime that is not running");
-                    self.remove_container(&docker, &spec.container_name).await?;
+                    tracing::info!(container = %name, "replacing a runtime that is not running");
+                    self.remove_container(&docker, &name).await?;
                 }
                 Err(e) if status_of(&e) == Some(404) => {}
                 Err(e) => return Err(fail(Operation::InspectContainer)(e)),
@@ -614,26 +640,28 @@ impl Backend for DockerBackend {
         Err(BackendError::Operation {
             operation: Operation::CreateContainer,
             unavailable: false,
-            message: format!("{} did not reach the running state", spec.container_name),
+            message: format!("{name} did not reach the running state"),
         })
     }
 
-    async fn is_running(&self, container_name: &str) -> Result<bool, BackendError> {
+    async fn is_running(&self, runtime: &RuntimeInfo) -> Result<bool, BackendError> {
         let docker = self.docker().await?;
-        match docker.inspect_container(container_name, None).await {
+        // By id: a container recreated under the same name is another runtime.
+        match docker.inspect_container(&runtime.id, None).await {
             Ok(c) => Ok(is_running(&c)),
             Err(e) if status_of(&e) == Some(404) => Ok(false),
             Err(e) => Err(fail(Operation::InspectContainer)(e)),
         }
     }
 
-    async fn remove(&self, names: &RuntimeNames, with_volume: bool) -> Result<(), BackendError> {
+    async fn remove(&self, owner_hash: &OwnerHash, with_volume: bool) -> Result<(), BackendError> {
         let docker = self.docker().await?;
-        self.remove_container(&docker, &names.container).await?;
-        self.remove_network(&docker, &names.network).await?;
+        let (name, volume, network) = self.names(owner_hash);
+        self.remove_container(&docker, &name).await?;
+        self.remove_network(&docker, &network).await?;
         if with_volume {
             let options = RemoveVolumeOptionsBuilder::default().force(true).build();
-            match docker.remove_volume(&names.volume, Some(options)).await {
+            match docker.remove_volume(&volume, Some(options)).await {
                 Ok(()) => {}
                 Err(e) if status_of(&e) == Some(404) => {}
                 Err(e) => return Err(fail(Operation::RemoveVolume)(e)),
@@ -642,8 +670,9 @@ impl Backend for DockerBackend {
         Ok(())
     }
 
-    async fn list(&self, ports: Ports, publish: bool, network_prefix: &str) -> Result<Vec<RuntimeInfo>, BackendError> {
+    async fn list(&self) -> Result<Vec<RuntimeInfo>, BackendError> {
         let docker = self.docker().await?;
+        let (ports, publish) = (self.options.ports, self.options.publish);
         let options = ListContainersOptionsBuilder::default()
             .filters(&self.labels_filter())
             .build();
@@ -662,7 +691,7 @@ impl Backend for DockerBackend {
                 continue;
             };
             let Some(id) = summary.id else { continue };
-            let network = network_name(network_prefix, &owner_hash);
+            let network = network_name(&self.options.network_prefix, &owner_hash);
             match docker.inspect_container(&id, None).await {
                 Ok(c) if is_running(&c) => {
                     let network_labels = network_labels_of(&c);
@@ -682,8 +711,11 @@ impl Backend for DockerBackend {
         }
         Ok(runtimes)
     }
+}
 
-    async fn logs_tail(&self, container_name: &str, lines: usize) -> Result<String, BackendError> {
+#[async_trait]
+impl TunnelLogs for DockerBackend {
+    async fn tail(&self, container_name: &str, lines: usize) -> Result<String, BackendError> {
         let docker = self.docker().await?;
         let options = LogsOptionsBuilder::default()
             .stdout(true)

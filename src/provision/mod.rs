@@ -16,7 +16,7 @@ pub mod readiness;
 pub mod reaper;
 pub mod state_file;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,13 +25,34 @@ use dashmap::DashMap;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 use tokio::time::{Instant, timeout_at};
 
-pub use backend::{Backend, BackendError, Endpoints, Ports, RuntimeInfo, RuntimeNames, RuntimeSpec};
+pub use backend::{Backend, BackendError, Endpoints, Ports, RuntimeInfo, RuntimeSpec, TunnelLogs};
 
-use crate::config::{IsolationMode, Settings, UpstreamMode};
+use crate::config::{BackendKind, IsolationMode, Settings};
 use crate::owner::OwnerHash;
 use crate::view_url::ViewUrls;
 use backend::{LABEL_MANAGED_BY, LABEL_OWNER_HASH, LABEL_RUNTIME, LABEL_SCOPE, MANAGED_BY, RUNTIME_KEY_ENV};
 use state_file::{Registry, RegistryEntry};
+
+/// The container platform the gateway runs on: where runtimes run, and where the tunnel's
+/// logs are read.
+#[derive(Clone)]
+pub struct Engine {
+    pub runtimes: Arc<dyn Backend>,
+    pub tunnel_logs: Arc<dyn TunnelLogs>,
+}
+
+/// The engine `runtime.backend` names. A new engine is a file beside [`docker`] and a line here.
+pub fn engine(settings: &Settings) -> Engine {
+    match settings.backend {
+        BackendKind::Docker => {
+            let docker = Arc::new(docker::DockerBackend::new(docker::DockerOptions::from(settings)));
+            Engine {
+                runtimes: docker.clone(),
+                tunnel_logs: docker,
+            }
+        }
+    }
+}
 
 /// Why a runtime could not be provided.
 #[derive(Debug, thiserror::Error)]
@@ -348,22 +369,22 @@ impl Provisioner {
             // next request starts a fresh one instead of finding this one again.
             tracing::warn!(
                 %owner_hash,
-                container = %info.container_name,
+                container = %info.name,
                 %last_error,
                 "runtime did not become ready; removing it (its volume stays)"
             );
-            if let Err(error) = self.backend.remove(&self.names(&owner_hash), false).await {
-                tracing::warn!(container = %info.container_name, %error, "cannot remove unready runtime");
+            if let Err(error) = self.backend.remove(&owner_hash, false).await {
+                tracing::warn!(container = %info.name, %error, "cannot remove unready runtime");
             }
             return Err(ProvisionError::NotReady {
-                container: info.container_name,
+                container: info.name,
                 waited: self.settings.start_timeout,
                 last_error,
             });
         }
         tracing::info!(
             owner_hash = %owner_hash,
-            container = %info.container_name,
+            container = %info.name,
             adopted = info.adopted,
             created_ms,
             ready_ms = started.elapsed().as_millis() as u64,
@@ -413,12 +434,10 @@ impl Provisioner {
             if slot.holds.load(Ordering::Acquire) > 0 {
                 continue;
             }
-            self.backend
-                .remove(&self.names(&victim_hash), self.removes_volume())
-                .await?;
+            self.backend.remove(&victim_hash, self.removes_volume()).await?;
             tracing::info!(
                 owner_hash = %victim_hash,
-                container = %runtime.container_name,
+                container = %runtime.name,
                 for_owner = %owner_hash,
                 "evicted the least recently used runtime to make room"
             );
@@ -428,24 +447,27 @@ impl Provisioner {
         }
     }
 
-    /// The seed's container for an owner: names, labels, environment, volume.
+    /// The seed's runtime for an owner: labels, environment, resources.
     async fn spec(&self, owner_hash: OwnerHash) -> RuntimeSpec {
         let s = &self.settings;
-        let mut env = vec![
-            format!("BROWSER_ENABLE_UI={}", if s.enable_ui { "true" } else { "false" }),
-            "BROWSER_DATA_DIR=/data".to_owned(),
-            "BROWSER_USE_RPC_HOST=0.0.0.0".to_owned(),
-            format!("BROWSER_USE_RPC_PORT={}", s.rpc_port),
-        ];
+        let mut env = BTreeMap::from([
+            (
+                "BROWSER_ENABLE_UI".to_owned(),
+                if s.enable_ui { "true" } else { "false" }.to_owned(),
+            ),
+            ("BROWSER_DATA_DIR".to_owned(), "/data".to_owned()),
+            ("BROWSER_USE_RPC_HOST".to_owned(), "0.0.0.0".to_owned()),
+            ("BROWSER_USE_RPC_PORT".to_owned(), s.rpc_port.to_string()),
+        ]);
         let view_url = self.views.view_url(s.isolation_mode, Some(owner_hash)).await;
         if !view_url.is_empty() {
-            env.push(format!("BROWSER_VIEW_URL={view_url}"));
+            env.insert("BROWSER_VIEW_URL".to_owned(), view_url);
         }
         for (key, value) in &s.passthrough_env {
-            env.push(format!("{key}={value}"));
+            env.insert(key.clone(), value.clone());
         }
         // The runtime's own key: only the gateway, which knows it, can drive the runtime.
-        env.push(format!("{RUNTIME_KEY_ENV}={}", runtime_key()));
+        env.insert(RUNTIME_KEY_ENV.to_owned(), runtime_key());
         let mut labels = HashMap::from([
             (LABEL_RUNTIME.to_owned(), "true".to_owned()),
             (LABEL_OWNER_HASH.to_owned(), owner_hash.to_string()),
@@ -454,18 +476,12 @@ impl Provisioner {
         if let Some(scope) = &s.scope {
             labels.insert(LABEL_SCOPE.to_owned(), scope.clone());
         }
-        let names = self.names(&owner_hash);
         RuntimeSpec {
             owner_hash,
-            container_name: names.container,
-            volume_name: names.volume,
             image: s.image.clone(),
-            network: names.network,
             env,
             labels,
             shm_size_bytes: s.shm_size_bytes,
-            publish: s.upstream == UpstreamMode::Published,
-            ports: self.ports(),
             resources: backend::Resources {
                 memory_bytes: s.limits.runtime_memory_bytes,
                 cpus: s.limits.runtime_cpus,
@@ -474,22 +490,9 @@ impl Provisioner {
         }
     }
 
-    fn ports(&self) -> Ports {
-        Ports {
-            rpc: self.settings.rpc_port,
-            view: self.settings.view_port,
-            cdp: self.settings.cdp_port,
-        }
-    }
-
     /// Whether a runtime's volume goes with it: only per-task runtimes lose their profile.
     fn removes_volume(&self) -> bool {
         self.settings.isolation_mode == IsolationMode::DockerPerTask
-    }
-
-    /// The engine names of an owner's runtime.
-    fn names(&self, owner_hash: &OwnerHash) -> RuntimeNames {
-        RuntimeNames::of(owner_hash, &self.settings.network)
     }
 
     /// True when the owner's runtime is up: neither absent nor still starting.
@@ -519,7 +522,7 @@ impl Provisioner {
             .map_err(|_| ProvisionError::StartTimeout { owner_hash, waited })?;
         let was_ready = matches!(*guard, SlotState::Ready(_));
         let with_volume = self.removes_volume();
-        self.backend.remove(&self.names(&owner_hash), with_volume).await?;
+        self.backend.remove(&owner_hash, with_volume).await?;
         *guard = SlotState::Absent;
         slot.ready.store(false, Ordering::Release);
         self.mark_dirty();
@@ -534,10 +537,10 @@ impl Provisioner {
         let mut guard = lease.slot.state.lock().await;
         match &*guard {
             SlotState::Ready(current) if current.id == lease.runtime.id => {
-                if self.backend.is_running(&current.container_name).await? {
+                if self.backend.is_running(current).await? {
                     return Ok(false);
                 }
-                tracing::warn!(container = %current.container_name, "runtime is gone; it will be started again");
+                tracing::warn!(container = %current.name, "runtime is gone; it will be started again");
                 *guard = SlotState::Absent;
                 lease.slot.ready.store(false, Ordering::Release);
                 self.mark_dirty();
@@ -551,14 +554,7 @@ impl Provisioner {
     /// Registers running runtimes that carry the managed labels, with last use from the
     /// registry file, or a full TTL of grace when it has none.
     pub async fn adopt(&self) -> Result<usize, BackendError> {
-        let runtimes = self
-            .backend
-            .list(
-                self.ports(),
-                self.settings.upstream == UpstreamMode::Published,
-                &self.settings.network,
-            )
-            .await?;
+        let runtimes = self.backend.list().await?;
         let now = self.clock.now_ms();
         let mode = self.settings.isolation_mode.as_str();
         let mut adopted = 0;
@@ -575,7 +571,7 @@ impl Provisioner {
                 slot.last_used_ms.store(last_used, Ordering::Release);
                 tracing::info!(
                     owner_hash = %info.owner_hash,
-                    container = %info.container_name,
+                    container = %info.name,
                     idle_seconds = (now - last_used) / 1000,
                     "adopted running runtime"
                 );
@@ -617,11 +613,11 @@ impl Provisioner {
                 return;
             }
             let with_volume = self.removes_volume();
-            match self.backend.remove(&self.names(&owner_hash), with_volume).await {
+            match self.backend.remove(&owner_hash, with_volume).await {
                 Ok(()) => {
                     tracing::info!(
                         owner_hash = %owner_hash,
-                        container = %runtime.container_name,
+                        container = %runtime.name,
                         volume_removed = with_volume,
                         "removed idle runtime"
                     );
@@ -655,7 +651,7 @@ impl Provisioner {
                 registry.runtimes.insert(
                     format!("{mode}:{owner_hash}"),
                     RegistryEntry {
-                        container_name: runtime.container_name.clone(),
+                        container_name: runtime.name.clone(),
                         last_used: self.clock.to_unix(slot.last_used_ms.load(Ordering::Acquire)),
                         mode: mode.to_owned(),
                         volume_name: backend::volume_name(entry.key()),
@@ -707,15 +703,17 @@ mod tests {
 
     fn info(owner_hash: OwnerHash) -> RuntimeInfo {
         let name = backend::container_name(&owner_hash);
+        let endpoints = Endpoints {
+            rpc: format!("{name}:8787"),
+            view: format!("{name}:6080"),
+            cdp: format!("{name}:9222"),
+        };
         RuntimeInfo {
             id: format!("id-{owner_hash}"),
-            container_name: name.clone(),
+            name,
             owner_hash,
-            endpoints: Endpoints {
-                rpc: format!("{name}:8787"),
-                view: format!("{name}:6080"),
-                cdp: format!("{name}:9222"),
-            },
+            direct: endpoints.clone(),
+            endpoints,
             adopted: true,
             key: None,
         }
@@ -729,18 +727,25 @@ mod tests {
         async fn ensure(&self, spec: &RuntimeSpec) -> Result<RuntimeInfo, BackendError> {
             Ok(info(spec.owner_hash))
         }
-        async fn is_running(&self, _: &str) -> Result<bool, BackendError> {
+        async fn is_running(&self, _: &RuntimeInfo) -> Result<bool, BackendError> {
             Ok(true)
         }
-        async fn remove(&self, names: &RuntimeNames, with_volume: bool) -> Result<(), BackendError> {
-            let entry = (names.container.clone(), with_volume.then(|| names.volume.clone()));
+        async fn remove(&self, owner_hash: &OwnerHash, with_volume: bool) -> Result<(), BackendError> {
+            let entry = (
+                backend::container_name(owner_hash),
+                with_volume.then(|| backend::volume_name(owner_hash)),
+            );
             self.removed.lock().unwrap().push(entry);
             Ok(())
         }
-        async fn list(&self, _: Ports, _: bool, _: &str) -> Result<Vec<RuntimeInfo>, BackendError> {
+        async fn list(&self) -> Result<Vec<RuntimeInfo>, BackendError> {
             Ok(vec![info(OwnerHash::of("alice"))])
         }
-        async fn logs_tail(&self, _: &str, _: usize) -> Result<String, BackendError> {
+    }
+
+    #[async_trait]
+    impl TunnelLogs for FakeBackend {
+        async fn tail(&self, _: &str, _: usize) -> Result<String, BackendError> {
             Ok(String::new())
         }
     }
@@ -750,7 +755,6 @@ mod tests {
         settings.ttl = Duration::from_secs(10);
         settings.isolation_mode = mode;
         settings.state_dir = state_dir.to_path_buf();
-        let backend: Arc<dyn Backend> = backend;
         let views = Arc::new(ViewUrls::new(None, "tunnel".into(), backend.clone()));
         Provisioner::new(Arc::new(settings), backend, views)
     }

@@ -3,13 +3,14 @@
 //! real runtime. The gateway adopts them all at start, as it adopts running containers after
 //! a restart, so its owner table holds every one of them on the warm path.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use lazygate::config::{ProcessEnv, Settings};
 use lazygate::owner::OwnerHash;
 use lazygate::provision::docker::{DockerBackend, DockerOptions};
-use lazygate::provision::{Backend, BackendError, Ports, RuntimeInfo, RuntimeNames, RuntimeSpec};
+use lazygate::provision::{Backend, BackendError, Engine, RuntimeInfo, RuntimeSpec};
 
 use crate::Error;
 
@@ -17,10 +18,12 @@ use crate::Error;
 const EXTRA: &str = "bench-owner-";
 
 struct ManyOwners {
-    docker: DockerBackend,
+    docker: Arc<DockerBackend>,
     /// The one real runtime's owner, whose endpoints the others share.
     owner_hash: OwnerHash,
     owners: usize,
+    /// The owners that exist only in the listing.
+    extra: HashSet<OwnerHash>,
 }
 
 #[async_trait]
@@ -33,22 +36,22 @@ impl Backend for ManyOwners {
         self.docker.ensure(spec).await
     }
 
-    async fn is_running(&self, container_name: &str) -> Result<bool, BackendError> {
-        if container_name.starts_with(EXTRA) {
+    async fn is_running(&self, runtime: &RuntimeInfo) -> Result<bool, BackendError> {
+        if runtime.name.starts_with(EXTRA) {
             return Ok(true);
         }
-        self.docker.is_running(container_name).await
+        self.docker.is_running(runtime).await
     }
 
-    async fn remove(&self, names: &RuntimeNames, with_volume: bool) -> Result<(), BackendError> {
-        if names.container.starts_with(EXTRA) {
+    async fn remove(&self, owner_hash: &OwnerHash, with_volume: bool) -> Result<(), BackendError> {
+        if self.extra.contains(owner_hash) {
             return Ok(());
         }
-        self.docker.remove(names, with_volume).await
+        self.docker.remove(owner_hash, with_volume).await
     }
 
-    async fn list(&self, ports: Ports, publish: bool, network_prefix: &str) -> Result<Vec<RuntimeInfo>, BackendError> {
-        let mut listed = self.docker.list(ports, publish, network_prefix).await?;
+    async fn list(&self) -> Result<Vec<RuntimeInfo>, BackendError> {
+        let mut listed = self.docker.list().await?;
         let real = listed
             .iter()
             .find(|r| r.owner_hash == self.owner_hash)
@@ -59,17 +62,11 @@ impl Backend for ManyOwners {
             listed.push(RuntimeInfo {
                 owner_hash: OwnerHash::of(&name),
                 id: name.clone(),
-                container_name: name,
-                endpoints: real.endpoints.clone(),
-                adopted: true,
-                key: real.key.clone(),
+                name,
+                ..real.clone()
             });
         }
         Ok(listed)
-    }
-
-    async fn logs_tail(&self, container_name: &str, lines: usize) -> Result<String, BackendError> {
-        self.docker.logs_tail(container_name, lines).await
     }
 }
 
@@ -77,11 +74,16 @@ impl Backend for ManyOwners {
 pub async fn serve(owners: usize, owner: &str) -> Result<(), Error> {
     let settings = Settings::load(None, &ProcessEnv)?;
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;
-    let backend = Arc::new(ManyOwners {
-        docker: DockerBackend::new(DockerOptions::from(&settings)),
-        owner_hash: OwnerHash::of(owner),
-        owners,
-    });
+    let docker = Arc::new(DockerBackend::new(DockerOptions::from(&settings)));
+    let engine = Engine {
+        runtimes: Arc::new(ManyOwners {
+            docker: docker.clone(),
+            owner_hash: OwnerHash::of(owner),
+            owners,
+            extra: (1..owners).map(|n| OwnerHash::of(&format!("{EXTRA}{n}"))).collect(),
+        }),
+        tunnel_logs: docker,
+    };
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("installing the SIGTERM handler");
@@ -90,6 +92,6 @@ pub async fn serve(owners: usize, owner: &str) -> Result<(), Error> {
             _ = term.recv() => {}
         }
     };
-    lazygate::run(listener, settings, backend, shutdown).await?;
+    lazygate::run(listener, settings, engine, shutdown).await?;
     Ok(())
 }
