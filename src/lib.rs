@@ -5,10 +5,12 @@
 //! - [`server`] accepts connections and hands them to worker threads (one event loop per
 //!   core) that serve them (HTTP/1.1 with upgrades, HTTP/2; [`tls`] when configured) and
 //!   drain them on shutdown.
-//! - [`service`] is the pipeline for one request and its one log line.
-//! - [`auth`] decides who may reach (and so start) which runtime, before anything else.
+//! - [`service`] is the pipeline for one request and its one log line; its stages follow.
 //! - [`route`] turns method + URI into a [`route::Route`], refusing malformed owners
 //!   ([`owner`]) and paths before anything else happens.
+//! - [`admit`] makes every authorisation and request-shape check right after routing, with
+//!   [`auth`] deciding who may reach (and so start) which runtime: nothing touches the
+//!   engine before it says yes.
 //! - [`provision`] gets or creates the owner's runtime — once, however many requests race —
 //!   and hands out a [`provision::Lease`] that holds it alive; its [`provision::reaper`]
 //!   removes runtimes idle past the TTL, and [`provision::docker`] is the one file that talks
@@ -29,6 +31,7 @@
 //! [`run`] ties them together around a bound listener, so tests can bind port 0, and the
 //! [`provision::Engine`] that [`provision::engine`] picks by `runtime.backend`.
 
+pub mod admit;
 pub mod api;
 pub mod auth;
 pub mod body;

@@ -1,4 +1,7 @@
-//! The request pipeline: route → provision (lease) → proxy, with one log line per request.
+//! The request pipeline: route ([`crate::route`]) → admit ([`crate::admit`]) → provision a
+//! lease ([`crate::provision`]) → forward over HTTP ([`crate::proxy`]) or tunnel a WebSocket
+//! ([`crate::proxy::tunnel`]) → rewrite CDP discovery ([`crate::proxy::cdp`]); API routes go
+//! to [`crate::api`]. One log line per request.
 //!
 //! [`Gateway::handle`] is the outer layer: it runs [`Gateway::dispatch`] (which uses `?`
 //! throughout), turns a [`RequestError`] into its JSON response, and logs once.
@@ -12,6 +15,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 use tokio_util::task::TaskTracker;
 
+use crate::admit::{Admission, Admitted};
 use crate::api;
 use crate::auth::{self, Auth};
 use crate::body::{Body, empty};
@@ -125,16 +129,12 @@ impl Gateway {
         peer: SocketAddr,
         log: &mut RequestLog,
     ) -> Result<Response<Body>, RequestError> {
-        headers::check_framing(request.headers()).map_err(RequestError::Framing)?;
-        // HTTP/1.1's parser stops at the limit already; HTTP/2 hands over whatever fits in
-        // its header list size, so the count is checked here for every protocol.
-        let limit = self.settings.limits.max_headers;
-        if request.headers().len() > limit {
-            return Err(RequestError::TooManyHeaders { limit });
-        }
+        let admission = self.admission();
+        admission.check_shape(&request)?;
         let route = route::parse(request.method(), request.uri())?;
         log.route = route.kind();
         log.owner_hash = route.owner_hash();
+        let admitted = admission.admit(&route, &request, peer)?;
         match route {
             Route::Health => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
             Route::Ready => self.readiness().await,
@@ -150,22 +150,31 @@ impl Gateway {
             }
             Route::View { .. } | Route::Rpc { .. } | Route::Cdp { .. } => {
                 let target = Target::of(&route).expect("a proxied route");
-                self.proxy(request, peer, target, log).await
+                let target = Target {
+                    rest: admitted.rest.as_deref().unwrap_or(target.rest),
+                    ..target
+                };
+                let mut response = self.forward(request, peer, target, &admitted, log).await?;
+                if let Some(cookie) = admitted.view_cookie {
+                    response.headers_mut().append(header::SET_COOKIE, cookie);
+                }
+                Ok(response)
             }
-            Route::Release { owner_hash, .. } => {
-                self.auth.check_api(request.headers())?;
-                api::release(&self.api(), owner_hash).await
-            }
+            Route::Release { owner_hash, .. } => api::release(&self.api(), owner_hash).await,
             Route::ApiEnsure => {
-                self.auth.check_api(request.headers())?;
                 let (response, cold) = api::ensure(&self.api(), request, peer).await?;
                 log.cold = cold;
                 Ok(response)
             }
-            Route::ApiCleanup => {
-                self.auth.check_api(request.headers())?;
-                api::cleanup(&self.api(), request).await
-            }
+            Route::ApiCleanup => api::cleanup(&self.api(), request).await,
+        }
+    }
+
+    /// What admission decides with.
+    fn admission(&self) -> Admission<'_> {
+        Admission {
+            settings: &self.settings,
+            auth: &self.auth,
         }
     }
 
@@ -215,72 +224,6 @@ impl Gateway {
         }
     }
 
-    /// Admits a request to a runtime (auth comes first: nothing reaches the engine before it
-    /// says yes), forwards it, and sets the view cookie when a signed view URL was used.
-    async fn proxy(
-        &self,
-        request: Request<Incoming>,
-        peer: SocketAddr,
-        target: Target<'_>,
-        log: &mut RequestLog,
-    ) -> Result<Response<Body>, RequestError> {
-        let headers = request.headers();
-        let tls = request.extensions().get::<crate::tls::ClientTls>().is_some();
-        let mut view_cookie = None;
-        let forwarded_rest;
-        let target = match target.service {
-            Service::View => {
-                let (path, query) = match target.rest.split_once('?') {
-                    Some((path, query)) => (path, Some(query)),
-                    None => (target.rest, None),
-                };
-                let (token, query) = query.map(auth::take_query_token).unwrap_or_default();
-                if let Some((token, expires)) =
-                    self.auth
-                        .check_view_request(&target.owner_hash, token.as_deref(), headers)?
-                {
-                    let secure = tls || self.client_used_https(peer, headers);
-                    view_cookie = Some(auth::view_cookie(&target.owner_hash, &token, expires, secure));
-                }
-                forwarded_rest = if query.is_empty() {
-                    path.to_owned()
-                } else {
-                    format!("{path}?{query}")
-                };
-                Target {
-                    rest: &forwarded_rest,
-                    ..target
-                }
-            }
-            Service::Rpc | Service::Cdp => {
-                self.auth.check_api(headers)?;
-                let max = self.settings.limits.max_rpc_body_bytes;
-                let declared = headers
-                    .get(header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok());
-                if matches!(target.service, Service::Rpc) && declared.is_some_and(|length| length > max) {
-                    return Err(RequestError::BodyTooLarge { limit: max as usize });
-                }
-                target
-            }
-        };
-        if headers::is_websocket_upgrade(headers) {
-            self.auth.check_origin(headers)?;
-            headers::check_websocket_handshake(request.method(), headers).map_err(RequestError::BadWebSocket)?;
-        }
-        let mut response = self.forward(request, peer, target, log).await?;
-        if let Some(cookie) = view_cookie {
-            response.headers_mut().append(header::SET_COOKIE, cookie);
-        }
-        Ok(response)
-    }
-
-    /// True when the client reached us over HTTPS, as a trusted proxy (the tunnel) says.
-    fn client_used_https(&self, peer: SocketAddr, headers: &http::HeaderMap) -> bool {
-        headers::client_used_https(&self.settings.trusted_proxies, peer, headers)
-    }
-
     /// Forwards a request to the owner's runtime, starting it if needed. When the runtime
     /// turns out to be gone (the container was killed behind our back), it is started again
     /// and the request — body included, since none of it was sent — goes to the new one.
@@ -289,6 +232,7 @@ impl Gateway {
         mut request: Request<Incoming>,
         peer: SocketAddr,
         target: Target<'_>,
+        admitted: &Admitted,
         log: &mut RequestLog,
     ) -> Result<Response<Body>, RequestError> {
         let shared = self.settings.isolation_mode == IsolationMode::Shared;
@@ -310,9 +254,6 @@ impl Gateway {
         }
         let client_upgrade = headers::is_websocket_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
         let (mut parts, incoming) = request.into_parts();
-        // Whether the client used HTTPS (to us, or to a trusted proxy in front of us).
-        let secure =
-            parts.extensions.get::<crate::tls::ClientTls>().is_some() || self.client_used_https(peer, &parts.headers);
         let public_host = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts
                 .uri
@@ -342,13 +283,6 @@ impl Gateway {
             }
             // Otherwise the client sets the runtime's own address.
             Service::Rpc | Service::View => parts.headers.remove(header::HOST),
-        };
-        // The host CDP discovery answers will name: checked before anything is started.
-        let cdp_host = if matches!(service, Service::Cdp) && cdp::is_discovery(rest) {
-            let host = public_host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or_default();
-            Some(cdp::valid_public_host(host).ok_or(RequestError::BadHost)?.to_owned())
-        } else {
-            None
         };
         let limit = match service {
             Service::Rpc => BodyLimit::new(self.settings.limits.max_rpc_body_bytes),
@@ -412,10 +346,10 @@ impl Gateway {
                         &self.tunnels,
                     ));
                 }
-                Ok((response, None)) if cdp_host.is_some() => {
-                    let public_host = cdp_host.as_deref().unwrap_or_default();
-                    let response =
-                        cdp::rewrite_response(response, public_host, owner.unwrap_or_default(), secure).await?;
+                Ok((response, None)) if admitted.cdp_host.is_some() => {
+                    let public_host = admitted.cdp_host.as_deref().unwrap_or_default();
+                    let owner = owner.unwrap_or_default();
+                    let response = cdp::rewrite_response(response, public_host, owner, admitted.secure).await?;
                     drop(lease);
                     return Ok(response);
                 }

@@ -1,0 +1,117 @@
+//! Admission: every authorisation and request-shape check, as one stage right after routing.
+//!
+//! Nothing touches the engine before admission says yes, so a refused request never creates
+//! anything. It checks the request's framing and header count (before routing too, so that
+//! a request smuggled behind a malformed one is never read), bearer tokens for agents, signed
+//! view URLs or their cookie for people, the declared size of a run, the origin and shape of
+//! a WebSocket handshake, and the host CDP discovery answers will name.
+
+use std::net::SocketAddr;
+
+use http::{HeaderValue, Request, header};
+use hyper::body::Incoming;
+
+use crate::auth::{self, Auth};
+use crate::config::Settings;
+use crate::error::RequestError;
+use crate::proxy::{cdp, headers};
+use crate::route::Route;
+use crate::tls::ClientTls;
+
+/// The settings and credentials admission decides with.
+pub struct Admission<'a> {
+    pub settings: &'a Settings,
+    pub auth: &'a Auth,
+}
+
+/// What admission hands on to the stages after it.
+#[derive(Debug, Default)]
+pub struct Admitted {
+    /// Path and query to forward when they differ from the route's (a view's token taken out).
+    pub rest: Option<String>,
+    /// The view cookie to set, when a signed view URL was used.
+    pub view_cookie: Option<HeaderValue>,
+    /// The host CDP discovery answers will name (a checked host and port).
+    pub cdp_host: Option<String>,
+    /// The client used HTTPS, to us or to a trusted proxy in front of us.
+    pub secure: bool,
+}
+
+impl Admission<'_> {
+    /// The checks that hold for every request, routed or not: framing and header count.
+    pub fn check_shape(&self, request: &Request<Incoming>) -> Result<(), RequestError> {
+        headers::check_framing(request.headers()).map_err(RequestError::Framing)?;
+        // HTTP/1.1's parser stops at the limit already; HTTP/2 hands over whatever fits in
+        // its header list size, so the count is checked here for every protocol.
+        let limit = self.settings.limits.max_headers;
+        if request.headers().len() > limit {
+            return Err(RequestError::TooManyHeaders { limit });
+        }
+        Ok(())
+    }
+
+    /// Decides whether a routed request may go on, and what the later stages need of it.
+    pub fn admit(
+        &self,
+        route: &Route,
+        request: &Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Admitted, RequestError> {
+        let headers = request.headers();
+        let secure = request.extensions().get::<ClientTls>().is_some()
+            || headers::client_used_https(&self.settings.trusted_proxies, peer, headers);
+        let mut admitted = Admitted {
+            secure,
+            ..Admitted::default()
+        };
+        match route {
+            Route::Health | Route::Ready | Route::ViewRedirect { .. } => return Ok(admitted),
+            Route::Release { .. } | Route::ApiEnsure | Route::ApiCleanup => {
+                self.auth.check_api(headers)?;
+                return Ok(admitted);
+            }
+            Route::View { owner_hash, rest } => {
+                let (path, query) = match rest.split_once('?') {
+                    Some((path, query)) => (path, Some(query)),
+                    None => (rest.as_str(), None),
+                };
+                let (token, query) = query.map(auth::take_query_token).unwrap_or_default();
+                if let Some((token, expires)) = self.auth.check_view_request(owner_hash, token.as_deref(), headers)? {
+                    admitted.view_cookie = Some(auth::view_cookie(owner_hash, &token, expires, secure));
+                }
+                admitted.rest = Some(if query.is_empty() {
+                    path.to_owned()
+                } else {
+                    format!("{path}?{query}")
+                });
+            }
+            Route::Rpc { .. } => {
+                self.auth.check_api(headers)?;
+                let max = self.settings.limits.max_rpc_body_bytes;
+                let declared = headers
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                if declared.is_some_and(|length| length > max) {
+                    return Err(RequestError::BodyTooLarge { limit: max as usize });
+                }
+            }
+            Route::Cdp { rest, .. } => {
+                self.auth.check_api(headers)?;
+                if cdp::is_discovery(rest) {
+                    let host = headers
+                        .get(header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+                        .unwrap_or_default();
+                    admitted.cdp_host = Some(cdp::valid_public_host(host).ok_or(RequestError::BadHost)?.to_owned());
+                }
+            }
+        }
+        if headers::is_websocket_upgrade(headers) {
+            self.auth.check_origin(headers)?;
+            headers::check_websocket_handshake(request.method(), headers).map_err(RequestError::BadWebSocket)?;
+        }
+        Ok(admitted)
+    }
+}
