@@ -95,17 +95,38 @@ impl From<SendError> for RequestError {
     }
 }
 
-/// A request body that the client takes only when it starts sending: until then it can be
-/// reclaimed, so a request whose runtime turned out to be gone is sent again, body and all,
-/// to its replacement.
+/// How much of a request body is kept to send it again: a run's body is usually small, and
+/// a pooled connection to a runtime that died may have taken some of it before failing.
+const REPLAY_LIMIT: usize = 64 * 1024;
+
+/// A request body that can be sent again to a replaced runtime: the first
+/// [`REPLAY_LIMIT`] bytes read are kept, and the unread rest goes back to the handle when an
+/// attempt is dropped, so a request whose runtime turned out to be gone is sent again, body
+/// and all, to its replacement (unless more than the limit had already gone out).
 pub struct RequestBody {
-    shared: Arc<Mutex<Option<Incoming>>>,
+    state: Arc<Mutex<BodyState>>,
+    /// This attempt's hold on the unread rest of the client's body.
     taken: Option<Incoming>,
+    /// Kept frames this attempt has yielded again so far.
+    replayed: usize,
+    /// Still keeping what is read (false once past the limit, to skip the lock).
+    recording: bool,
     hint: SizeHint,
     end_stream: bool,
     /// Bytes allowed through, and a flag raised when a body goes past them.
     limit: BodyLimit,
     sent: u64,
+}
+
+/// What attempts share of one client body.
+struct BodyState {
+    /// The unread rest of the client's body, while no attempt holds it.
+    incoming: Option<Incoming>,
+    /// What has been read so far, to send again.
+    kept: Vec<Bytes>,
+    kept_len: usize,
+    /// More was read than is kept: the body cannot be sent again.
+    lost: bool,
 }
 
 /// A cap on a streamed body (a chunked body has no length to check up front).
@@ -134,51 +155,62 @@ impl BodyLimit {
 }
 
 impl RequestBody {
-    /// Wraps `incoming`; the returned handle reclaims it while unsent.
+    /// Wraps `incoming`; the returned handle makes fresh attempts at sending it.
     pub fn new(incoming: Incoming, limit: BodyLimit) -> (Self, BodyHandle) {
         let hint = incoming.size_hint();
         let end_stream = incoming.is_end_stream();
-        let shared = Arc::new(Mutex::new(Some(incoming)));
-        let body = RequestBody {
-            shared: shared.clone(),
-            taken: None,
+        let state = Arc::new(Mutex::new(BodyState {
+            incoming: Some(incoming),
+            kept: Vec::new(),
+            kept_len: 0,
+            lost: false,
+        }));
+        let handle = BodyHandle {
+            state,
             hint,
             end_stream,
-            limit: limit.clone(),
-            sent: 0,
+            limit,
         };
-        (
-            body,
-            BodyHandle {
-                shared,
-                hint,
-                end_stream,
-                limit,
-            },
-        )
+        let body = handle.attempt();
+        (body, handle)
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        // The unread rest goes back for the next attempt.
+        if let Some(incoming) = self.taken.take() {
+            self.state.lock().expect("body lock").incoming = Some(incoming);
+        }
     }
 }
 
 /// The other end of a [`RequestBody`].
 pub struct BodyHandle {
-    shared: Arc<Mutex<Option<Incoming>>>,
+    state: Arc<Mutex<BodyState>>,
     hint: SizeHint,
     end_stream: bool,
     limit: BodyLimit,
 }
 
 impl BodyHandle {
-    /// A fresh body for a resend, if the first attempt never started reading it.
-    pub fn resend(&self) -> Option<RequestBody> {
-        let still_here = self.shared.lock().expect("body lock").is_some();
-        still_here.then(|| RequestBody {
-            shared: self.shared.clone(),
+    fn attempt(&self) -> RequestBody {
+        RequestBody {
+            state: self.state.clone(),
             taken: None,
+            replayed: 0,
+            recording: true,
             hint: self.hint,
             end_stream: self.end_stream,
             limit: self.limit.clone(),
             sent: 0,
-        })
+        }
+    }
+
+    /// A fresh body for a resend, unless more of it went out than can be sent again.
+    pub fn resend(&self) -> Option<RequestBody> {
+        let lost = self.state.lock().expect("body lock").lost;
+        (!lost).then(|| self.attempt())
     }
 }
 
@@ -188,8 +220,17 @@ impl HttpBody for RequestBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if self.taken.is_none() {
-            let taken = self.shared.lock().expect("body lock").take();
-            match taken {
+            let mut state = self.state.lock().expect("body lock");
+            // What earlier attempts read goes out again first.
+            if let Some(kept) = state.kept.get(self.replayed).cloned() {
+                drop(state);
+                self.replayed += 1;
+                self.sent += kept.len() as u64;
+                return Poll::Ready(Some(Ok(Frame::data(kept))));
+            }
+            let incoming = state.incoming.take();
+            drop(state);
+            match incoming {
                 Some(incoming) => self.taken = Some(incoming),
                 None => return Poll::Ready(None),
             }
@@ -203,6 +244,24 @@ impl HttpBody for RequestBody {
             if self.sent > self.limit.max {
                 self.limit.exceeded.store(true, std::sync::atomic::Ordering::Release);
                 return Poll::Ready(Some(Err("request body too large".into())));
+            }
+            if self.recording {
+                let kept = {
+                    let mut state = self.state.lock().expect("body lock");
+                    if state.kept_len + data.len() <= REPLAY_LIMIT {
+                        state.kept_len += data.len();
+                        state.kept.push(data.clone());
+                        Some(state.kept.len())
+                    } else {
+                        state.lost = true;
+                        state.kept = Vec::new();
+                        None
+                    }
+                };
+                match kept {
+                    Some(count) => self.replayed = count,
+                    None => self.recording = false,
+                }
             }
         }
         polled.map(|frame| frame.map(|r| r.map_err(Into::into)))

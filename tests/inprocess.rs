@@ -1,0 +1,180 @@
+//! The pipeline in-process, without a container engine: `lazygate::run` on port 0 in front
+//! of a [`FakeEngine`] whose runtimes are small servers in this process. Routing, admission,
+//! the waiting page, resending to a replaced runtime, WebSocket tunnels and CDP discovery are
+//! shown here in milliseconds; what only an engine can show stays in the engine tests.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use common::fake_engine::FakeEngine;
+use common::{TEST_API_TOKEN, TEST_VIEW_SECRET, bearer, get, post, send_request, view_token};
+use futures_util::{SinkExt, StreamExt};
+use http::{Method, Request};
+use lazygate::config::{RawConfig, Settings};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A gateway in this process; shut down (never its runtimes) when dropped.
+struct InProcess {
+    addr: SocketAddr,
+    engine: FakeEngine,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _state_dir: tempfile::TempDir,
+}
+
+impl InProcess {
+    async fn start(configure: impl FnOnce(&mut Settings)) -> InProcess {
+        let state_dir = tempfile::tempdir().unwrap();
+        let mut raw = RawConfig::default();
+        raw.auth.api_tokens = Some(vec![TEST_API_TOKEN.to_owned()]);
+        raw.auth.view_secret = Some(TEST_VIEW_SECRET.to_owned());
+        raw.server.workers = Some(1);
+        raw.runtime.state_dir = Some(state_dir.path().to_str().unwrap().to_owned());
+        let mut settings = Settings::try_from(raw).unwrap();
+        configure(&mut settings);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let engine = FakeEngine::default();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let run = lazygate::run(listener, settings, engine.engine(), async {
+            let _ = stopped.await;
+        });
+        tokio::spawn(async move { run.await.expect("the gateway runs") });
+        InProcess {
+            addr,
+            engine,
+            stop: Some(stop),
+            _state_dir: state_dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn request(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Request<http_body_util::Full<bytes::Bytes>> {
+    let mut builder = Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(body.to_owned().into()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_and_admission_decide_before_any_runtime_starts() {
+    let gateway = InProcess::start(|_| {}).await;
+    // Refused: no token, a malformed owner, an unknown route; nothing starts.
+    let anonymous = send_request(request(Method::POST, &gateway.url("/rpc/alice"), &[], "{}")).await;
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(anonymous.error_code(), "unauthorized");
+    assert_eq!(post(&gateway.url("/rpc/%2e%2e"), "").await.status, 400);
+    assert_eq!(get(&gateway.url("/nowhere")).await.status, 404);
+    let hash = lazygate::owner::OwnerHash::of("alice");
+    assert_eq!(get(&gateway.url(&format!("/view/{hash}/vnc.html"))).await.status, 401);
+    assert_eq!(gateway.engine.starts.load(Ordering::SeqCst), 0, "nothing started");
+
+    // Admitted: alice's run goes to alice's runtime, started once for two requests.
+    let first = post(&gateway.url("/rpc/alice"), "hello").await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.json()["uri"], "/run");
+    assert_eq!(first.json()["body"], "hello");
+    assert_eq!(first.json()["owner_hash"], hash.to_string());
+    let headers = get(&gateway.url("/rpc/alice/headers")).await.json();
+    assert!(
+        headers.get("authorization").is_none(),
+        "the agent's token is not forwarded"
+    );
+    assert_eq!(gateway.engine.starts.load(Ordering::SeqCst), 1);
+
+    // A signed view URL opens alice's view; it is no key to bob's.
+    let token = view_token("alice");
+    let page = get(&gateway.url(&format!("/view/{hash}/vnc.html?token={token}"))).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let bob = lazygate::owner::OwnerHash::of("bob");
+    let wrong = get(&gateway.url(&format!("/view/{bob}/vnc.html?token={token}"))).await;
+    assert_eq!(wrong.status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_person_gets_the_waiting_page_and_a_killed_runtime_is_replaced_with_the_request_resent() {
+    let gateway = InProcess::start(|_| {}).await;
+    let hash = lazygate::owner::OwnerHash::of("carol");
+    let token = view_token("carol");
+    let navigation = send_request(request(
+        Method::GET,
+        &gateway.url(&format!("/view/{hash}/vnc.html?token={token}")),
+        &[("accept", "text/html")],
+        "",
+    ))
+    .await;
+    assert_eq!(navigation.status, 503, "the waiting page, at once");
+    assert!(navigation.text().contains("<html"), "{}", navigation.text());
+
+    let first = post(&gateway.url("/rpc/carol"), "one").await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let starts = gateway.engine.starts.load(Ordering::SeqCst);
+    gateway.engine.kill("carol");
+    let resent = post(&gateway.url("/rpc/carol"), "two").await;
+    assert_eq!(resent.status, 200, "{}", resent.text());
+    assert_eq!(resent.json()["body"], "two", "the body went to the new runtime");
+    assert_eq!(
+        gateway.engine.starts.load(Ordering::SeqCst),
+        starts + 1,
+        "started again, once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websockets_tunnel_and_cdp_discovery_points_back_through_the_gateway() {
+    let gateway = InProcess::start(|settings| {
+        settings.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    let hash = lazygate::owner::OwnerHash::of("dave");
+    let url = format!(
+        "ws://{}/view/{hash}/websockify?token={}",
+        gateway.addr,
+        view_token("dave")
+    );
+    let (mut ws, response) = tokio_tungstenite::connect_async(&url).await.expect("a tunnel");
+    assert_eq!(response.status(), 101);
+    for message in [Message::Text("hi".into()), Message::Binary(vec![0u8; 70_000].into())] {
+        ws.send(message.clone()).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), message);
+    }
+    ws.close(None).await.unwrap();
+
+    let version = gateway.url("/cdp/dave/json/version");
+    let token = bearer();
+    let plain = send_request(request(Method::GET, &version, &[("authorization", &token)], "")).await;
+    assert_eq!(
+        plain.json()["webSocketDebuggerUrl"],
+        format!("ws://{}/cdp/dave/devtools/browser/fake", gateway.addr)
+    );
+    let behind_https = send_request(request(
+        Method::GET,
+        &version,
+        &[("authorization", &token), ("x-forwarded-proto", "https")],
+        "",
+    ))
+    .await;
+    assert_eq!(
+        behind_https.json()["webSocketDebuggerUrl"],
+        format!("wss://{}/cdp/dave/devtools/browser/fake", gateway.addr)
+    );
+}
