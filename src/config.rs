@@ -5,6 +5,10 @@
 //! the seed has one, `LAZYGATE_*` otherwise), and `Settings::try_from(raw)` checks every value.
 //! Unlike the seed, an invalid value is never silently replaced by a default: the error names
 //! the key and the value, and the binary exits with status 2.
+//!
+//! (Long because each key is spelled in four places today — raw field, environment overlay,
+//! check with its default, setting — plus its tests; defining each key once is the open
+//! part of the architecture issue.)
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,9 @@
 //!
 //! Everything a request names (owner, hash, path) is parsed and checked here, before
 //! any other stage runs, so that malformed input can never reach the container engine.
+//!
+//! (Long because of its tests: the parser is under 210 lines, the table that pins every
+//! route, refusal and invariant down is the rest.)
 
 use http::{Method, Uri};
 

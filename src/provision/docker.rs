@@ -8,6 +8,10 @@
 //! gateway reaches a runtime through its published loopback ports (published mode) or by
 //! joining the runtime's network (network mode). A running runtime found on any other
 //! network (made by the seed, or by an older gateway) is moved onto its own.
+//!
+//! (Long because a backend is one file by design: creating, isolating, adopting and
+//! removing runtimes on Docker, with every engine call and its error named, live here, and
+//! only here.)
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -9,6 +9,9 @@
 //! WebSocket), the reaper leaves it alone. Holds are taken under the slot lock and the reaper
 //! re-checks them under the same lock, so a request at the TTL boundary either keeps the
 //! runtime or waits for its removal and gets a fresh one.
+//!
+//! (Long because slots, leases, the start, eviction, adoption and the reaper's removal all
+//! change one owner's state under the same lock; a quarter of it is their paused-clock tests.)
 
 pub mod backend;
 pub mod docker;
