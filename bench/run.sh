@@ -60,6 +60,9 @@ cleanup() {
   [ -n "$vols" ] && docker volume rm -f $vols >/dev/null 2>&1 || true
   remove_seed_runtimes
   rm -f "$seed_owners_file"
+  # Each runtime's own network (the gateway makes one per runtime).
+  nets=$(docker network ls -q --filter label=lazygate.scope=bench)
+  [ -n "$nets" ] && docker network rm $nets >/dev/null 2>&1 || true
   docker network rm $NET >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -95,13 +98,13 @@ start_gateway() { # image command...
   gateway_pid=$!
   wait_healthy "$GW_PORT"
 }
-# For cold starts the gateway runs as in production: a container on the runtime network,
-# reaching runtimes by name with no published ports (as the seed does), the engine's socket
-# mounted, its own port published for curl.
+# For cold starts the gateway runs as in production: a container that joins each runtime's
+# own network and dials it there, with no published ports, the engine's socket mounted, its
+# own port published for curl.
 start_gateway_container() { # image
   [ -n "$gateway_pid" ] && { kill "$gateway_pid" 2>/dev/null || true; wait "$gateway_pid" 2>/dev/null || true; gateway_pid=""; }
   docker rm -f -v lazygate-bench-gateway >/dev/null 2>&1 || true
-  docker run -d --name lazygate-bench-gateway --label lazygate.bench=1 --network $NET \
+  docker run -d --name lazygate-bench-gateway --label lazygate.bench=1 --network $NET --sysctl net.ipv4.ip_forward=0 \
     -p 127.0.0.1:$GW_PORT:8080 -v /var/run/docker.sock:/var/run/docker.sock \
     -e LAZYGATE_UPSTREAM=network -e LAZYGATE_SCOPE=bench -e BROWSER_RUNTIME_IMAGE=$1 \
     -e BROWSER_RUNTIME_NETWORK=$NET -e LAZYGATE_API_TOKENS=$TOKEN -e LAZYGATE_VIEW_SECRET=$SECRET \
