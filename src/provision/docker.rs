@@ -662,7 +662,11 @@ impl Backend for DockerBackend {
         let docker = self.docker().await?;
         let (name, volume, network) = self.names(owner_hash);
         self.remove_container(&docker, &name).await?;
-        self.remove_network(&docker, &network).await?;
+        // The runtime is gone either way; a network left behind (something else still
+        // attached) is reused by name at the owner's next start.
+        if let Err(error) = self.remove_network(&docker, &network).await {
+            tracing::warn!(%network, %error, "cannot remove a runtime's network; leaving it");
+        }
         if with_volume {
             let options = RemoveVolumeOptionsBuilder::default().force(true).build();
             match docker.remove_volume(&volume, Some(options)).await {
