@@ -1088,4 +1088,91 @@ mod tests {
         assert_eq!(normalize_view_base_url("https://a.b/index.html"), "https://a.b");
         assert_eq!(normalize_view_base_url("https://a.b///"), "https://a.b");
     }
+
+    /// The README's configuration table as (key, environment variables, default) rows.
+    fn readme_rows() -> Vec<(String, Vec<String>, String)> {
+        let readme = include_str!("../README.md");
+        let section = &readme[readme.find("## Configuration").unwrap()..readme.find("## Errors").unwrap()];
+        let ticked = |cell: &str| -> Vec<String> { cell.split('`').skip(1).step_by(2).map(str::to_owned).collect() };
+        let mut rows = Vec::new();
+        for line in section.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let (keys, envs, default) = (ticked(cells[1]), ticked(cells[2]), cells[3]);
+            // `900`, `0` (one per core): the first ticked value; "empty", "generated": none.
+            let default = ticked(default).into_iter().next().unwrap_or_default();
+            for (i, key) in keys.iter().enumerate() {
+                // Rows naming several keys pair them with as many variables, in order.
+                let env = if keys.len() > 1 {
+                    vec![envs[i].clone()]
+                } else {
+                    envs.clone()
+                };
+                rows.push((key.clone(), env, default.clone()));
+            }
+        }
+        rows
+    }
+
+    /// The shipped file's keys with their values as text ("" for an empty string or list).
+    fn shipped_keys() -> Vec<(String, String)> {
+        let table: toml::Table = toml::from_str(include_str!("../config/lazygate.toml")).unwrap();
+        let mut keys = Vec::new();
+        for (section, values) in &table {
+            for (name, value) in values.as_table().unwrap() {
+                let text = match value {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Array(a) if a.is_empty() => String::new(),
+                    other => other.to_string(),
+                };
+                keys.push((format!("{section}.{name}"), text));
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn the_readme_table_and_the_shipped_file_list_the_same_keys_and_defaults() {
+        let mut readme: Vec<(String, String)> = readme_rows().into_iter().map(|(k, _, d)| (k, d)).collect();
+        let mut shipped = shipped_keys();
+        readme.sort();
+        shipped.sort();
+        assert_eq!(
+            readme, shipped,
+            "README table (left) and config/lazygate.toml (right) differ"
+        );
+        // Every key also parses, so the file can never list a key the gateway refuses.
+        load(include_str!("../config/lazygate.toml"), &[]).unwrap();
+    }
+
+    #[test]
+    fn every_environment_variable_read_is_in_the_readme_and_does_something() {
+        let readme: Vec<String> = readme_rows().into_iter().flat_map(|(_, env, _)| env).collect();
+        // The variables this file reads (`env.var("…")` and `parse_env(env, "…", …)`).
+        let source = include_str!("config.rs");
+        let read: Vec<String> = source
+            .split("env.var(\"")
+            .skip(1)
+            .chain(source.split("parse_env(env, \"").skip(1))
+            .chain(source.split("parse_bool_env(env, \"").skip(1))
+            .map(|rest| rest[..rest.find('"').unwrap()].to_owned())
+            .filter(|name| name.chars().all(|c| c.is_ascii_uppercase() || c == '_') && name.len() > 3)
+            .filter(|name| !PASSTHROUGH_ENV.contains(&name.as_str()) && name != "LAZYGATE_CONFIG")
+            .collect();
+        for name in &read {
+            assert!(readme.contains(name), "{name} is read but not in the README's table");
+        }
+        for name in &readme {
+            assert!(read.contains(name), "{name} is in the README's table but never read");
+            // Setting it to nonsense is noticed (or, for free text, taken), never ignored.
+            let env = [(name.as_str(), "\u{1}nonsense")];
+            let loaded = load("", &env);
+            if let Ok(settings) = loaded {
+                assert_ne!(
+                    format!("{settings:?}"),
+                    format!("{:?}", load("", &[]).unwrap()),
+                    "{name} changed nothing"
+                );
+            }
+        }
+    }
 }
