@@ -11,8 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -21,9 +20,9 @@ use lazygate::owner::OwnerHash;
 use lazygate::provision::{Backend, BackendError, Endpoints, Engine, RuntimeInfo, RuntimeSpec, TunnelLogs};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
+
+#[path = "../stub-runtime/src/echo.rs"]
+mod echo;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -122,36 +121,12 @@ async fn rpc(owner_hash: OwnerHash, request: Request<Incoming>) -> Response<Body
     }
 }
 
-/// View: `/vnc.html`, and `/websockify`, a WebSocket echo.
-async fn view(mut request: Request<Incoming>) -> Response<Body> {
+/// View: `/vnc.html`, and `/websockify`, a WebSocket echo (the stub runtime's).
+async fn view(request: Request<Incoming>) -> Response<Body> {
     if request.uri().path() != "/websockify" {
         return Response::new(text("<title>fake noVNC</title>"));
     }
-    let Some(key) = request.headers().get("sec-websocket-key").cloned() else {
-        let mut response = Response::new(text("expected a WebSocket"));
-        *response.status_mut() = StatusCode::BAD_REQUEST;
-        return response;
-    };
-    let upgrade = hyper::upgrade::on(&mut request);
-    tokio::spawn(async move {
-        let Ok(upgraded) = upgrade.await else { return };
-        let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-        while let Some(Ok(message)) = ws.next().await {
-            if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err() {
-                break;
-            }
-        }
-    });
-    let mut response = Response::new(text(Bytes::new()));
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let headers = response.headers_mut();
-    headers.insert("connection", "upgrade".parse().unwrap());
-    headers.insert("upgrade", "websocket".parse().unwrap());
-    headers.insert(
-        "sec-websocket-accept",
-        derive_accept_key(key.as_bytes()).parse().unwrap(),
-    );
-    response
+    echo::websocket_echo(request)
 }
 
 /// CDP: `/json/version`, naming its WebSocket with the Host it was asked for (as Chrome does).

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
@@ -34,9 +34,10 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
+
+mod echo;
+
+use echo::websocket_echo;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -163,36 +164,6 @@ async fn view(req: Request<Incoming>) -> Response<Body> {
             response
         }
     }
-}
-
-/// Accepts a WebSocket handshake and echoes every message back, byte for byte.
-fn websocket_echo(mut req: Request<Incoming>) -> Response<Body> {
-    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
-        let mut response = Response::new(full("expected a websocket handshake"));
-        *response.status_mut() = StatusCode::BAD_REQUEST;
-        return response;
-    };
-    let upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        let Ok(upgraded) = upgrade.await else { return };
-        let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-        // On a close frame, tungstenite queues the reply; reading on flushes it and ends.
-        while let Some(Ok(message)) = ws.next().await {
-            if (message.is_binary() || message.is_text()) && ws.send(message).await.is_err() {
-                break;
-            }
-        }
-    });
-    let mut response = Response::new(full(Bytes::new()));
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let headers = response.headers_mut();
-    headers.insert("connection", "upgrade".parse().unwrap());
-    headers.insert("upgrade", "websocket".parse().unwrap());
-    headers.insert(
-        "sec-websocket-accept",
-        derive_accept_key(key.as_bytes()).parse().unwrap(),
-    );
-    response
 }
 
 async fn cdp(req: Request<Incoming>) -> Response<Body> {
