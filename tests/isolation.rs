@@ -133,3 +133,47 @@ async fn a_runtime_found_on_a_shared_network_is_moved_onto_its_own() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(container_id(&name).unwrap(), id, "moved, not recreated");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_network_its_runtime_outlived_is_removed_at_start() {
+    let scope = Scope::new("isolation-leftover");
+    let other = Scope::new("isolation-leftover-other");
+    let network_for = |scope: &Scope, owner: &str| {
+        let hash = seed_hash(owner);
+        let name = format!("{TEST_NETWORK}-{hash}");
+        let owner_label = format!("browser_use.owner_hash={hash}");
+        let scope_label = format!("lazygate.scope={}", scope.name);
+        docker(&[
+            "network",
+            "create",
+            "--label",
+            "browser_use.managed_by=browser_runtime_manager",
+            "--label",
+            &owner_label,
+            "--label",
+            &scope_label,
+            &name,
+        ])
+        .expect("network created");
+        name
+    };
+    // A runtime that died while no gateway ran left its network; another scope has one too.
+    let leftover = network_for(&scope, &unique("gone"));
+    let theirs = network_for(&other, &unique("theirs"));
+    let gateway = GatewayConfig::new(&scope).start();
+    assert!(
+        docker(&["network", "inspect", &leftover]).is_none(),
+        "the leftover is gone"
+    );
+    assert!(
+        docker(&["network", "inspect", &theirs]).is_some(),
+        "another scope's stays"
+    );
+    // A running runtime's own network is left alone by the next gateway's start.
+    let owner = unique("alive");
+    assert_eq!(post(&gateway.url(&format!("/rpc/{owner}")), "").await.status, 200);
+    drop(gateway);
+    let _again = GatewayConfig::new(&scope).start();
+    let alive = format!("{TEST_NETWORK}-{}", seed_hash(&owner));
+    assert!(docker(&["network", "inspect", &alive]).is_some());
+}

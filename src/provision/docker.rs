@@ -94,6 +94,9 @@ pub struct DockerBackend {
     /// Single-flight for picking a free subnet: owners starting in parallel would otherwise
     /// pick the same one.
     network_lock: tokio::sync::Mutex<()>,
+    /// Creates hold it shared, the sweep of leftover networks exclusively: a network made a
+    /// moment before its container is never taken for a leftover.
+    creating: tokio::sync::RwLock<()>,
     /// The gateway's own container id once known (`Some(None)`: not in a container, so
     /// the host reaches every runtime network without joining it).
     gateway: Mutex<Option<Option<String>>>,
@@ -162,6 +165,7 @@ impl DockerBackend {
         DockerBackend {
             client: Mutex::new(None),
             network_lock: tokio::sync::Mutex::new(()),
+            creating: tokio::sync::RwLock::new(()),
             gateway: Mutex::new(None),
             options,
         }
@@ -364,6 +368,7 @@ impl DockerBackend {
     }
 
     async fn create(&self, docker: &Docker, spec: &RuntimeSpec) -> Result<bool, BackendError> {
+        let _creating = self.creating.read().await;
         let (name, volume, network) = self.names(&spec.owner_hash);
         let labels: HashMap<String, String> = spec
             .labels
@@ -474,6 +479,52 @@ impl DockerBackend {
             volume_name(owner_hash),
             network_name(&self.options.network_prefix, owner_hash),
         )
+    }
+
+    /// Removes runtime networks that outlived their runtime (the runtime died while no
+    /// gateway ran, and its owner never came back): managed, of this scope, with nobody but
+    /// the gateway attached, and not the network of a runtime that runs. Each would keep a
+    /// subnet of the pool forever.
+    async fn sweep_networks(&self, docker: &Docker, running: &[RuntimeInfo]) {
+        let mut labels = vec![format!("{LABEL_MANAGED_BY}={MANAGED_BY}")];
+        if let Some(scope) = &self.options.scope {
+            labels.push(format!("{LABEL_SCOPE}={scope}"));
+        }
+        let filters = HashMap::from([("label".to_owned(), labels)]);
+        let options = ListNetworksOptionsBuilder::default().filters(&filters).build();
+        let _no_creates = self.creating.write().await;
+        let Ok(networks) = docker.list_networks(Some(options)).await else {
+            return;
+        };
+        let gateway = self.gateway_container(docker).await.ok().flatten();
+        for network in networks {
+            let (Some(name), Some(labels)) = (network.name, network.labels) else {
+                continue;
+            };
+            // Without a scope of our own, networks scoped to another gateway are theirs.
+            if self.options.scope.is_none() && labels.contains_key(LABEL_SCOPE) {
+                continue;
+            }
+            let Some(Ok(owner_hash)) = labels.get(LABEL_OWNER_HASH).map(|h| OwnerHash::parse(h)) else {
+                continue;
+            };
+            if name != network_name(&self.options.network_prefix, &owner_hash)
+                || running.iter().any(|r| r.owner_hash == owner_hash)
+            {
+                continue;
+            }
+            let Ok(inspected) = docker.inspect_network(&name, None).await else {
+                continue;
+            };
+            let attached: Vec<String> = inspected.containers.unwrap_or_default().into_keys().collect();
+            if attached.iter().any(|id| Some(id) != gateway.as_ref()) {
+                continue;
+            }
+            match self.remove_network(docker, &name).await {
+                Ok(()) => tracing::info!(network = %name, "removed a runtime network its runtime outlived"),
+                Err(error) => tracing::debug!(network = %name, %error, "cannot remove a leftover runtime network"),
+            }
+        }
     }
 
     fn labels_filter(&self) -> HashMap<String, Vec<String>> {
@@ -717,6 +768,7 @@ impl Backend for DockerBackend {
                 Err(e) => return Err(fail(Operation::InspectContainer)(e)),
             }
         }
+        self.sweep_networks(&docker, &runtimes).await;
         Ok(runtimes)
     }
 }

@@ -170,6 +170,10 @@ pub fn volume_exists(name: &str) -> bool {
 /// Makes sure the shared test network exists (gateways create it on demand; a container
 /// joining it at `docker run` needs it first).
 pub fn ensure_test_network() {
+    // Tests of one binary run in parallel; two creating it at once would make two networks
+    // of that name (the test command makes it first; this is for running tests alone).
+    static CREATING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = CREATING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if docker(&["network", "inspect", TEST_NETWORK]).is_none() {
         docker(&["network", "create", "--label", "lazygate.test=1", TEST_NETWORK]);
     }
