@@ -12,7 +12,7 @@ use http::{HeaderValue, Request, header};
 use hyper::body::Incoming;
 
 use crate::auth::{self, Auth};
-use crate::config::Settings;
+use crate::config::{AnswerUrls, Settings};
 use crate::error::RequestError;
 use crate::proxy::{cdp, headers};
 use crate::route::Route;
@@ -31,8 +31,9 @@ pub struct Admitted {
     pub rest: Option<String>,
     /// The view cookie to set, when a signed view URL was used.
     pub view_cookie: Option<HeaderValue>,
-    /// The host CDP discovery answers will name (a checked host and port).
-    pub cdp_host: Option<String>,
+    /// The host the client used, checked (a name or address and a port), for the routes
+    /// whose answers name it: CDP discovery, and ensure answering gateway URLs.
+    pub public_host: Option<String>,
     /// The client used HTTPS, to us or to a trusted proxy in front of us.
     pub secure: bool,
 }
@@ -66,7 +67,14 @@ impl Admission<'_> {
         };
         match route {
             Route::Health | Route::Ready | Route::ViewRedirect { .. } => return Ok(admitted),
-            Route::Release { .. } | Route::ApiEnsure | Route::ApiCleanup => {
+            Route::ApiEnsure => {
+                self.auth.check_api(headers)?;
+                if self.settings.answer_urls == AnswerUrls::Gateway {
+                    admitted.public_host = Some(checked_host(request)?);
+                }
+                return Ok(admitted);
+            }
+            Route::Release { .. } | Route::ApiCleanup => {
                 self.auth.check_api(headers)?;
                 return Ok(admitted);
             }
@@ -99,12 +107,7 @@ impl Admission<'_> {
             Route::Cdp { rest, .. } => {
                 self.auth.check_api(headers)?;
                 if cdp::is_discovery(rest) {
-                    let host = headers
-                        .get(header::HOST)
-                        .and_then(|h| h.to_str().ok())
-                        .or_else(|| request.uri().authority().map(|a| a.as_str()))
-                        .unwrap_or_default();
-                    admitted.cdp_host = Some(cdp::valid_public_host(host).ok_or(RequestError::BadHost)?.to_owned());
+                    admitted.public_host = Some(checked_host(request)?);
                 }
             }
         }
@@ -114,4 +117,15 @@ impl Admission<'_> {
         }
         Ok(admitted)
     }
+}
+
+/// The host the client used (`Host`, else the URI's authority), if it is fit to go into a URL.
+fn checked_host(request: &Request<Incoming>) -> Result<String, RequestError> {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+        .unwrap_or_default();
+    Ok(cdp::valid_public_host(host).ok_or(RequestError::BadHost)?.to_owned())
 }

@@ -2,8 +2,6 @@
 //! Python module, `POST /api/runtimes/ensure` and `POST /api/runtimes/cleanup` (body
 //! `{"task_id", "metadata", "thread_id"}`, all optional), and `DELETE /rpc/<owner>`.
 
-use std::net::SocketAddr;
-
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -14,13 +12,11 @@ use crate::body::Body;
 use crate::config::{AnswerUrls, IsolationMode};
 use crate::error::{RequestError, json_response};
 use crate::owner::{OwnerHash, decode_owner, encode_owner, resolve_isolation_owner};
-use crate::proxy::cdp;
 use std::sync::Arc;
 
 use crate::auth::Auth;
 use crate::config::Settings;
 use crate::provision::Provisioner;
-use crate::proxy::headers::client_used_https;
 use crate::view_url::ViewUrls;
 
 /// What the API handlers work with: the gateway's shared state, not its pipeline.
@@ -80,34 +76,21 @@ impl RunIdentity {
     }
 }
 
-/// `scheme://host` of the gateway as the caller reached it (checked: it goes into URLs).
-fn caller_base(api: &Api<'_>, request: &Request<Incoming>, peer: SocketAddr) -> Result<String, RequestError> {
-    let host = request
-        .headers()
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| request.uri().authority().map(|a| a.as_str()))
-        .and_then(cdp::valid_public_host)
-        .ok_or(RequestError::BadHost)?;
-    let tls = request.extensions().get::<crate::tls::ClientTls>().is_some();
-    let scheme = if tls || client_used_https(&api.settings.trusted_proxies, peer, request.headers()) {
-        "https"
-    } else {
-        "http"
-    };
-    Ok(format!("{scheme}://{host}"))
-}
-
 /// The seed's `ensure_browser_runtime`: starts (or finds) the runtime and answers with its
 /// `cdp_url`, `rpc_url`, `browser_view`, `isolation_mode` and `owner_hash`; the flag says
 /// whether the runtime had to start (a cold request).
+///
+/// `public_host` and `secure` are what admission found of how the caller reached the
+/// gateway: with gateway URLs, the answer points back the same way.
 pub async fn ensure(
     api: &Api<'_>,
     request: Request<Incoming>,
-    peer: SocketAddr,
+    public_host: Option<&str>,
+    secure: bool,
 ) -> Result<(Response<Body>, bool), RequestError> {
+    let scheme = if secure { "https" } else { "http" };
     let base = match api.settings.answer_urls {
-        AnswerUrls::Gateway => Some(caller_base(api, &request, peer)?),
+        AnswerUrls::Gateway => Some(format!("{scheme}://{}", public_host.ok_or(RequestError::BadHost)?)),
         AnswerUrls::Direct => None,
     };
     let identity = read_identity(request).await?;
@@ -128,9 +111,9 @@ pub async fn ensure(
     let lease = api.provisioner.acquire(owner_hash).await?;
     let direct = &lease.runtime().direct;
     // Through the gateway, where the owner id can be a path segment (as /rpc/<owner> needs).
+    let segment = encode_owner(&owner);
     let (cdp_url, rpc_url) = match base {
-        Some(base) if decode_owner(&encode_owner(&owner)).as_deref() == Ok(owner.as_str()) => {
-            let segment = encode_owner(&owner);
+        Some(base) if decode_owner(&segment).as_deref() == Ok(owner.as_str()) => {
             (format!("{base}/cdp/{segment}"), format!("{base}/rpc/{segment}"))
         }
         other => {

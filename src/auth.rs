@@ -87,11 +87,16 @@ pub struct Auth {
     allowed_origins: Vec<String>,
 }
 
-fn random_secret() -> std::io::Result<String> {
+/// 32 random bytes, URL-safe base64: generated secrets and runtimes' keys.
+pub(crate) fn random_secret() -> std::io::Result<String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
+
+/// The header the gateway sends a runtime's own key in (the runtime was given it in
+/// [`crate::provision::backend::RUNTIME_KEY_ENV`]); never taken from a client.
+pub const RUNTIME_KEY_HEADER: &str = "x-lazygate-runtime-key";
 
 /// Where generated secrets are kept.
 pub fn secrets_path(settings: &Settings) -> PathBuf {
@@ -340,6 +345,8 @@ pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
 /// on to a runtime.
 pub fn strip_credentials(headers: &mut HeaderMap) {
     headers.remove(header::AUTHORIZATION);
+    // Only the gateway speaks with a runtime's key; a client's attempt is dropped.
+    headers.remove(RUNTIME_KEY_HEADER);
     let kept: Vec<String> = headers
         .get_all(header::COOKIE)
         .iter()

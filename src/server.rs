@@ -271,17 +271,27 @@ impl Activity {
     }
 }
 
-/// An HTTP/2 response body that tells the connection's watchdog when it is done (sent whole,
-/// or dropped because the stream was reset).
-struct Tracked {
-    inner: Body,
-    activity: Arc<Activity>,
+/// One HTTP/2 request in flight, counted from its head until its response has been sent
+/// whole or dropped (the stream reset, or the client gone before the answer).
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(activity)
+    }
 }
 
-impl Drop for Tracked {
+impl Drop for InFlight {
     fn drop(&mut self) {
-        self.activity.finish_request();
+        self.0.finish_request();
     }
+}
+
+/// An HTTP/2 response body that holds its request's place in flight.
+struct Tracked {
+    inner: Body,
+    _in_flight: InFlight,
 }
 
 impl HttpBody for Tracked {
@@ -321,21 +331,24 @@ where
         if tls {
             request.extensions_mut().insert(ClientTls);
         }
-        let activity = activity.clone();
         activity.requested.store(true, Ordering::Release);
-        let http2 = request.version() == http::Version::HTTP_2;
-        if http2 {
+        let in_flight = (request.version() == http::Version::HTTP_2).then(|| {
             activity.http2.store(true, Ordering::Release);
-            activity.in_flight.fetch_add(1, Ordering::AcqRel);
-        }
+            InFlight::start(activity.clone())
+        });
         // Boxed: hyper keeps room for this future in every connection, idle or not, and the
         // pipeline's future is several KiB; boxed, an idle keep-alive connection holds a pointer.
         let handling = Box::pin(async move {
             let response = gateway.handle(request, peer).await;
-            if !http2 {
-                return response;
+            match in_flight {
+                None => response,
+                Some(in_flight) => response.map(|inner| {
+                    http_body_util::BodyExt::boxed(Tracked {
+                        inner,
+                        _in_flight: in_flight,
+                    })
+                }),
             }
-            response.map(|inner| http_body_util::BodyExt::boxed(Tracked { inner, activity }))
         });
         async move { Ok::<_, Infallible>(handling.await) }
     });

@@ -22,20 +22,11 @@ use crate::body::{Body, empty};
 use crate::config::{IsolationMode, Settings};
 use crate::error::{RequestError, json_response};
 use crate::owner::OwnerHash;
-use crate::provision::backend::RUNTIME_KEY_HEADER;
 use crate::provision::{Lease, Provisioner, RuntimePort};
 use crate::proxy::{self, BodyLimit, RequestBody, SendError, Upstream, cdp, headers, tunnel};
 use crate::route::{self, Route};
 use crate::view_url::ViewUrls;
 use crate::waiting_page;
-
-/// Which of a runtime's services a request is for.
-#[derive(Debug, Clone, Copy)]
-pub enum Service {
-    Rpc,
-    View,
-    Cdp,
-}
 
 /// The one log line of a request, written when it is dropped: when the response head is
 /// ready, or when the client went away first (then with status 499, as nginx logs it).
@@ -162,7 +153,8 @@ impl Gateway {
             }
             Route::Release { owner_hash, .. } => api::release(&self.api(), owner_hash).await,
             Route::ApiEnsure => {
-                let (response, cold) = api::ensure(&self.api(), request, peer).await?;
+                let host = admitted.public_host.as_deref();
+                let (response, cold) = api::ensure(&self.api(), request, host, admitted.secure).await?;
                 log.cold = cold;
                 Ok(response)
             }
@@ -206,7 +198,7 @@ impl Gateway {
     }
 
     /// Where a service answers in shared mode: the seed's shared browser.
-    fn shared_authority(&self, service: Service) -> String {
+    fn shared_authority(&self, service: RuntimePort) -> String {
         let authority_of = |url: &str| {
             url.parse::<http::Uri>()
                 .ok()
@@ -214,9 +206,9 @@ impl Gateway {
                 .unwrap_or_default()
         };
         match service {
-            Service::Rpc => authority_of(&self.settings.shared_rpc_url),
-            Service::Cdp => authority_of(&self.settings.shared_cdp_url),
-            Service::View => {
+            RuntimePort::Rpc => authority_of(&self.settings.shared_rpc_url),
+            RuntimePort::Cdp => authority_of(&self.settings.shared_cdp_url),
+            RuntimePort::View => {
                 let cdp = self.settings.shared_cdp_url.parse::<http::Uri>().ok();
                 let host = cdp.as_ref().and_then(|u| u.host()).unwrap_or("browser");
                 format!("{host}:{}", self.settings.view_port)
@@ -243,7 +235,7 @@ impl Gateway {
             rest,
         } = target;
         // A person opening a view whose runtime is not up gets the waiting page at once.
-        if matches!(service, Service::View)
+        if matches!(service, RuntimePort::View)
             && !shared
             && waiting_page::is_navigation(request.method(), request.headers())
             && !self.provisioner.is_ready(owner_hash)
@@ -262,8 +254,6 @@ impl Gateway {
         });
         headers::strip_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
         auth::strip_credentials(&mut parts.headers);
-        // Only the gateway speaks with a runtime's key; a client's attempt is dropped.
-        parts.headers.remove(RUNTIME_KEY_HEADER);
         let trusted = self.settings.trusted_proxies.contains(&peer.ip());
         headers::set_forwarded(&mut parts.headers, peer.ip(), public_host.clone(), trusted);
         if parts.extensions.get::<crate::tls::ClientTls>().is_some() {
@@ -271,31 +261,27 @@ impl Gateway {
                 .headers
                 .insert("x-forwarded-proto", HeaderValue::from_static("https"));
         }
+        // The gateway checked the origin already; the reference runtime's CDP and VNC
+        // WebSockets refuse any request that carries one (every one a web page opens).
+        if matches!(service, RuntimePort::Cdp | RuntimePort::View) {
+            parts.headers.remove(header::ORIGIN);
+        }
         match service {
-            // Chrome's DevTools server answers only to an IP address or `localhost`, and (in
-            // the reference runtime) refuses WebSockets that carry an Origin: the gateway
-            // checked the origin already.
-            Service::Cdp => {
-                parts.headers.remove(header::ORIGIN);
-                parts
-                    .headers
-                    .insert(header::HOST, HeaderValue::from_static(cdp::DEVTOOLS_HOST))
-            }
+            // Chrome's DevTools server answers only to an IP address or `localhost`.
+            RuntimePort::Cdp => parts
+                .headers
+                .insert(header::HOST, HeaderValue::from_static(cdp::DEVTOOLS_HOST)),
             // Otherwise the client sets the runtime's own address.
-            Service::Rpc | Service::View => parts.headers.remove(header::HOST),
+            RuntimePort::Rpc | RuntimePort::View => parts.headers.remove(header::HOST),
         };
         let limit = match service {
-            Service::Rpc => BodyLimit::new(self.settings.limits.max_rpc_body_bytes),
-            Service::View | Service::Cdp => BodyLimit::unlimited(),
+            RuntimePort::Rpc => BodyLimit::new(self.settings.limits.max_rpc_body_bytes),
+            RuntimePort::View | RuntimePort::Cdp => BodyLimit::unlimited(),
         };
         let (body, handle) = RequestBody::new(incoming, limit.clone());
         let mut body = Some(body);
         let mut retried = false;
-        let port = match service {
-            Service::Rpc => RuntimePort::Rpc,
-            Service::View => RuntimePort::View,
-            Service::Cdp => RuntimePort::Cdp,
-        };
+        let port = service;
         // A runtime's port that has not answered yet is waited for, within the start timeout.
         let deadline = Instant::now() + self.settings.start_timeout;
         let mut delay = Duration::from_millis(10);
@@ -306,16 +292,14 @@ impl Gateway {
                 Some(self.provisioner.acquire(owner_hash).await?)
             };
             log.cold |= lease.as_ref().is_some_and(Lease::cold);
-            if let Some(key) = lease.as_ref().and_then(|l| l.runtime().key.as_deref())
-                && let Ok(value) = HeaderValue::from_str(key)
-            {
-                parts.headers.insert(RUNTIME_KEY_HEADER, value);
+            if let Some(key) = lease.as_ref().and_then(|l| l.runtime().key.clone()) {
+                parts.headers.insert(auth::RUNTIME_KEY_HEADER, key);
             }
             let authority = match (&lease, service) {
                 (None, _) => self.shared_authority(service),
-                (Some(lease), Service::Rpc) => lease.runtime().endpoints.rpc.clone(),
-                (Some(lease), Service::View) => lease.runtime().endpoints.view.clone(),
-                (Some(lease), Service::Cdp) => lease.runtime().endpoints.cdp.clone(),
+                (Some(lease), RuntimePort::Rpc) => lease.runtime().endpoints.rpc.clone(),
+                (Some(lease), RuntimePort::View) => lease.runtime().endpoints.view.clone(),
+                (Some(lease), RuntimePort::Cdp) => lease.runtime().endpoints.cdp.clone(),
             };
             let result = match client_upgrade {
                 Some(_) => tunnel::handshake(&parts, &authority, rest, self.settings.upstream_timeout).await,
@@ -346,8 +330,8 @@ impl Gateway {
                         &self.tunnels,
                     ));
                 }
-                Ok((response, None)) if admitted.cdp_host.is_some() => {
-                    let public_host = admitted.cdp_host.as_deref().unwrap_or_default();
+                Ok((response, None)) if matches!(service, RuntimePort::Cdp) && admitted.public_host.is_some() => {
+                    let public_host = admitted.public_host.as_deref().unwrap_or_default();
                     let owner = owner.unwrap_or_default();
                     let response = cdp::rewrite_response(response, public_host, owner, admitted.secure).await?;
                     drop(lease);
@@ -360,7 +344,7 @@ impl Gateway {
                     };
                     // The engine tells what this is: the runtime gone (start it again), the
                     // engine gone (503), or a runtime whose port is not up yet (wait for it).
-                    let resendable = client_upgrade.is_some() || handle.resend().is_some();
+                    let resendable = client_upgrade.is_some() || handle.can_resend();
                     if self.provisioner.recover(&lease).await? {
                         if !retried && resendable {
                             retried = true;
@@ -395,7 +379,7 @@ struct Target<'a> {
     owner_hash: OwnerHash,
     /// The raw owner id, where the route names it (RPC and CDP; views name only the hash).
     owner: Option<&'a str>,
-    service: Service,
+    service: RuntimePort,
     /// Path and query to forward.
     rest: &'a str,
 }
@@ -404,17 +388,17 @@ impl<'a> Target<'a> {
     /// The target of a route that goes to a runtime.
     fn of(route: &'a Route) -> Option<Target<'a>> {
         let (owner_hash, owner, service, rest) = match route {
-            Route::View { owner_hash, rest } => (*owner_hash, None, Service::View, rest),
+            Route::View { owner_hash, rest } => (*owner_hash, None, RuntimePort::View, rest),
             Route::Rpc {
                 owner,
                 owner_hash,
                 rest,
-            } => (*owner_hash, Some(owner.as_str()), Service::Rpc, rest),
+            } => (*owner_hash, Some(owner.as_str()), RuntimePort::Rpc, rest),
             Route::Cdp {
                 owner,
                 owner_hash,
                 rest,
-            } => (*owner_hash, Some(owner.as_str()), Service::Cdp, rest),
+            } => (*owner_hash, Some(owner.as_str()), RuntimePort::Cdp, rest),
             _ => return None,
         };
         Some(Target {

@@ -233,7 +233,19 @@ async fn alices_page_cannot_open_bobs_browser_and_a_runtime_answers_only_its_gat
     assert_eq!(outcome["outside"], "reached", "the page's requests do go out");
     for probe in ["cdp", "view", "rpc", "cdp_websocket"] {
         let result = outcome[probe].as_str().unwrap_or_default();
-        assert!(result.starts_with("failed"), "{probe}: {result}");
+        if !result.starts_with("failed") {
+            // Say everything needed to find out how, should it ever happen.
+            let forward = std::process::Command::new("iptables")
+                .args(["-S", "FORWARD"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            panic!(
+                "{probe}: {result}; bob {bob_ip} on {:?}, alice on {:?}; FORWARD:\n{forward}",
+                networks_of(&b),
+                networks_of(&a)
+            );
+        }
     }
 
     // The second wall, tried on bob's ports as published for the gateway: whoever reaches
@@ -271,6 +283,15 @@ async fn alices_page_cannot_open_bobs_browser_and_a_runtime_answers_only_its_gat
         websocket_status(&vnc, &[("x-lazygate-runtime-key", &key)]).await,
         101,
         "the VNC WebSocket with it"
+    );
+    assert_eq!(
+        websocket_status(
+            &vnc,
+            &[("x-lazygate-runtime-key", &key), ("origin", "http://evil.example")]
+        )
+        .await,
+        403,
+        "the VNC WebSocket with the key but a web page's Origin"
     );
     let version = send_request(
         http::Request::get(format!("http://{cdp}/json/version"))

@@ -36,11 +36,10 @@ pub fn network_name(prefix: &str, owner_hash: &OwnerHash) -> String {
 }
 
 /// Environment variable carrying a runtime's own key: the gateway sends it with every
-/// request (header [`RUNTIME_KEY_HEADER`]) and the reference runtime refuses requests
-/// without it, so that nothing but the gateway drives a runtime even if it reaches its ports.
+/// request (header [`crate::auth::RUNTIME_KEY_HEADER`]) and the reference runtime refuses
+/// requests without it, so that nothing but the gateway drives a runtime even if it
+/// reaches its ports.
 pub const RUNTIME_KEY_ENV: &str = "LAZYGATE_RUNTIME_KEY";
-/// The header the gateway sends a runtime's key in.
-pub const RUNTIME_KEY_HEADER: &str = "x-lazygate-runtime-key";
 
 /// Everything needed to run one owner's runtime, whatever the engine. How it is named,
 /// networked and reached is the backend's to decide (and to keep seed-compatible).
@@ -94,9 +93,9 @@ pub struct RuntimeInfo {
     pub direct: Endpoints,
     /// True when the runtime was already running (adopted), false when this call created it.
     pub adopted: bool,
-    /// The runtime's own key ([`RUNTIME_KEY_ENV`]), sent with every request to it; `None`
-    /// for runtimes made without one (by the seed).
-    pub key: Option<String>,
+    /// The runtime's own key ([`RUNTIME_KEY_ENV`]), ready to send with every request to it;
+    /// `None` for runtimes made without one (by the seed).
+    pub key: Option<http::HeaderValue>,
 }
 
 /// A failed engine operation, named after the operation.

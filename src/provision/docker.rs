@@ -108,10 +108,7 @@ fn fail(operation: Operation) -> impl FnOnce(EngineError) -> BackendError {
         operation,
         // The engine answered with a status: it is there, the operation failed.
         unavailable: !matches!(error, EngineError::DockerResponseServerError { .. }),
-        message: match error {
-            EngineError::DockerResponseServerError { message, .. } => message,
-            other => other.to_string(),
-        },
+        message: message_of(&error),
     }
 }
 
@@ -591,15 +588,16 @@ fn endpoints_of(
 }
 
 /// The runtime's key, from its environment.
-fn key_of(c: &ContainerInspectResponse) -> Option<String> {
+fn key_of(c: &ContainerInspectResponse) -> Option<http::HeaderValue> {
     let prefix = format!("{RUNTIME_KEY_ENV}=");
     c.config
         .as_ref()?
         .env
         .as_ref()?
         .iter()
-        .find_map(|e| e.strip_prefix(&prefix).map(str::to_owned))
+        .find_map(|e| e.strip_prefix(&prefix))
         .filter(|k| !k.is_empty())
+        .and_then(|k| http::HeaderValue::from_str(k).ok())
 }
 
 fn info_of(

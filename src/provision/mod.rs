@@ -96,15 +96,6 @@ impl ProvisionError {
     }
 }
 
-/// A fresh random key for a runtime (32 bytes, URL-safe base64).
-fn runtime_key() -> String {
-    use base64::Engine;
-    let mut bytes = [0u8; 32];
-    // The OS's generator does not fail on the platforms we run on; a key of zeros would.
-    getrandom::fill(&mut bytes).expect("the operating system's random generator");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
 /// What a slot's runtime is doing. Starting and Removing are "the lock is held".
 enum SlotState {
     Absent,
@@ -470,7 +461,9 @@ impl Provisioner {
             env.insert(key.clone(), value.clone());
         }
         // The runtime's own key: only the gateway, which knows it, can drive the runtime.
-        env.insert(RUNTIME_KEY_ENV.to_owned(), runtime_key());
+        // The operating system's generator does not fail where we run; a fixed key would.
+        let key = crate::auth::random_secret().expect("the operating system's random generator");
+        env.insert(RUNTIME_KEY_ENV.to_owned(), key);
         let mut labels = HashMap::from([
             (LABEL_RUNTIME.to_owned(), "true".to_owned()),
             (LABEL_OWNER_HASH.to_owned(), owner_hash.to_string()),

@@ -207,10 +207,14 @@ impl BodyHandle {
         }
     }
 
+    /// True while the body can still be sent again whole.
+    pub fn can_resend(&self) -> bool {
+        !self.state.lock().expect("body lock").lost
+    }
+
     /// A fresh body for a resend, unless more of it went out than can be sent again.
     pub fn resend(&self) -> Option<RequestBody> {
-        let lost = self.state.lock().expect("body lock").lost;
-        (!lost).then(|| self.attempt())
+        self.can_resend().then(|| self.attempt())
     }
 }
 
