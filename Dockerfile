@@ -4,6 +4,11 @@
 # Build context: this file, the `lazygate` binary and `lazygate.toml` (see the script).
 ARG BASE=lazygate-debian:bookworm
 FROM ${BASE}
+# iproute2: the gateway's image is also the helper that fences each runtime inside its own
+# network namespace (`ip route replace prohibit <subnet pool>`).
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iproute2 \
+ && rm -rf /var/lib/apt/lists/*
 COPY lazygate /usr/local/bin/lazygate
 COPY lazygate.toml /etc/lazygate/lazygate.toml
 ENV LAZYGATE_CONFIG=/etc/lazygate/lazygate.toml \

@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 . scripts/engine.sh
 ensure_engine
 scripts/build-runtime-image.sh
+# The gateway image is also the helper that fences each runtime (runtime.fence_image).
+scripts/build-gateway-image.sh
 cargo build --release --quiet
 export LAZYGATE_UPSTREAM="${LAZYGATE_UPSTREAM:-published}"
 exec target/release/lazygate serve --config config/lazygate.toml

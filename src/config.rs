@@ -182,6 +182,7 @@ pub struct RawRuntime {
     pub subnet_pool: Option<String>,
     pub subnet_prefix: Option<u8>,
     pub gateway_container: Option<String>,
+    pub fence_image: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -233,6 +234,9 @@ pub struct Settings {
     /// The container the gateway runs in (network mode joins it to each runtime's network);
     /// `None`: found from the hostname.
     pub gateway_container: Option<String>,
+    /// Image of the helper that fences each runtime off inside its own network namespace
+    /// (needs iproute2's `ip`); `None`: the gateway's own image, or `lazygate:latest`.
+    pub fence_image: Option<String>,
     /// Idle time after which a runtime without holds is removed.
     pub ttl: Duration,
     /// Longest wait for a runtime to be created and answer `/health`.
@@ -545,6 +549,7 @@ impl RawConfig {
             parse_env(env, "LAZYGATE_SUBNET_PREFIX", "expected a prefix length")?,
         );
         set(&mut r.gateway_container, env.var("LAZYGATE_GATEWAY_CONTAINER"));
+        set(&mut r.fence_image, env.var("LAZYGATE_FENCE_IMAGE"));
         set(&mut self.shared.cdp_url, env.var("BROWSER_URL"));
         set(&mut self.shared.rpc_url, env.var("BROWSER_USE_RPC_URL"));
         // The seed reads BROWSER_VIEW_BASE_URL first, then BROWSER_VIEW_URL.
@@ -857,6 +862,17 @@ impl TryFrom<RawConfig> for Settings {
                 name,
             )?),
         };
+        let fence_image = runtime
+            .fence_image
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty());
+        if let Some(fence_image) = fence_image.as_ref().filter(|i| i.chars().any(char::is_whitespace)) {
+            return Err(invalid(
+                "runtime.fence_image (LAZYGATE_FENCE_IMAGE)",
+                fence_image,
+                "an image reference has no spaces",
+            ));
+        }
         let shm_size_bytes = runtime.shm_size_bytes.unwrap_or(2 * 1024 * 1024 * 1024);
         if shm_size_bytes < 1024 * 1024 {
             return Err(invalid(
@@ -904,6 +920,7 @@ impl TryFrom<RawConfig> for Settings {
             subnet_pool,
             subnet_prefix,
             gateway_container,
+            fence_image,
             ttl: seconds(
                 "runtime.ttl_seconds (BROWSER_RUNTIME_TTL_SECONDS)",
                 runtime.ttl_seconds,

@@ -177,3 +177,122 @@ async fn a_network_its_runtime_outlived_is_removed_at_start() {
     let alive = format!("{TEST_NETWORK}-{}", seed_hash(&owner));
     assert!(docker(&["network", "inspect", &alive]).is_some());
 }
+
+/// Lets traffic between the runtime subnet pool's addresses through the host's forwarding
+/// rules while it lives (a rule at the top of Docker's DOCKER-USER chain): the host's wall
+/// down, as during the moment the engine rewrites its rules.
+struct HostWallDown {
+    rule: Vec<&'static str>,
+}
+
+impl HostWallDown {
+    fn new() -> HostWallDown {
+        let rule = vec![
+            "DOCKER-USER",
+            "-s",
+            "10.213.0.0/16",
+            "-d",
+            "10.213.0.0/16",
+            "-m",
+            "comment",
+            "--comment",
+            "lazygate-test: host wall down",
+            "-j",
+            "ACCEPT",
+        ];
+        let mut insert = vec!["-I"];
+        insert.extend(&rule);
+        let status = std::process::Command::new("iptables").args(&insert).status();
+        assert!(status.is_ok_and(|s| s.success()), "iptables {insert:?}");
+        HostWallDown { rule }
+    }
+}
+
+impl Drop for HostWallDown {
+    fn drop(&mut self) {
+        let mut delete = vec!["-D"];
+        delete.extend(&self.rule);
+        let _ = std::process::Command::new("iptables").args(&delete).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fence_inside_each_runtime_holds_when_the_hosts_rules_let_everything_through() {
+    let scope = Scope::new("isolation-fence");
+    let gateway = GatewayConfig::new(&scope).start();
+    let (alice, bob) = (unique("alice"), unique("bob"));
+    let (a, b) = two_runtimes(&gateway, &alice, &bob).await;
+    let (_, b_ip) = networks_of(&b).pop().unwrap();
+
+    // A control that is not a runtime of the gateway, so has no fence: a container on a
+    // network of its own in the same pool.
+    let scope_label = format!("lazygate.scope={}", scope.name);
+    let control = format!("lgtest-fence-control-{}", std::process::id());
+    docker(&[
+        "network",
+        "create",
+        "--label",
+        &scope_label,
+        "--subnet",
+        "10.213.255.240/28",
+        &control,
+    ])
+    .expect("the control's network is created");
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &control,
+        "--label",
+        &scope_label,
+        "--network",
+        &control,
+        STUB_IMAGE,
+    ])
+    .expect("the control starts");
+
+    let bobs_ports = [format!("{b_ip}:8787"), format!("{b_ip}:9222"), format!("{b_ip}:6080")];
+    {
+        let _down = HostWallDown::new();
+        // With the host's wall down, the unfenced control does reach bob: the host forwards.
+        let from_control = connects_from(&control, &bobs_ports[..1]);
+        assert!(from_control[0].1, "the host wall is down: {from_control:?}");
+        // Alice's runtime still reaches none of bob's ports: its own fence refuses.
+        for (address, open) in connects_from(&a, &bobs_ports) {
+            assert!(
+                !open,
+                "alice's runtime reached {address}, a port of bob's, past its fence"
+            );
+        }
+    }
+    // And the fence leaves the way out and the gateway's way in.
+    let reply = post(&gateway.url(&format!("/rpc/{alice}")), "{}").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(
+        gateway.log_lines("fence").iter().all(|l| !l.contains("WARN")),
+        "no fence failed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runtime_that_cannot_be_fenced_is_not_served_nor_left_running() {
+    let scope = Scope::new("isolation-unfenced");
+    let gateway = GatewayConfig::new(&scope)
+        .env("LAZYGATE_FENCE_IMAGE", "lazygate-test-no-such-image:none")
+        .start();
+    let owner = unique("unfenced");
+    let reply = post(&gateway.url(&format!("/rpc/{owner}")), "{}").await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert_eq!(reply.error_code(), "runtime_failed");
+    let message = reply.json()["error"]["message"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        message.contains("fence image lazygate-test-no-such-image:none is missing"),
+        "{message}"
+    );
+    let hash = seed_hash(&owner);
+    assert!(
+        inspect(&container_name(&hash)).is_none(),
+        "the unfenced runtime was removed"
+    );
+    assert!(volume_exists(&volume_name(&hash)), "its profile volume stays");
+}

@@ -19,6 +19,9 @@ pub const LABEL_MANAGED_BY: &str = "browser_use.managed_by";
 pub const MANAGED_BY: &str = "browser_runtime_manager";
 /// Extra label, only when a scope is configured: keeps several gateways on one engine apart.
 pub const LABEL_SCOPE: &str = "lazygate.scope";
+/// Label of the short-lived helper that fences a runtime (value: the owner hash), so a
+/// helper left by a gateway killed mid-fence is found and removed.
+pub const LABEL_FENCE: &str = "lazygate.fence";
 
 /// The seed's container name for an owner.
 pub fn container_name(owner_hash: &OwnerHash) -> String {
@@ -137,6 +140,7 @@ pub enum Operation {
     RemoveContainer,
     RemoveVolume,
     ReadLogs,
+    Fence,
 }
 
 impl std::fmt::Display for Operation {
@@ -156,6 +160,7 @@ impl std::fmt::Display for Operation {
             Operation::RemoveContainer => "remove container",
             Operation::RemoveVolume => "remove volume",
             Operation::ReadLogs => "read logs",
+            Operation::Fence => "fence runtime",
         })
     }
 }
@@ -184,6 +189,12 @@ pub trait Backend: Send + Sync + 'static {
     /// reachable by the gateway and by no other runtime. Creating is idempotent across
     /// callers: a name conflict adopts the winner's runtime.
     async fn ensure(&self, spec: &RuntimeSpec) -> Result<RuntimeInfo, BackendError>;
+
+    /// Walls a running runtime off from every other runtime from inside its own network
+    /// namespace, so that isolation does not rest on the host's forwarding rules alone.
+    /// Provision runs it alongside readiness and forwards nothing to a runtime before it
+    /// has returned `Ok`; idempotent.
+    async fn fence(&self, runtime: &RuntimeInfo) -> Result<(), BackendError>;
 
     /// Is this runtime still running? `Ok(false)` when it is gone or was replaced.
     async fn is_running(&self, runtime: &RuntimeInfo) -> Result<bool, BackendError>;

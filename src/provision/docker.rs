@@ -26,15 +26,15 @@ use bollard::models::{
     NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest, PortBinding, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+    CreateContainerOptions, CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
 };
 use futures_util::StreamExt;
 use ipnet::Ipv4Net;
 
 use super::backend::{
-    Backend, BackendError, Endpoints, LABEL_MANAGED_BY, LABEL_OWNER_HASH, LABEL_SCOPE, MANAGED_BY, Operation, Ports,
-    RUNTIME_KEY_ENV, RuntimeInfo, RuntimeSpec, TunnelLogs, container_name, network_name, volume_name,
+    Backend, BackendError, Endpoints, LABEL_FENCE, LABEL_MANAGED_BY, LABEL_OWNER_HASH, LABEL_SCOPE, MANAGED_BY,
+    Operation, Ports, RUNTIME_KEY_ENV, RuntimeInfo, RuntimeSpec, TunnelLogs, container_name, network_name, volume_name,
 };
 use crate::config::{Settings, UpstreamMode};
 use crate::owner::OwnerHash;
@@ -64,7 +64,14 @@ pub struct DockerOptions {
     pub join_runtime_networks: bool,
     /// The gateway's own container (name or id); `None`: found from the hostname.
     pub gateway_container: Option<String>,
+    /// Image of the helper that fences each runtime (it needs iproute2's `ip`); `None`: the
+    /// gateway's own image when it runs in a container, else [`DEFAULT_FENCE_IMAGE`].
+    pub fence_image: Option<String>,
 }
+
+/// The gateway image (scripts/build-gateway-image.sh), which has `ip`: the fence helper's
+/// image when the gateway runs on the host and none is configured.
+pub const DEFAULT_FENCE_IMAGE: &str = "lazygate:latest";
 
 impl From<&Settings> for DockerOptions {
     fn from(s: &Settings) -> DockerOptions {
@@ -81,6 +88,7 @@ impl From<&Settings> for DockerOptions {
             subnet_prefix: s.subnet_prefix,
             join_runtime_networks: s.upstream == UpstreamMode::Network,
             gateway_container: s.gateway_container.clone(),
+            fence_image: s.fence_image.clone(),
         }
     }
 }
@@ -100,6 +108,10 @@ pub struct DockerBackend {
     /// The gateway's own container id once known (`Some(None)`: not in a container, so
     /// the host reaches every runtime network without joining it).
     gateway: Mutex<Option<Option<String>>>,
+    /// The container fenced by this process for each owner: a runtime found again
+    /// (recovery, a racing request) is not fenced twice. A fence lives as long as its
+    /// runtime's network namespace; a recreated runtime has another id.
+    fenced: Mutex<HashMap<OwnerHash, String>>,
     options: DockerOptions,
 }
 
@@ -164,6 +176,7 @@ impl DockerBackend {
             network_lock: tokio::sync::Mutex::new(()),
             creating: tokio::sync::RwLock::new(()),
             gateway: Mutex::new(None),
+            fenced: Mutex::new(HashMap::new()),
             options,
         }
     }
@@ -469,6 +482,121 @@ impl DockerBackend {
         }
     }
 
+    /// The fence helper's image: configured, else the gateway's own (in a container), else
+    /// [`DEFAULT_FENCE_IMAGE`].
+    async fn fence_image(&self, docker: &Docker) -> Result<String, BackendError> {
+        if let Some(image) = &self.options.fence_image {
+            return Ok(image.clone());
+        }
+        let Some(gateway) = self.gateway_container(docker).await? else {
+            return Ok(DEFAULT_FENCE_IMAGE.to_owned());
+        };
+        let c = docker
+            .inspect_container(&gateway, None)
+            .await
+            .map_err(fail(Operation::InspectContainer))?;
+        Ok(c.image.unwrap_or_else(|| DEFAULT_FENCE_IMAGE.to_owned()))
+    }
+
+    /// Runs the fence helper in the runtime's network namespace: one `ip route replace
+    /// prohibit <subnet pool>`. The runtime's own subnet stays reachable (its connected
+    /// route is more specific) and so does the outside; any other runtime's address, or the
+    /// gateway's address on another runtime's network, fails at once with "permission
+    /// denied", whatever the host's forwarding rules say. The helper alone gets NET_ADMIN,
+    /// only in that namespace, for one command; the runtime never has it and cannot undo it.
+    async fn run_fence(&self, docker: &Docker, runtime: &RuntimeInfo) -> Result<(), BackendError> {
+        let image = self.fence_image(docker).await?;
+        let pool = self.options.subnet_pool.to_string();
+        let mut labels = HashMap::from([(LABEL_FENCE.to_owned(), runtime.owner_hash.to_string())]);
+        if let Some(scope) = &self.options.scope {
+            labels.insert(LABEL_SCOPE.to_owned(), scope.clone());
+        }
+        let body = ContainerCreateBody {
+            image: Some(image.clone()),
+            entrypoint: Some(vec!["ip".to_owned()]),
+            cmd: Some(["route", "replace", "prohibit", &pool].map(str::to_owned).to_vec()),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                network_mode: Some(format!("container:{}", runtime.id)),
+                cap_drop: Some(vec!["ALL".to_owned()]),
+                cap_add: Some(vec!["NET_ADMIN".to_owned()]),
+                security_opt: Some(vec!["no-new-privileges".to_owned()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let refuse = |message: String| BackendError::Operation {
+            operation: Operation::Fence,
+            unavailable: false,
+            message: format!("{}: {message}", runtime.name),
+        };
+        let helper = match docker.create_container(None::<CreateContainerOptions>, body).await {
+            Ok(created) => created.id,
+            Err(e) if status_of(&e) == Some(404) => {
+                return Err(refuse(format!(
+                    "the fence image {image} is missing; build it with scripts/build-gateway-image.sh \
+                     or name an image with iproute2 in runtime.fence_image (LAZYGATE_FENCE_IMAGE)"
+                )));
+            }
+            Err(e) => return Err(fail(Operation::Fence)(e)),
+        };
+        let outcome = async {
+            docker
+                .start_container(&helper, None)
+                .await
+                .map_err(fail(Operation::Fence))?;
+            let waited = docker.wait_container(&helper, None).next().await;
+            match waited {
+                Some(Ok(_)) => Ok(()),
+                Some(Err(EngineError::DockerContainerWaitError { code, .. })) => {
+                    let output = self.tail(&helper, 5).await.unwrap_or_default();
+                    Err(refuse(format!(
+                        "`ip route replace prohibit {pool}` in {image} exited with {code}: {}",
+                        output.trim()
+                    )))
+                }
+                Some(Err(e)) => Err(fail(Operation::Fence)(e)),
+                None => Err(refuse("the engine did not report the helper's exit".to_owned())),
+            }
+        }
+        .await;
+        if let Err(error) = self.remove_container(docker, &helper).await {
+            tracing::warn!(%helper, %error, "cannot remove a fence helper");
+        }
+        outcome
+    }
+
+    /// Removes fence helpers a gateway killed mid-fence left behind (of this scope).
+    async fn sweep_fence_helpers(&self, docker: &Docker) {
+        let mut labels = vec![LABEL_FENCE.to_owned()];
+        if let Some(scope) = &self.options.scope {
+            labels.push(format!("{LABEL_SCOPE}={scope}"));
+        }
+        let filters = HashMap::from([("label".to_owned(), labels)]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let Ok(helpers) = docker.list_containers(Some(options)).await else {
+            return;
+        };
+        for helper in helpers {
+            let labels = helper.labels.unwrap_or_default();
+            if self.options.scope.is_none() && labels.contains_key(LABEL_SCOPE) {
+                continue;
+            }
+            // A running helper may be another gateway's fence in progress.
+            if helper.state.as_ref().map(|s| s.to_string()).as_deref() == Some("running") {
+                continue;
+            }
+            if let Some(id) = helper.id
+                && let Err(error) = self.remove_container(docker, &id).await
+            {
+                tracing::debug!(%id, %error, "cannot remove a leftover fence helper");
+            }
+        }
+    }
+
     /// The seed's container and volume names for an owner, and its own network's.
     fn names(&self, owner_hash: &OwnerHash) -> (String, String, String) {
         (
@@ -697,6 +825,21 @@ impl Backend for DockerBackend {
         })
     }
 
+    async fn fence(&self, runtime: &RuntimeInfo) -> Result<(), BackendError> {
+        if self.fenced.lock().expect("fenced lock").get(&runtime.owner_hash) == Some(&runtime.id) {
+            return Ok(());
+        }
+        let docker = self.docker().await?;
+        let started = std::time::Instant::now();
+        self.run_fence(&docker, runtime).await?;
+        tracing::debug!(container = %runtime.name, ms = started.elapsed().as_millis() as u64, "fenced runtime");
+        self.fenced
+            .lock()
+            .expect("fenced lock")
+            .insert(runtime.owner_hash, runtime.id.clone());
+        Ok(())
+    }
+
     async fn is_running(&self, runtime: &RuntimeInfo) -> Result<bool, BackendError> {
         let docker = self.docker().await?;
         // By id: a container recreated under the same name is another runtime.
@@ -711,6 +854,7 @@ impl Backend for DockerBackend {
         let docker = self.docker().await?;
         let (name, volume, network) = self.names(owner_hash);
         self.remove_container(&docker, &name).await?;
+        self.fenced.lock().expect("fenced lock").remove(owner_hash);
         // The runtime is gone either way; a network left behind (something else still
         // attached) is reused by name at the owner's next start.
         if let Err(error) = self.remove_network(&docker, &network).await {
@@ -767,6 +911,7 @@ impl Backend for DockerBackend {
             }
         }
         self.sweep_networks(&docker, &runtimes).await;
+        self.sweep_fence_helpers(&docker).await;
         Ok(runtimes)
     }
 }

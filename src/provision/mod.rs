@@ -358,7 +358,21 @@ impl Provisioner {
         };
         let created_ms = started.elapsed().as_millis() as u64;
         let deadline = started + self.settings.start_timeout;
-        if let Err(last_error) = readiness::wait_ready(&self.probe, &info.endpoints.rpc, deadline).await {
+        // The fence goes up while the runtime's processes start; nothing is forwarded to the
+        // runtime before both are done.
+        let (fenced, ready) = tokio::join!(
+            self.backend.fence(&info),
+            readiness::wait_ready(&self.probe, &info.endpoints.rpc, deadline)
+        );
+        if let Err(error) = fenced {
+            // Fail closed: a runtime that cannot be fenced is not served, nor left running.
+            tracing::warn!(%owner_hash, container = %info.name, %error, "cannot fence runtime; removing it (its volume stays)");
+            if let Err(error) = self.backend.remove(&owner_hash, false).await {
+                tracing::warn!(container = %info.name, %error, "cannot remove unfenced runtime");
+            }
+            return Err(error.into());
+        }
+        if let Err(last_error) = ready {
             // A runtime that never answers is broken: remove it (never its volume) so the
             // next request starts a fresh one instead of finding this one again.
             tracing::warn!(
@@ -554,7 +568,15 @@ impl Provisioner {
         let now = self.clock.now_ms();
         let mode = self.settings.isolation_mode.as_str();
         let mut adopted = 0;
-        for info in runtimes {
+        // Fenced before anything is forwarded to them (a runtime the seed started has no
+        // fence yet); one that cannot be is left to the owner's next request, which tries
+        // again and removes it if that fails too.
+        let fences = futures_util::future::join_all(runtimes.iter().map(|info| self.backend.fence(info))).await;
+        for (info, fenced) in runtimes.into_iter().zip(fences) {
+            if let Err(error) = fenced {
+                tracing::warn!(container = %info.name, %error, "cannot fence a running runtime; not adopting it");
+                continue;
+            }
             let slot = self.slot(info.owner_hash);
             let Ok(mut guard) = slot.state.try_lock() else { continue };
             if let SlotState::Absent = *guard {
@@ -722,6 +744,9 @@ mod tests {
         }
         async fn ensure(&self, spec: &RuntimeSpec) -> Result<RuntimeInfo, BackendError> {
             Ok(info(spec.owner_hash))
+        }
+        async fn fence(&self, _: &RuntimeInfo) -> Result<(), BackendError> {
+            Ok(())
         }
         async fn is_running(&self, _: &RuntimeInfo) -> Result<bool, BackendError> {
             Ok(true)

@@ -181,6 +181,11 @@ impl Backend for FakeEngine {
         Ok(info)
     }
 
+    /// The fake's runtimes are servers in the test process: nothing to fence.
+    async fn fence(&self, _: &RuntimeInfo) -> Result<(), BackendError> {
+        Ok(())
+    }
+
     async fn is_running(&self, runtime: &RuntimeInfo) -> Result<bool, BackendError> {
         let runtimes = self.runtimes.lock().unwrap();
         Ok(runtimes
