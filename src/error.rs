@@ -10,7 +10,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::auth::AuthError;
 use crate::body::{Body, full};
-use crate::provision::ProvisionError;
+use crate::provision::{BackendError, ProvisionError};
 use crate::route::RouteError;
 
 /// Everything that can go wrong while serving one request.
@@ -63,6 +63,7 @@ impl RequestError {
             Auth(_) => StatusCode::UNAUTHORIZED,
             Provision(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             Provision(ProvisionError::AtCapacity { .. }) => StatusCode::TOO_MANY_REQUESTS,
+            Provision(ProvisionError::Engine(BackendError::NameTaken { .. })) => StatusCode::CONFLICT,
             Provision(_) | UpstreamRefused(_) | UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             EngineUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

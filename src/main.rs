@@ -36,8 +36,8 @@ enum Command {
     ViewUrl {
         /// The owner id (user, session or task), as in /rpc/<owner>.
         owner: String,
-        /// Lifetime of the URL in seconds (default: auth.view_token_ttl_seconds).
-        #[arg(long)]
+        /// Lifetime of the URL in seconds, at least 1 (default: auth.view_token_ttl_seconds).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         ttl: Option<u64>,
         /// Public base URL (default: view.base_url, else http://127.0.0.1:<port>).
         #[arg(long)]
@@ -66,6 +66,18 @@ fn main() -> ExitCode {
 }
 
 fn load(config: Option<PathBuf>) -> Result<Settings, ExitCode> {
+    // A misspelt variable would otherwise be ignored without a word.
+    let names: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .collect();
+    for (name, nearest) in lazygate::config::unknown_variables(names.iter().map(String::as_str)) {
+        match nearest {
+            Some(nearest) => tracing::warn!(variable = %name, "unknown variable, ignored; did you mean {nearest}?"),
+            None => {
+                tracing::warn!(variable = %name, "unknown variable, ignored (the README's configuration table lists them)")
+            }
+        }
+    }
     Settings::load(config.as_deref(), &ProcessEnv).map_err(|error| {
         eprintln!("lazygate: {error}");
         ExitCode::from(2)

@@ -284,7 +284,20 @@ fn invalid_configuration_is_refused_with_status_2_naming_the_key() {
         .env("LAZYGATE_CONFIG", file.to_str().unwrap())
         .run_to_exit();
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("ttl_secs"), "{stderr}");
+    assert!(
+        stderr.contains("ttl_secs") && stderr.contains("did you mean runtime.ttl_seconds?"),
+        "{stderr}"
+    );
+    // A value of the wrong type in the file names its key.
+    std::fs::write(&file, "[runtime]\nttl_seconds = \"15m\"\n").unwrap();
+    let (code, stderr) = GatewayConfig::new(&scope)
+        .env("LAZYGATE_CONFIG", file.to_str().unwrap())
+        .run_to_exit();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("runtime.ttl_seconds") && stderr.contains("15m"),
+        "{stderr}"
+    );
     let (code, stderr) = GatewayConfig::new(&scope)
         .env("LAZYGATE_CONFIG", "/nonexistent/lazygate.toml")
         .run_to_exit();
@@ -297,4 +310,33 @@ async fn the_shipped_config_file_starts_the_gateway() {
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/config/lazygate.toml");
     let gateway = GatewayConfig::new(&scope).env("LAZYGATE_CONFIG", file).start();
     assert_eq!(get(&gateway.url("/healthz")).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_misspelt_variable_is_warned_about_with_the_name_it_resembles() {
+    let scope = Scope::new("misspelt-variable");
+    let gateway = GatewayConfig::new(&scope).env("LAZYGATE_MAX_RUNTIME", "5").start();
+    let warnings = gateway.log_lines("unknown variable");
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.contains("LAZYGATE_MAX_RUNTIME") && l.contains("did you mean LAZYGATE_MAX_RUNTIMES?")),
+        "{warnings:?}"
+    );
+    assert_eq!(get(&gateway.url("/healthz")).await.status, 200);
+}
+
+#[test]
+fn a_view_url_that_would_expire_at_once_is_refused() {
+    for ttl in ["--ttl=0", "--ttl=-5"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lazygate"))
+            .args(["view-url", "alice", ttl])
+            .env("LAZYGATE_VIEW_SECRET", TEST_VIEW_SECRET)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{ttl}: {stderr}");
+        assert!(stderr.contains("--ttl"), "{stderr}");
+        assert!(out.stdout.is_empty(), "no URL printed");
+    }
 }

@@ -27,10 +27,10 @@ impl InProcess {
     async fn start(configure: impl FnOnce(&mut Settings)) -> InProcess {
         let state_dir = tempfile::tempdir().unwrap();
         let mut raw = RawConfig::default();
-        raw.auth.api_tokens = Some(vec![TEST_API_TOKEN.to_owned()]);
-        raw.auth.view_secret = Some(TEST_VIEW_SECRET.to_owned());
-        raw.server.workers = Some(1);
-        raw.runtime.state_dir = Some(state_dir.path().to_str().unwrap().to_owned());
+        raw.auth.api_tokens = vec![TEST_API_TOKEN.to_owned()];
+        raw.auth.view_secret = TEST_VIEW_SECRET.to_owned();
+        raw.server.workers = 1;
+        raw.runtime.state_dir = state_dir.path().to_str().unwrap().to_owned();
         let mut settings = Settings::try_from(raw).unwrap();
         configure(&mut settings);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

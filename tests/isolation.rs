@@ -296,3 +296,36 @@ async fn a_runtime_that_cannot_be_fenced_is_not_served_nor_left_running() {
     );
     assert!(volume_exists(&volume_name(&hash)), "its profile volume stays");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_never_takes_waits_on_or_removes_another_scopes_runtime() {
+    let (ours, theirs) = (Scope::new("scope-conflict-a"), Scope::new("scope-conflict-b"));
+    let first = GatewayConfig::new(&ours).start();
+    let second = GatewayConfig::new(&theirs).start();
+    let owner = unique("shared-owner-id");
+    let reply = post(&first.url(&format!("/rpc/{owner}")), "{}").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let name = container_name(&seed_hash(&owner));
+    let id = container_id(&name).unwrap();
+
+    // The second gateway meets the first's runtime under the same name: refused at once,
+    // naming the container and the scope it belongs to (before: the start timeout spent
+    // waiting on a runtime it cannot reach, a 503, and the first gateway's runtime removed).
+    let reply = post(&second.url(&format!("/rpc/{owner}")), "{}").await;
+    assert_eq!(reply.status, 409, "{}", reply.text());
+    assert_eq!(reply.error_code(), "name_taken");
+    let message = reply.json()["error"]["message"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        message.contains(&name) && message.contains(&format!("scope {}", ours.name)),
+        "{message}"
+    );
+    // Its release does not remove it either.
+    let released = send(http::Method::DELETE, &second.url(&format!("/rpc/{owner}")), "").await;
+    assert_eq!(released.status, 409, "{}", released.text());
+
+    // The first gateway's runtime is untouched and still serves.
+    assert_eq!(container_id(&name).as_deref(), Some(id.as_str()));
+    let reply = post(&first.url(&format!("/rpc/{owner}")), "{}").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(theirs.containers().is_empty(), "the second gateway created nothing");
+}

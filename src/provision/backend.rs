@@ -118,9 +118,34 @@ pub enum BackendError {
     #[error("no free subnet of /{prefix} left in the runtime subnet pool {pool}; widen runtime.subnet_pool")]
     SubnetPoolExhausted { pool: String, prefix: u8 },
     #[error(
+        "{name} belongs to {}, not to this gateway{}: gateways sharing an engine must not share owner ids (the seed's names carry only the owner hash)",
+        describe_scope(.theirs), describe_own(.ours)
+    )]
+    NameTaken {
+        /// The runtime's (or its volume's) name on the engine.
+        name: String,
+        /// The scope it carries: `None` for the seed's or an unscoped gateway's.
+        theirs: Option<String>,
+        ours: Option<String>,
+    },
+    #[error(
         "cannot tell which container the gateway runs in, to join runtime networks: {0}; set runtime.gateway_container (LAZYGATE_GATEWAY_CONTAINER)"
     )]
     GatewayContainerUnknown(String),
+}
+
+fn describe_scope(scope: &Option<String>) -> String {
+    match scope {
+        Some(scope) => format!("the gateway of scope {scope}"),
+        None => "the seed or a gateway without a scope".to_owned(),
+    }
+}
+
+fn describe_own(scope: &Option<String>) -> String {
+    match scope {
+        Some(scope) => format!(" (scope {scope})"),
+        None => " (no scope)".to_owned(),
+    }
 }
 
 /// Engine operations, for error messages and metrics.
@@ -135,6 +160,7 @@ pub enum Operation {
     DisconnectNetwork,
     RemoveNetwork,
     CreateVolume,
+    InspectVolume,
     CreateContainer,
     StartContainer,
     RemoveContainer,
@@ -155,6 +181,7 @@ impl std::fmt::Display for Operation {
             Operation::DisconnectNetwork => "disconnect network",
             Operation::RemoveNetwork => "remove network",
             Operation::CreateVolume => "create volume",
+            Operation::InspectVolume => "inspect volume",
             Operation::CreateContainer => "create container",
             Operation::StartContainer => "start container",
             Operation::RemoveContainer => "remove container",
@@ -172,6 +199,7 @@ impl BackendError {
             BackendError::Connect(_) => true,
             BackendError::Operation { unavailable, .. } => *unavailable,
             BackendError::NoEndpoint(..)
+            | BackendError::NameTaken { .. }
             | BackendError::SubnetPoolExhausted { .. }
             | BackendError::GatewayContainerUnknown(_) => false,
         }

@@ -388,8 +388,8 @@ impl DockerBackend {
             .collect();
         let mut network_labels = labels.clone();
         network_labels.insert(LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned());
-        self.ensure_network(docker, &network, &network_labels).await?;
-        docker
+        // An existing volume is handed back as it is: it must be this gateway's profile.
+        let profile = docker
             .create_volume(VolumeCreateRequest {
                 name: Some(volume.clone()),
                 labels: Some(labels),
@@ -397,6 +397,8 @@ impl DockerBackend {
             })
             .await
             .map_err(fail(Operation::CreateVolume))?;
+        self.check_ours(&volume, Some(&profile.labels), false)?;
+        self.ensure_network(docker, &network, &network_labels).await?;
 
         let ports = self.options.ports;
         let port_keys: Vec<String> = [ports.rpc, ports.view, ports.cdp]
@@ -597,6 +599,30 @@ impl DockerBackend {
         }
     }
 
+    /// Refuses a container (`managed`: it must carry the managed label) or volume of another
+    /// gateway's scope: the seed's names carry only the owner hash, so two scopes on one
+    /// engine meet on them, and one must never wait on, adopt or remove the other's runtime
+    /// or profile.
+    fn check_ours(
+        &self,
+        name: &str,
+        labels: Option<&HashMap<String, String>>,
+        managed: bool,
+    ) -> Result<(), BackendError> {
+        let empty = HashMap::new();
+        let labels = labels.unwrap_or(&empty);
+        let theirs = labels.get(LABEL_SCOPE).cloned();
+        let is_managed = labels.get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY);
+        if (is_managed || !managed) && theirs == self.options.scope {
+            return Ok(());
+        }
+        Err(BackendError::NameTaken {
+            name: name.to_owned(),
+            theirs,
+            ours: self.options.scope.clone(),
+        })
+    }
+
     /// The seed's container and volume names for an owner, and its own network's.
     fn names(&self, owner_hash: &OwnerHash) -> (String, String, String) {
         (
@@ -752,6 +778,10 @@ fn info_of(
     })
 }
 
+fn labels_of(c: &ContainerInspectResponse) -> Option<&HashMap<String, String>> {
+    c.config.as_ref().and_then(|config| config.labels.as_ref())
+}
+
 fn is_running(c: &ContainerInspectResponse) -> bool {
     c.state.as_ref().and_then(|s| s.running).unwrap_or(false)
 }
@@ -787,7 +817,11 @@ impl Backend for DockerBackend {
         let (ports, publish) = (self.options.ports, self.options.publish);
         let mut created = false;
         for attempt in 0..40u32 {
-            match docker.inspect_container(&name, None).await {
+            let inspected = docker.inspect_container(&name, None).await;
+            if let Ok(c) = &inspected {
+                self.check_ours(&name, labels_of(c), true)?;
+            }
+            match inspected {
                 Ok(c) if is_running(&c) => {
                     let labels = network_labels_of(&c);
                     let c = self.isolate(&docker, c, &network, &labels).await?;
@@ -853,6 +887,18 @@ impl Backend for DockerBackend {
     async fn remove(&self, owner_hash: &OwnerHash, with_volume: bool) -> Result<(), BackendError> {
         let docker = self.docker().await?;
         let (name, volume, network) = self.names(owner_hash);
+        match docker.inspect_container(&name, None).await {
+            Ok(c) => self.check_ours(&name, labels_of(&c), true)?,
+            Err(e) if status_of(&e) == Some(404) => {}
+            Err(e) => return Err(fail(Operation::InspectContainer)(e)),
+        }
+        if with_volume {
+            match docker.inspect_volume(&volume).await {
+                Ok(v) => self.check_ours(&volume, Some(&v.labels), false)?,
+                Err(e) if status_of(&e) == Some(404) => {}
+                Err(e) => return Err(fail(Operation::InspectVolume)(e)),
+            }
+        }
         self.remove_container(&docker, &name).await?;
         self.fenced.lock().expect("fenced lock").remove(owner_hash);
         // The runtime is gone either way; a network left behind (something else still

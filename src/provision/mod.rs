@@ -89,6 +89,7 @@ impl ProvisionError {
     pub fn code(&self) -> &'static str {
         match self {
             ProvisionError::Engine(e) if e.is_unavailable() => "engine_unavailable",
+            ProvisionError::Engine(BackendError::NameTaken { .. }) => "name_taken",
             ProvisionError::Engine(_) | ProvisionError::Interrupted(_) => "runtime_failed",
             ProvisionError::NotReady { .. } | ProvisionError::StartTimeout { .. } => "runtime_not_ready",
             ProvisionError::AtCapacity { .. } => "at_capacity",
