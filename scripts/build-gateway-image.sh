@@ -13,7 +13,7 @@ fi
 cargo build --release --quiet --bin lazygate
 context=$(mktemp -d)
 trap 'rm -rf "$context"' EXIT
-cp Dockerfile target/release/lazygate "$context/"
+cp Dockerfile "${CARGO_TARGET_DIR:-target}/release/lazygate" "$context/"
 cp config/lazygate.toml "$context/lazygate.toml"
 docker build --quiet --build-arg "BASE=$base" -t "$image" "$context" >/dev/null
 echo "built $image"

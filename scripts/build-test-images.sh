@@ -8,6 +8,6 @@ target=$(rustc -vV | sed -n 's/^host: //p')
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --release -p stub-runtime --target "$target"
 context=$(mktemp -d)
 trap 'rm -rf "$context"' EXIT
-cp "target/$target/release/stub-runtime" tests/stub-runtime/Dockerfile "$context/"
+cp "${CARGO_TARGET_DIR:-target}/$target/release/stub-runtime" tests/stub-runtime/Dockerfile "$context/"
 docker build --quiet -t lazygate-stub-runtime:test "$context" >/dev/null
 echo "built lazygate-stub-runtime:test"

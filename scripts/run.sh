@@ -13,4 +13,4 @@ scripts/build-runtime-image.sh
 scripts/build-gateway-image.sh
 cargo build --release --quiet
 export LAZYGATE_UPSTREAM="${LAZYGATE_UPSTREAM:-published}"
-exec target/release/lazygate serve --config config/lazygate.toml
+exec "${CARGO_TARGET_DIR:-target}/release/lazygate" serve --config config/lazygate.toml

@@ -115,20 +115,18 @@ pub enum SecretsError {
     Corrupt { path: PathBuf, message: String },
     #[error("cannot read or keep the generated secrets: {0}")]
     Io(#[from] std::io::Error),
+    /// Signing only (`lazygate view-url`): nothing configured and nothing generated yet.
+    #[error(
+        "no view secret: none configured (auth.view_secret, LAZYGATE_VIEW_SECRET) and none generated in {path}; \
+         run view-url with the gateway's configuration and state directory (BROWSER_RUNTIME_STATE_DIR), \
+         or in the gateway's container: docker exec <gateway> lazygate view-url <owner>"
+    )]
+    Missing { path: PathBuf },
 }
 
 fn load_or_generate(path: &Path, need_token: bool, need_secret: bool) -> Result<GeneratedSecrets, SecretsError> {
     crate::state_dir::prepare(path.parent().unwrap_or(Path::new(".")))?;
-    crate::state_dir::check_secrets_file(path)?;
-    let mut secrets: GeneratedSecrets = match std::fs::read(path) {
-        // A corrupt file is never replaced: new secrets would revoke every view URL out there.
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| SecretsError::Corrupt {
-            path: path.to_path_buf(),
-            message: error.to_string(),
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => GeneratedSecrets::default(),
-        Err(e) => return Err(e.into()),
-    };
+    let mut secrets = load(path)?;
     let mut changed = false;
     if need_token && secrets.api_token.is_none() {
         secrets.api_token = Some(random_secret()?);
@@ -153,6 +151,21 @@ fn load_or_generate(path: &Path, need_token: bool, need_secret: bool) -> Result<
         file.persist(path).map_err(|e| e.error)?;
     }
     Ok(secrets)
+}
+
+/// The generated secrets kept at `path` (none when there is no file), refusing a file others
+/// could have planted or changed.
+fn load(path: &Path) -> Result<GeneratedSecrets, SecretsError> {
+    crate::state_dir::check_secrets_file(path)?;
+    match std::fs::read(path) {
+        // A corrupt file is never replaced: new secrets would revoke every view URL out there.
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| SecretsError::Corrupt {
+            path: path.to_path_buf(),
+            message: error.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(GeneratedSecrets::default()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn digest(token: &str) -> [u8; 32] {
@@ -200,6 +213,37 @@ impl Auth {
         Ok(Auth {
             insecure: false,
             api_token_digests: tokens.iter().map(|t| digest(t)).collect(),
+            view_secrets: secrets,
+            view_token_ttl: a.view_token_ttl,
+            allowed_origins: a.allowed_origins.clone(),
+        })
+    }
+
+    /// The auth stage for signing view URLs outside the gateway (`lazygate view-url`): the
+    /// configured secret, else the one the gateway generated; never generates one (a URL
+    /// signed with a secret no gateway knows would be refused with no hint why).
+    pub fn for_signing(settings: &Settings) -> Result<Auth, SecretsError> {
+        let a = &settings.auth;
+        if a.insecure_dev {
+            return Auth::from_settings(settings);
+        }
+        let view_secret = match &a.view_secret {
+            Some(configured) => configured.clone(),
+            None => {
+                let path = secrets_path(settings);
+                let dir = path.parent().unwrap_or(Path::new("."));
+                if !dir.exists() {
+                    return Err(SecretsError::Missing { path });
+                }
+                crate::state_dir::prepare(dir)?;
+                load(&path)?.view_secret.ok_or(SecretsError::Missing { path })?
+            }
+        };
+        let mut secrets = vec![view_secret.into_bytes()];
+        secrets.extend(a.view_secret_previous.clone().map(String::into_bytes));
+        Ok(Auth {
+            insecure: false,
+            api_token_digests: Vec::new(),
             view_secrets: secrets,
             view_token_ttl: a.view_token_ttl,
             allowed_origins: a.allowed_origins.clone(),

@@ -89,14 +89,14 @@ fn view_url(owner: &str, ttl: Option<u64>, base: Option<String>, config: Option<
         Ok(settings) => settings,
         Err(code) => return code,
     };
-    let auth = match lazygate::auth::Auth::from_settings(&settings) {
+    let auth = match lazygate::auth::Auth::for_signing(&settings) {
         Ok(auth) => auth,
         Err(error) => {
-            eprintln!("lazygate: cannot read the view secret: {error}");
+            eprintln!("lazygate: cannot sign a view URL: {error}");
             return match error {
-                lazygate::auth::SecretsError::Unsafe(_) | lazygate::auth::SecretsError::Corrupt { .. } => {
-                    ExitCode::from(2)
-                }
+                lazygate::auth::SecretsError::Unsafe(_)
+                | lazygate::auth::SecretsError::Corrupt { .. }
+                | lazygate::auth::SecretsError::Missing { .. } => ExitCode::from(2),
                 lazygate::auth::SecretsError::Io(_) => ExitCode::FAILURE,
             };
         }
@@ -104,7 +104,10 @@ fn view_url(owner: &str, ttl: Option<u64>, base: Option<String>, config: Option<
     let base = base
         .map(|b| lazygate::config::normalize_view_base_url(&b))
         .or(settings.view_base_url.clone())
-        .unwrap_or_else(|| format!("http://127.0.0.1:{}", settings.listen.port()));
+        .unwrap_or_else(|| {
+            let scheme = if settings.tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://127.0.0.1:{}", settings.listen.port())
+        });
     let hash = lazygate::owner::OwnerHash::of(owner);
     let token = auth.sign_view(&hash, ttl.map(std::time::Duration::from_secs));
     println!("{base}/view/{hash}/vnc.html?path=view/{hash}/websockify&autoconnect=1&token={token}");

@@ -340,3 +340,52 @@ fn a_view_url_that_would_expire_at_once_is_refused() {
         assert!(out.stdout.is_empty(), "no URL printed");
     }
 }
+
+#[test]
+fn view_url_never_makes_up_a_secret() {
+    let state = tempfile::tempdir().unwrap();
+    let view_url = |dir: &std::path::Path, extra: &[(&str, &str)]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_lazygate"));
+        command
+            .args(["view-url", "alice"])
+            .env_remove("LAZYGATE_VIEW_SECRET")
+            .env_remove("LAZYGATE_CONFIG")
+            .env("BROWSER_RUNTIME_STATE_DIR", dir);
+        for (key, value) in extra {
+            command.env(key, value);
+        }
+        command.output().unwrap()
+    };
+    // No secret configured and none generated: exit 2, saying where it looked; nothing made.
+    for dir in [state.path().to_path_buf(), state.path().join("not-there")] {
+        let out = view_url(&dir, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(dir.join("lazygate-secrets.json").to_str().unwrap()) && stderr.contains("docker exec"),
+            "{stderr}"
+        );
+        assert!(out.stdout.is_empty());
+        assert!(!dir.join("lazygate-secrets.json").exists(), "no secrets file made up");
+    }
+    // The gateway's generated secret is used once it exists, and TLS gives an https:// URL.
+    let written =
+        r#"{"api_token": "generated-token-0123456789", "view_secret": "generated-secret-0123456789-0123456789"}"#;
+    std::fs::write(state.path().join("lazygate-secrets.json"), written).unwrap();
+    std::fs::set_permissions(
+        state.path().join("lazygate-secrets.json"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::set_permissions(state.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let out = view_url(
+        state.path(),
+        &[
+            ("LAZYGATE_TLS_CERT", "/unused/cert.pem"),
+            ("LAZYGATE_TLS_KEY", "/unused/key.pem"),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.starts_with("https://127.0.0.1:8080/view/"), "{stdout}");
+}
