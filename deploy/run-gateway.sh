@@ -7,8 +7,12 @@ cd "$(dirname "$0")/.."
 scripts/build-runtime-image.sh
 scripts/build-gateway-image.sh
 docker network inspect browser-net >/dev/null 2>&1 || docker network create browser-net >/dev/null
-docker rm -f lazygate >/dev/null 2>&1 || true
-docker run -d --name lazygate --restart unless-stopped \
+# An upgrade: the old gateway drains (server.drain_seconds, 10 s by default) before it goes;
+# runtimes keep running and the new one adopts them. The stop timeout leaves room for the
+# drain, so the engine never has to SIGKILL it.
+docker stop -t 30 lazygate >/dev/null 2>&1 || true
+docker rm lazygate >/dev/null 2>&1 || true
+docker run -d --name lazygate --restart unless-stopped --stop-timeout 30 \
   --network browser-net -p 127.0.0.1:8080:8080 --sysctl net.ipv4.ip_forward=0 \
   -v /var/run/docker.sock:/var/run/docker.sock -v lazygate-state:/var/lib/lazygate \
   -e LAZYGATE_UPSTREAM=network -e BROWSER_RUNTIME_NETWORK=browser-net \

@@ -256,6 +256,10 @@ async fn a_missing_image_is_a_502_that_names_the_operation() {
         message.contains("create container") && message.contains("lazygate-no-such-image"),
         "{message}"
     );
+    // The failed start left nothing behind: no container, no volume, no network.
+    assert!(scope.containers().is_empty(), "{:?}", scope.containers());
+    assert!(scope.volumes().is_empty(), "{:?}", scope.volumes());
+    assert!(scope.networks().is_empty(), "{:?}", scope.networks());
 }
 
 #[test]
@@ -388,4 +392,29 @@ fn view_url_never_makes_up_a_secret() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.starts_with("https://127.0.0.1:8080/view/"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runtime_that_never_becomes_ready_leaves_its_last_words_in_the_warning() {
+    let scope = Scope::new("never-ready");
+    // The gateway image as a "runtime": it runs and logs, but nothing answers /health on
+    // the RPC port.
+    let gateway = GatewayConfig::new(&scope)
+        .env("BROWSER_RUNTIME_IMAGE", "lazygate:latest")
+        .env("BROWSER_RUNTIME_START_TIMEOUT", "3")
+        .start();
+    let reply = post(&gateway.url(&format!("/rpc/{}", unique("mute"))), "").await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert_eq!(reply.error_code(), "runtime_not_ready");
+    let warnings = gateway.log_lines("did not become ready");
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.contains("runtime_output") && l.contains("lazygate")),
+        "{warnings:?}"
+    );
+    eventually("the unready runtime removed", Duration::from_secs(10), || {
+        scope.containers().is_empty()
+    })
+    .await;
 }

@@ -973,4 +973,37 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn the_deploy_files_give_the_gateway_longer_to_stop_than_it_drains() {
+        let drain = match keys::key("server.drain_seconds").default {
+            keys::Fallback::Whole(seconds) => seconds,
+            other => panic!("{other:?}"),
+        };
+        let number_after = |text: &str, marker: &str| -> u64 {
+            let rest = &text[text.find(marker).unwrap_or_else(|| panic!("{marker} missing")) + marker.len()..];
+            rest.trim_start()
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .unwrap()
+        };
+        let script = include_str!("../../deploy/run-gateway.sh");
+        let compose = include_str!("../../deploy/compose.yaml");
+        for (file, seconds) in [
+            ("run-gateway.sh --stop-timeout", number_after(script, "--stop-timeout")),
+            ("run-gateway.sh docker stop -t", number_after(script, "docker stop -t")),
+            (
+                "compose.yaml stop_grace_period",
+                number_after(compose, "stop_grace_period:"),
+            ),
+        ] {
+            assert!(seconds > drain, "{file}: {seconds} s is not beyond the {drain} s drain");
+        }
+        assert!(
+            !script.contains("rm -f lazygate"),
+            "removing the gateway by force skips the drain"
+        );
+    }
 }

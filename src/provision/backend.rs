@@ -224,6 +224,10 @@ pub trait Backend: Send + Sync + 'static {
     /// has returned `Ok`; idempotent.
     async fn fence(&self, runtime: &RuntimeInfo) -> Result<(), BackendError>;
 
+    /// The last `lines` lines of the runtime's own output, for the warning about a runtime
+    /// that never became ready (it is removed right after, and its logs with it).
+    async fn last_output(&self, runtime: &RuntimeInfo, lines: usize) -> Result<String, BackendError>;
+
     /// Is this runtime still running? `Ok(false)` when it is gone or was replaced.
     async fn is_running(&self, runtime: &RuntimeInfo) -> Result<bool, BackendError>;
 

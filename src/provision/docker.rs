@@ -388,6 +388,12 @@ impl DockerBackend {
             .collect();
         let mut network_labels = labels.clone();
         network_labels.insert(LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned());
+        // A failed start removes the volume only if this start made it: never a profile.
+        let volume_is_new = match docker.inspect_volume(&volume).await {
+            Ok(_) => false,
+            Err(e) if status_of(&e) == Some(404) => true,
+            Err(e) => return Err(fail(Operation::InspectVolume)(e)),
+        };
         // An existing volume is handed back as it is: it must be this gateway's profile.
         let profile = docker
             .create_volume(VolumeCreateRequest {
@@ -439,16 +445,37 @@ impl DockerBackend {
             ..Default::default()
         };
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        match docker.create_container(Some(options), body).await {
-            Ok(_) => {}
+        let error = match docker.create_container(Some(options), body).await {
             // Another gateway (or a request racing this one) created it first: adopt theirs.
             Err(e) if status_of(&e) == Some(409) => return Ok(false),
-            Err(e) => return Err(fail(Operation::CreateContainer)(e)),
+            Err(e) => fail(Operation::CreateContainer)(e),
+            Ok(_) => match docker.start_container(&name, None).await {
+                Ok(()) => return Ok(true),
+                Err(e) if status_of(&e) == Some(304) => return Ok(true),
+                Err(e) => fail(Operation::StartContainer)(e),
+            },
+        };
+        self.undo_failed_create(docker, &name, volume_is_new.then_some(&volume), &network)
+            .await;
+        Err(error)
+    }
+
+    /// Leaves nothing behind of a start that failed (a missing image, a bad entrypoint):
+    /// the container, the volume when this start made it, and the runtime's network.
+    async fn undo_failed_create(&self, docker: &Docker, name: &str, new_volume: Option<&String>, network: &str) {
+        if let Err(error) = self.remove_container(docker, name).await {
+            tracing::warn!(container = name, %error, "cannot remove a runtime that failed to start");
         }
-        match docker.start_container(&name, None).await {
-            Ok(()) => Ok(true),
-            Err(e) if status_of(&e) == Some(304) => Ok(true),
-            Err(e) => Err(fail(Operation::StartContainer)(e)),
+        if let Some(volume) = new_volume
+            && let Err(error) = docker
+                .remove_volume(volume, None::<bollard::query_parameters::RemoveVolumeOptions>)
+                .await
+            && status_of(&error) != Some(404)
+        {
+            tracing::warn!(%volume, %error, "cannot remove the volume of a runtime that failed to start");
+        }
+        if let Err(error) = self.remove_network(docker, network).await {
+            tracing::debug!(%network, %error, "cannot remove the network of a runtime that failed to start");
         }
     }
 
@@ -872,6 +899,11 @@ impl Backend for DockerBackend {
             .expect("fenced lock")
             .insert(runtime.owner_hash, runtime.id.clone());
         Ok(())
+    }
+
+    async fn last_output(&self, runtime: &RuntimeInfo, lines: usize) -> Result<String, BackendError> {
+        let output = self.tail(&runtime.id, lines).await?;
+        Ok(output.trim().to_owned())
     }
 
     async fn is_running(&self, runtime: &RuntimeInfo) -> Result<bool, BackendError> {

@@ -375,11 +375,17 @@ impl Provisioner {
         }
         if let Err(last_error) = ready {
             // A runtime that never answers is broken: remove it (never its volume) so the
-            // next request starts a fresh one instead of finding this one again.
+            // next request starts a fresh one instead of finding this one again. Its own
+            // last words go into the warning first: its logs go with it.
+            let runtime_output = match self.backend.last_output(&info, 20).await {
+                Ok(output) => output,
+                Err(error) => format!("(cannot read its output: {error})"),
+            };
             tracing::warn!(
                 %owner_hash,
                 container = %info.name,
                 %last_error,
+                ?runtime_output,
                 "runtime did not become ready; removing it (its volume stays)"
             );
             if let Err(error) = self.backend.remove(&owner_hash, false).await {
@@ -749,6 +755,10 @@ mod tests {
         async fn fence(&self, _: &RuntimeInfo) -> Result<(), BackendError> {
             Ok(())
         }
+        async fn last_output(&self, _: &RuntimeInfo, _: usize) -> Result<String, BackendError> {
+            Ok(String::new())
+        }
+
         async fn is_running(&self, _: &RuntimeInfo) -> Result<bool, BackendError> {
             Ok(true)
         }

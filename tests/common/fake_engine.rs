@@ -186,6 +186,10 @@ impl Backend for FakeEngine {
         Ok(())
     }
 
+    async fn last_output(&self, _: &RuntimeInfo, _: usize) -> Result<String, BackendError> {
+        Ok(String::new())
+    }
+
     async fn is_running(&self, runtime: &RuntimeInfo) -> Result<bool, BackendError> {
         let runtimes = self.runtimes.lock().unwrap();
         Ok(runtimes

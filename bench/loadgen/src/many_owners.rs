@@ -44,6 +44,10 @@ impl Backend for ManyOwners {
         self.docker.fence(runtime).await
     }
 
+    async fn last_output(&self, runtime: &RuntimeInfo, lines: usize) -> Result<String, BackendError> {
+        self.docker.last_output(runtime, lines).await
+    }
+
     async fn is_running(&self, runtime: &RuntimeInfo) -> Result<bool, BackendError> {
         if runtime.name.starts_with(EXTRA) {
             return Ok(true);
