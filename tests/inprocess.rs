@@ -1,7 +1,7 @@
 //! The pipeline in-process, without a container engine: `lazygate::run` on port 0 in front
 //! of a [`FakeEngine`] whose runtimes are small servers in this process. Routing, admission,
-//! the waiting page, resending to a replaced runtime, WebSocket tunnels and CDP discovery are
-//! shown here in milliseconds; what only an engine can show stays in the engine tests.
+//! the waiting page, resending to a replaced runtime, WebSocket tunnels, CDP discovery and
+//! TLS are shown here in milliseconds; what only an engine can show stays in the engine tests.
 
 mod common;
 
@@ -176,5 +176,58 @@ async fn websockets_tunnel_and_cdp_discovery_points_back_through_the_gateway() {
     assert_eq!(
         behind_https.json()["webSocketDebuggerUrl"],
         format!("wss://{}/cdp/dave/devtools/browser/fake", gateway.addr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_tls_runs_go_through_on_http2_and_cdp_discovery_names_wss() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let tls = (cert.clone(), key);
+    let gateway = InProcess::start(move |settings| settings.tls = Some(tls)).await;
+    let port = gateway.addr.port();
+    // curl, a real TLS client, trusting only that certificate.
+    let curl = |args: &[&str]| -> String {
+        let resolve = format!("localhost:{port}:127.0.0.1");
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "20",
+                "--resolve",
+                &resolve,
+                "--cacert",
+                cert.to_str().unwrap(),
+            ])
+            .args(["-H", &format!("authorization: {}", bearer())])
+            .args(args)
+            .output()
+            .expect("curl runs");
+        assert!(
+            out.status.success(),
+            "curl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let run = curl(&[
+        "-w",
+        "\n%{http_version} %{http_code}",
+        "-X",
+        "POST",
+        "-d",
+        "{}",
+        &format!("https://localhost:{port}/rpc/alice"),
+    ]);
+    assert!(run.ends_with("\n2 200"), "{run}");
+    let discovery = curl(&[&format!("https://localhost:{port}/cdp/alice/json/version")]);
+    let discovery: serde_json::Value = serde_json::from_str(&discovery).unwrap();
+    let ws = discovery["webSocketDebuggerUrl"].as_str().unwrap_or_default();
+    assert!(
+        ws.starts_with(&format!("wss://localhost:{port}/cdp/alice/")),
+        "{discovery}"
     );
 }

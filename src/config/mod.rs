@@ -114,7 +114,7 @@ impl FromStr for AnswerUrls {
     }
 }
 
-/// The configuration as layered by [`keys::layered`]: every key present (its default when
+/// The configuration as layered from the key table (`keys::layered`): every key present (its default when
 /// neither the file nor the environment sets it), typed, not yet checked.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

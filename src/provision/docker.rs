@@ -7,10 +7,14 @@
 //! networks from one another, so no runtime can open a connection to another's ports; the
 //! gateway reaches a runtime through its published loopback ports (published mode) or by
 //! joining the runtime's network (network mode). A running runtime found on any other
-//! network (made by the seed, or by an older gateway) is moved onto its own.
+//! network (made by the seed, or by an older gateway) is moved onto its own. Each runtime
+//! is also fenced from inside its own network namespace (see [`DockerBackend::fence`]'s
+//! helper), so isolation holds even while the engine rewrites the host's rules. Names carry
+//! only the owner hash, as the seed's do, so a container or volume of another scope met
+//! under an owner's name is refused, never adopted or removed.
 //!
-//! (Long because a backend is one file by design: creating, isolating, adopting and
-//! removing runtimes on Docker, with every engine call and its error named, live here, and
+//! (Long because a backend is one file by design: creating, isolating, fencing, adopting
+//! and removing runtimes on Docker, with every engine call and its error named, live here, and
 //! only here.)
 
 use std::collections::HashMap;
