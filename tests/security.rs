@@ -61,7 +61,7 @@ async fn views_need_a_signed_unexpired_url_for_that_owner() {
     let page = |query: String| gateway.url(&format!("/view/{hash}/vnc.html{query}"));
 
     let someone_else = view_token(&unique("someone-else"));
-    let expired = view_token_with(&owner, TEST_VIEW_SECRET, &["--ttl", "0"]);
+    let expired = expired_view_token(&owner);
     let forged = view_token_with(&owner, "a-different-secret-of-at-least-32-chars", &[]);
     let valid = view_token(&owner);
     let mut tampered = valid.clone();

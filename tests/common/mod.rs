@@ -34,7 +34,19 @@ pub fn view_token(owner: &str) -> String {
     view_token_with(owner, TEST_VIEW_SECRET, &[])
 }
 
-/// A view token signed with `secret`, with extra `view-url` arguments (e.g. `--ttl 0`).
+/// A view token for `owner` that expired the moment it was signed (the CLI refuses
+/// `--ttl 0`, so it is signed with the library).
+pub fn expired_view_token(owner: &str) -> String {
+    let env = [
+        ("LAZYGATE_VIEW_SECRET", TEST_VIEW_SECRET),
+        ("LAZYGATE_API_TOKENS", TEST_API_TOKEN),
+    ];
+    let settings = lazygate::config::Settings::load(None, &env).expect("test settings");
+    let auth = lazygate::auth::Auth::from_settings(&settings).expect("configured secrets");
+    auth.sign_view(&lazygate::owner::OwnerHash::of(owner), Some(Duration::ZERO))
+}
+
+/// A view token signed with `secret`, with extra `view-url` arguments (e.g. `--ttl 60`).
 pub fn view_token_with(owner: &str, secret: &str, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_lazygate"))
         .args(["view-url", owner, "--base", "http://gateway.test"])
