@@ -71,12 +71,10 @@ fn load(config: Option<PathBuf>) -> Result<Settings, ExitCode> {
         .filter_map(|(name, _)| name.into_string().ok())
         .collect();
     for (name, nearest) in lazygate::config::unknown_variables(names.iter().map(String::as_str)) {
-        match nearest {
-            Some(nearest) => tracing::warn!(variable = %name, "unknown variable, ignored; did you mean {nearest}?"),
-            None => {
-                tracing::warn!(variable = %name, "unknown variable, ignored (the README's configuration table lists them)")
-            }
-        }
+        let hint = nearest.map_or("the README's configuration table lists them".to_owned(), |n| {
+            format!("did you mean {n}?")
+        });
+        tracing::warn!(variable = %name, "unknown variable, ignored; {hint}");
     }
     Settings::load(config.as_deref(), &ProcessEnv).map_err(|error| {
         eprintln!("lazygate: {error}");

@@ -116,6 +116,9 @@ pub struct DockerBackend {
     /// (recovery, a racing request) is not fenced twice. A fence lives as long as its
     /// runtime's network namespace; a recreated runtime has another id.
     fenced: Mutex<HashMap<OwnerHash, String>>,
+    /// The fence helper's image once resolved when none is configured (the gateway's own
+    /// image id, found once rather than at every start).
+    own_image: Mutex<Option<String>>,
     options: DockerOptions,
 }
 
@@ -181,6 +184,7 @@ impl DockerBackend {
             creating: tokio::sync::RwLock::new(()),
             gateway: Mutex::new(None),
             fenced: Mutex::new(HashMap::new()),
+            own_image: Mutex::new(None),
             options,
         }
     }
@@ -521,14 +525,20 @@ impl DockerBackend {
         if let Some(image) = &self.options.fence_image {
             return Ok(image.clone());
         }
-        let Some(gateway) = self.gateway_container(docker).await? else {
-            return Ok(DEFAULT_FENCE_IMAGE.to_owned());
+        if let Some(known) = self.own_image.lock().expect("own image lock").clone() {
+            return Ok(known);
+        }
+        let image = match self.gateway_container(docker).await? {
+            None => DEFAULT_FENCE_IMAGE.to_owned(),
+            Some(gateway) => docker
+                .inspect_container(&gateway, None)
+                .await
+                .map_err(fail(Operation::InspectContainer))?
+                .image
+                .unwrap_or_else(|| DEFAULT_FENCE_IMAGE.to_owned()),
         };
-        let c = docker
-            .inspect_container(&gateway, None)
-            .await
-            .map_err(fail(Operation::InspectContainer))?;
-        Ok(c.image.unwrap_or_else(|| DEFAULT_FENCE_IMAGE.to_owned()))
+        *self.own_image.lock().expect("own image lock") = Some(image.clone());
+        Ok(image)
     }
 
     /// Runs the fence helper in the runtime's network namespace: one `ip route replace
@@ -601,11 +611,7 @@ impl DockerBackend {
 
     /// Removes fence helpers a gateway killed mid-fence left behind (of this scope).
     async fn sweep_fence_helpers(&self, docker: &Docker) {
-        let mut labels = vec![LABEL_FENCE.to_owned()];
-        if let Some(scope) = &self.options.scope {
-            labels.push(format!("{LABEL_SCOPE}={scope}"));
-        }
-        let filters = HashMap::from([("label".to_owned(), labels)]);
+        let filters = self.scoped_filter(LABEL_FENCE.to_owned());
         let options = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)
@@ -614,8 +620,7 @@ impl DockerBackend {
             return;
         };
         for helper in helpers {
-            let labels = helper.labels.unwrap_or_default();
-            if self.options.scope.is_none() && labels.contains_key(LABEL_SCOPE) {
+            if self.is_another_scopes(&helper.labels.unwrap_or_default()) {
                 continue;
             }
             // A running helper may be another gateway's fence in progress.
@@ -668,11 +673,7 @@ impl DockerBackend {
     /// the gateway attached, and not the network of a runtime that runs. Each would keep a
     /// subnet of the pool forever.
     async fn sweep_networks(&self, docker: &Docker, running: &[RuntimeInfo]) {
-        let mut labels = vec![format!("{LABEL_MANAGED_BY}={MANAGED_BY}")];
-        if let Some(scope) = &self.options.scope {
-            labels.push(format!("{LABEL_SCOPE}={scope}"));
-        }
-        let filters = HashMap::from([("label".to_owned(), labels)]);
+        let filters = self.scoped_filter(format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
         let options = ListNetworksOptionsBuilder::default().filters(&filters).build();
         let _no_creates = self.creating.write().await;
         let Ok(networks) = docker.list_networks(Some(options)).await else {
@@ -683,8 +684,7 @@ impl DockerBackend {
             let (Some(name), Some(labels)) = (network.name, network.labels) else {
                 continue;
             };
-            // Without a scope of our own, networks scoped to another gateway are theirs.
-            if self.options.scope.is_none() && labels.contains_key(LABEL_SCOPE) {
+            if self.is_another_scopes(&labels) {
                 continue;
             }
             let Some(Ok(owner_hash)) = labels.get(LABEL_OWNER_HASH).map(|h| OwnerHash::parse(h)) else {
@@ -710,14 +710,24 @@ impl DockerBackend {
     }
 
     fn labels_filter(&self) -> HashMap<String, Vec<String>> {
-        let mut labels = vec![format!("{LABEL_MANAGED_BY}={MANAGED_BY}")];
+        let mut filters = self.scoped_filter(format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+        filters.insert("status".to_owned(), vec!["running".to_owned()]);
+        filters
+    }
+
+    /// An engine list filter: objects with `label`, and this gateway's scope label if it has one.
+    fn scoped_filter(&self, label: String) -> HashMap<String, Vec<String>> {
+        let mut labels = vec![label];
         if let Some(scope) = &self.options.scope {
             labels.push(format!("{LABEL_SCOPE}={scope}"));
         }
-        HashMap::from([
-            ("label".to_owned(), labels),
-            ("status".to_owned(), vec!["running".to_owned()]),
-        ])
+        HashMap::from([("label".to_owned(), labels)])
+    }
+
+    /// Without a scope of our own, what is scoped to another gateway is theirs (with one,
+    /// the list filter already kept only ours).
+    fn is_another_scopes(&self, labels: &HashMap<String, String>) -> bool {
+        self.options.scope.is_none() && labels.contains_key(LABEL_SCOPE)
     }
 }
 
@@ -966,8 +976,7 @@ impl Backend for DockerBackend {
         let mut runtimes = Vec::new();
         for summary in summaries {
             let labels = summary.labels.unwrap_or_default();
-            // Without a scope of our own, runtimes scoped to another gateway are theirs.
-            if self.options.scope.is_none() && labels.contains_key(LABEL_SCOPE) {
+            if self.is_another_scopes(&labels) {
                 continue;
             }
             let Some(Ok(owner_hash)) = labels.get(LABEL_OWNER_HASH).map(|h| OwnerHash::parse(h)) else {

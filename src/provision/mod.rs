@@ -758,7 +758,6 @@ mod tests {
         async fn last_output(&self, _: &RuntimeInfo, _: usize) -> Result<String, BackendError> {
             Ok(String::new())
         }
-
         async fn is_running(&self, _: &RuntimeInfo) -> Result<bool, BackendError> {
             Ok(true)
         }
