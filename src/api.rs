@@ -100,7 +100,7 @@ pub async fn ensure(
         let answer = json!({
             "cdp_url": settings.shared_cdp_url,
             "rpc_url": settings.shared_rpc_url,
-            "browser_view": api.views.view_url(mode, None).await,
+            "browser_view": shared_view_url(api).await,
             "isolation_mode": "shared",
             "owner_hash": "",
         });
@@ -133,9 +133,21 @@ pub async fn ensure(
     Ok((json_response(StatusCode::OK, &answer), lease.cold()))
 }
 
+/// The shared browser's view URL, as the seed gives it.
+async fn shared_view_url(api: &Api<'_>) -> String {
+    let url = api.views.view_url(IsolationMode::Shared, None).await;
+    if url.is_empty() {
+        api.views.warn_no_base_url(None);
+    }
+    url
+}
+
 /// The seed's view URL, with a view token appended when auth is on.
 async fn signed_view_url(api: &Api<'_>, owner_hash: OwnerHash) -> String {
     let url = api.views.view_url(api.settings.isolation_mode, Some(owner_hash)).await;
+    if url.is_empty() {
+        api.views.warn_no_base_url(Some(owner_hash));
+    }
     if url.is_empty() || api.auth.is_insecure() {
         return url;
     }

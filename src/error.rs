@@ -42,6 +42,11 @@ pub enum RequestError {
     EngineUnavailable(String),
     #[error("the Host header is not a host name or address with an optional port")]
     BadHost,
+    #[error(
+        "the container engine has no image {}: runtimes cannot start; build or load it (see the README's troubleshooting)",
+        .0.join(", ")
+    )]
+    ImageMissing(Vec<String>),
     #[error("more than {limit} request headers")]
     TooManyHeaders { limit: usize },
 }
@@ -64,9 +69,10 @@ impl RequestError {
             Provision(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             Provision(ProvisionError::AtCapacity { .. }) => StatusCode::TOO_MANY_REQUESTS,
             Provision(ProvisionError::Engine(BackendError::NameTaken { .. })) => StatusCode::CONFLICT,
+            Provision(ProvisionError::BackingOff { code: "name_taken", .. }) => StatusCode::CONFLICT,
             Provision(_) | UpstreamRefused(_) | UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            EngineUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            EngineUnavailable(_) | ImageMissing(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -89,6 +95,7 @@ impl RequestError {
             UpstreamTimeout(_) => "runtime_timeout",
             UpstreamFailed(_) => "runtime_connection_failed",
             EngineUnavailable(_) => "engine_unavailable",
+            ImageMissing(_) => "image_missing",
             BadHost => "invalid_host",
             TooManyHeaders { .. } => "too_many_headers",
         }
@@ -102,6 +109,13 @@ impl RequestError {
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let RequestError::Provision(ProvisionError::BackingOff { retry_in, .. }) = self {
+            // Not before the next start is tried: sooner would get this answer again.
+            let seconds = retry_in.as_secs_f64().ceil().max(1.0) as u64;
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if let RequestError::Auth(AuthError::MissingToken | AuthError::BadToken) = self {
             response

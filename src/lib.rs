@@ -17,7 +17,8 @@
 //!   to the container engine (it gives every runtime a network of its own, so runtimes
 //!   never reach each other).
 //! - [`proxy`] streams the request to the runtime and the answer back, and tunnels WebSockets.
-//! - [`waiting_page`] is what a person sees while their runtime starts.
+//! - [`page`] is what a person's browser sees: the page while their runtime starts, and
+//!   errors as a page rather than JSON.
 //! - [`api`] holds the API handlers (the seed-compatible `ensure`/`cleanup`, and release);
 //!   [`view_url`] builds live-view URLs.
 //! - [`config`] reads and validates [`config::Settings`]; [`error`] maps request errors to
@@ -38,6 +39,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod owner;
+pub mod page;
 pub mod provision;
 pub mod proxy;
 pub mod report;
@@ -47,7 +49,6 @@ pub mod service;
 pub mod state_dir;
 pub mod tls;
 pub mod view_url;
-pub mod waiting_page;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -138,6 +139,11 @@ pub async fn run(
             Ok(count) => tracing::info!(count, "adopted running runtimes"),
             Err(error) => tracing::warn!(%error, "container engine not reachable; serving anyway and retrying"),
         }
+    }
+
+    // Without a public base URL, ensure answers carry no view URL: say so once at start too.
+    if views.base_url().await.is_empty() {
+        views.warn_no_base_url(None);
     }
 
     // The reaper is owned here: the guard cancels it however this function is left.

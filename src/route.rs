@@ -15,7 +15,7 @@ use crate::owner::{OwnerError, OwnerHash, decode_owner};
 pub enum Route {
     /// `/healthz`: the process is alive.
     Health,
-    /// `/readyz`: the container engine answers.
+    /// `/readyz`: the container engine answers and has the images a start needs.
     Ready,
     /// `/view/<hash>` without the trailing slash: redirect so noVNC's relative assets resolve.
     ViewRedirect { owner_hash: OwnerHash },

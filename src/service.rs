@@ -22,11 +22,11 @@ use crate::body::{Body, empty};
 use crate::config::{IsolationMode, Settings};
 use crate::error::{RequestError, json_response};
 use crate::owner::OwnerHash;
+use crate::page;
 use crate::provision::{Lease, Provisioner, RuntimePort};
 use crate::proxy::{self, BodyLimit, RequestBody, SendError, Upstream, cdp, headers, tunnel};
 use crate::route::{self, Route};
 use crate::view_url::ViewUrls;
-use crate::waiting_page;
 
 /// The one log line of a request, written when it is dropped: when the response head is
 /// ready, or when the client went away first (then with status 499, as nginx logs it).
@@ -95,6 +95,8 @@ impl Gateway {
             cold: false,
             status: None,
         };
+        // A person's browser gets an error as a page, anything else as JSON.
+        let navigation = page::is_navigation(request.method(), request.headers());
         let response = match self.dispatch(request, peer, &mut log).await {
             Ok(response) => response,
             Err(error) => {
@@ -107,7 +109,11 @@ impl Gateway {
                         "request failed"
                     );
                 }
-                error.to_response()
+                let mut response = error.to_response();
+                if navigation {
+                    page::show_error(&mut response, error.code(), &error.to_string());
+                }
+                response
             }
         };
         log.status = Some(response.status());
@@ -187,11 +193,17 @@ impl Gateway {
                 &json!({"status": "ready", "engine": "not used"}),
             ));
         }
-        match tokio::time::timeout(Duration::from_secs(2), self.provisioner.backend().ping()).await {
-            Ok(Ok(())) => Ok(json_response(
+        let backend = self.provisioner.backend();
+        let check = async {
+            backend.ping().await?;
+            backend.missing_images(&self.settings.image).await
+        };
+        match tokio::time::timeout(Duration::from_secs(2), check).await {
+            Ok(Ok(missing)) if missing.is_empty() => Ok(json_response(
                 StatusCode::OK,
                 &json!({"status": "ready", "engine": "ok"}),
             )),
+            Ok(Ok(missing)) => Err(RequestError::ImageMissing(missing)),
             Ok(Err(error)) => Err(RequestError::EngineUnavailable(error.to_string())),
             Err(_) => Err(RequestError::EngineUnavailable("no answer within 2s".into())),
         }
@@ -237,12 +249,12 @@ impl Gateway {
         // A person opening a view whose runtime is not up gets the waiting page at once.
         if matches!(service, RuntimePort::View)
             && !shared
-            && waiting_page::is_navigation(request.method(), request.headers())
+            && page::is_navigation(request.method(), request.headers())
             && !self.provisioner.is_ready(owner_hash)
         {
             self.provisioner.start_in_background(owner_hash);
             log.cold = true;
-            return Ok(waiting_page::response());
+            return Ok(page::waiting());
         }
         let client_upgrade = headers::is_websocket_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
         let (mut parts, incoming) = request.into_parts();

@@ -65,6 +65,16 @@ impl ViewUrls {
             .await
     }
 
+    /// Says that an answer goes out without a view URL, and how to give it one.
+    pub fn warn_no_base_url(&self, owner_hash: Option<OwnerHash>) {
+        tracing::warn!(
+            owner_hash = %owner_hash.map(|h| h.to_string()).unwrap_or_default(),
+            tunnel_container = %self.tunnel_container,
+            "no public view base URL: answering browser_view \"\"; set view.base_url (BROWSER_VIEW_BASE_URL), \
+             or run the tunnel container, whose logs name its public https:// URL"
+        );
+    }
+
     /// The seed's view URL for an owner hash, or `""` without a base URL.
     pub async fn view_url(&self, mode: IsolationMode, owner_hash: Option<OwnerHash>) -> String {
         let base = self.base_url().await;

@@ -313,3 +313,75 @@ async fn alices_page_cannot_open_bobs_browser_and_a_runtime_answers_only_its_gat
         "one without an Origin (the gateway's)"
     );
 }
+
+/// Evaluates `expression` in `page` until it is true; panics with `state` after `limit`.
+async fn until_true(page: &mut common::browser::Cdp, expression: &str, state: &str, limit: std::time::Duration) {
+    let started = Instant::now();
+    while page.eval(expression).await != json!(true) {
+        if started.elapsed() > limit {
+            panic!("never true: {expression}; page: {}", page.eval(state).await);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_person_is_told_in_words_when_a_start_fails_or_a_link_is_expired_or_foreign() {
+    let scope = Scope::new("browser-failure-pages");
+    let gateway = GatewayConfig::new(&scope)
+        .env("BROWSER_RUNTIME_IMAGE", "lazygate-no-such-image:never")
+        .start();
+    let browser = common::browser::HostBrowser::launch().await;
+    let text = "document.body.innerText";
+    let limit = std::time::Duration::from_secs(30);
+
+    // A start that fails: the waiting page turns into a failure a person understands, with
+    // the gateway's reason, and keeps trying (the cause may be fixed meanwhile).
+    let owner = unique("unlucky-viewer");
+    let hash = seed_hash(&owner);
+    let token = view_token(&owner);
+    let view = gateway.url(&format!(
+        "/view/{hash}/vnc.html?path=view/{hash}/websockify&autoconnect=1&token={token}"
+    ));
+    let mut page = browser.open(&view).await;
+    let failed = "(() => { const f = document.getElementById('lazygate-failure'); \
+        return !!f && !f.hidden && f.innerText.includes('could not be started') \
+        && f.innerText.includes('lazygate-no-such-image:never') && f.innerText.includes('runtime_failed') \
+        && f.innerText.includes('Trying again in'); })()";
+    until_true(&mut page, failed, text, limit).await;
+    assert!(scope.containers().is_empty() && scope.volumes().is_empty());
+
+    // An expired link, a link for another browser, none at all: a page that says so, not JSON.
+    let cases = [
+        (expired_view_token(&owner), hash.clone(), "This link has expired"),
+        (
+            view_token(&unique("someone-else")),
+            hash.clone(),
+            "This link is for another browser",
+        ),
+        // (Another runtime's view: the first link left a cookie for this one.)
+        (
+            String::new(),
+            seed_hash(&unique("nobody")),
+            "This page needs a live-view link",
+        ),
+    ];
+    for (token, hash, heading) in cases {
+        let query = if token.is_empty() {
+            String::new()
+        } else {
+            format!("?token={token}")
+        };
+        let url = gateway.url(&format!("/view/{hash}/vnc.html{query}"));
+        page.call("Page.navigate", json!({"url": url})).await;
+        let shown = format!(
+            "document.querySelector('#lazygate-error h1')?.innerText === {}",
+            json!(heading)
+        );
+        until_true(&mut page, &shown, text, limit).await;
+    }
+    // The same errors stay JSON for anything that is not a browser navigation.
+    let reply = get(&gateway.url(&format!("/view/{hash}/vnc.html?token={}", expired_view_token(&owner)))).await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.error_code(), "expired_token");
+}

@@ -243,12 +243,13 @@ async fn a_runtime_that_does_not_answer_gives_504() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_missing_image_is_a_502_that_names_the_operation() {
+async fn a_missing_image_is_a_502_that_names_the_operation_backs_off_and_makes_the_gateway_unready() {
     let scope = Scope::new("missing-image");
     let gateway = GatewayConfig::new(&scope)
         .env("BROWSER_RUNTIME_IMAGE", "lazygate-no-such-image:never")
         .start();
-    let reply = post(&gateway.url(&format!("/rpc/{}", unique("unlucky"))), "").await;
+    let owner = unique("unlucky");
+    let reply = post(&gateway.url(&format!("/rpc/{owner}")), "").await;
     assert_eq!(reply.status, 502, "{}", reply.text());
     assert_eq!(reply.error_code(), "runtime_failed");
     let message = reply.json()["error"]["message"].as_str().unwrap().to_owned();
@@ -260,6 +261,30 @@ async fn a_missing_image_is_a_502_that_names_the_operation() {
     assert!(scope.containers().is_empty(), "{:?}", scope.containers());
     assert!(scope.volumes().is_empty(), "{:?}", scope.volumes());
     assert!(scope.networks().is_empty(), "{:?}", scope.networks());
+    // Asked again at once, the gateway answers the same without creating it again, and says
+    // when it will try.
+    let again = post(&gateway.url(&format!("/rpc/{owner}")), "").await;
+    assert_eq!(again.status, 502, "{}", again.text());
+    assert_eq!(again.error_code(), "runtime_failed");
+    let message = again.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("lazygate-no-such-image") && message.contains("failed 1 time(s) in a row"),
+        "{message}"
+    );
+    let retry_after: u64 = again.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=30).contains(&retry_after), "{retry_after}");
+    // Another owner is not held back by this one's failures.
+    let other = post(&gateway.url(&format!("/rpc/{}", unique("unlucky"))), "").await;
+    assert!(!other.text().contains("in a row"), "{}", other.text());
+    // And the gateway is not ready: it cannot start runtimes.
+    let ready = get(&gateway.url("/readyz")).await;
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert_eq!(ready.error_code(), "image_missing");
+    assert!(
+        ready.text().contains("lazygate-no-such-image:never"),
+        "{}",
+        ready.text()
+    );
 }
 
 #[test]

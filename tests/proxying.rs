@@ -275,6 +275,13 @@ async fn ensure_and_cleanup_per_task_remove_container_and_volume() {
         "",
         "no base URL configured or discoverable"
     );
+    // Said at start, and with the answer that lacks it.
+    let warnings = |gateway: &Gateway| gateway.log_lines("no public view base URL");
+    eventually("the warnings", Duration::from_secs(10), || {
+        let lines = warnings(&gateway);
+        lines.len() >= 2 && lines.iter().any(|l| l.contains(&hash))
+    })
+    .await;
     assert!(volume_exists(&volume_name(&hash)));
     let cleanup = post(&gateway.url("/api/runtimes/cleanup"), &body.to_string()).await;
     assert_eq!(cleanup.status, 200, "{}", cleanup.text());

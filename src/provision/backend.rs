@@ -161,6 +161,7 @@ pub enum Operation {
     RemoveNetwork,
     CreateVolume,
     InspectVolume,
+    InspectImage,
     CreateContainer,
     StartContainer,
     RemoveContainer,
@@ -182,6 +183,7 @@ impl std::fmt::Display for Operation {
             Operation::RemoveNetwork => "remove network",
             Operation::CreateVolume => "create volume",
             Operation::InspectVolume => "inspect volume",
+            Operation::InspectImage => "inspect image",
             Operation::CreateContainer => "create container",
             Operation::StartContainer => "start container",
             Operation::RemoveContainer => "remove container",
@@ -212,6 +214,10 @@ impl BackendError {
 pub trait Backend: Send + Sync + 'static {
     /// Does the engine answer?
     async fn ping(&self) -> Result<(), BackendError>;
+
+    /// The images a start needs that the engine does not have: `runtime_image`, and any the
+    /// backend runs beside runtimes. A gateway that cannot start runtimes is not ready.
+    async fn missing_images(&self, runtime_image: &str) -> Result<Vec<String>, BackendError>;
 
     /// Returns the owner's running runtime, creating (or replacing a stopped) one if needed,
     /// reachable by the gateway and by no other runtime. Creating is idempotent across

@@ -852,6 +852,21 @@ impl Backend for DockerBackend {
         docker.ping().await.map(drop).map_err(fail(Operation::Ping))
     }
 
+    async fn missing_images(&self, runtime_image: &str) -> Result<Vec<String>, BackendError> {
+        let docker = self.docker().await?;
+        let fence_image = self.fence_image(&docker).await?;
+        let mut missing = Vec::new();
+        for image in [runtime_image, fence_image.as_str()] {
+            match docker.inspect_image(image).await {
+                Ok(_) => {}
+                Err(e) if status_of(&e) == Some(404) => missing.push(image.to_owned()),
+                Err(e) => return Err(fail(Operation::InspectImage)(e)),
+            }
+        }
+        missing.dedup();
+        Ok(missing)
+    }
+
     async fn ensure(&self, spec: &RuntimeSpec) -> Result<RuntimeInfo, BackendError> {
         let docker = self.docker().await?;
         let (name, _, network) = self.names(&spec.owner_hash);

@@ -74,6 +74,16 @@ pub enum ProvisionError {
     Interrupted(String),
     #[error("all {max} runtimes are in use (each has an open request or view); try again shortly")]
     AtCapacity { max: usize },
+    /// The owner's last start failed moments ago; it is not tried again before `retry_in`.
+    #[error("{message} (the start failed {failures} time(s) in a row; next try in {}s)", retry_in.as_secs().max(1))]
+    BackingOff {
+        failures: u32,
+        retry_in: Duration,
+        /// The failed start's error code and message, so the answer stays the same.
+        code: &'static str,
+        unavailable: bool,
+        message: String,
+    },
 }
 
 impl ProvisionError {
@@ -83,6 +93,7 @@ impl ProvisionError {
             ProvisionError::Engine(e) => e.is_unavailable(),
             ProvisionError::NotReady { .. } | ProvisionError::StartTimeout { .. } => true,
             ProvisionError::Interrupted(_) | ProvisionError::AtCapacity { .. } => false,
+            ProvisionError::BackingOff { unavailable, .. } => *unavailable,
         }
     }
 
@@ -93,7 +104,64 @@ impl ProvisionError {
             ProvisionError::Engine(_) | ProvisionError::Interrupted(_) => "runtime_failed",
             ProvisionError::NotReady { .. } | ProvisionError::StartTimeout { .. } => "runtime_not_ready",
             ProvisionError::AtCapacity { .. } => "at_capacity",
+            ProvisionError::BackingOff { code, .. } => code,
         }
+    }
+
+    /// A failure of the runtime or its image, which starting again at once would repeat;
+    /// not the engine being away, nor the requester giving up.
+    fn is_start_failure(&self) -> bool {
+        match self {
+            ProvisionError::Engine(e) => !e.is_unavailable(),
+            ProvisionError::NotReady { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// The first wait after a failed start; it doubles with each failure in a row.
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between two starts that fail: a fixed image is picked up within it.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// An owner's last failed starts, remembered so that a broken runtime (a missing image, one
+/// that never becomes healthy) is not created again on every request, nor every second by
+/// a waiting page.
+struct StartFailure {
+    /// Failures in a row; reset by a start that succeeds.
+    failures: u32,
+    /// No start before this.
+    retry_at: Instant,
+    code: &'static str,
+    unavailable: bool,
+    message: String,
+}
+
+impl StartFailure {
+    fn after(previous: Option<&StartFailure>, error: &ProvisionError) -> StartFailure {
+        let failures = previous.map_or(0, |p| p.failures).saturating_add(1);
+        let wait = BACKOFF_FIRST
+            .saturating_mul(1 << (failures - 1).min(16))
+            .min(BACKOFF_MAX);
+        StartFailure {
+            failures,
+            retry_at: Instant::now() + wait,
+            code: error.code(),
+            unavailable: error.is_unavailable(),
+            message: error.to_string(),
+        }
+    }
+
+    /// The error to answer with while the wait lasts.
+    fn refusal(&self) -> Option<ProvisionError> {
+        let now = Instant::now();
+        (now < self.retry_at).then(|| ProvisionError::BackingOff {
+            failures: self.failures,
+            retry_in: self.retry_at - now,
+            code: self.code,
+            unavailable: self.unavailable,
+            message: self.message.clone(),
+        })
     }
 }
 
@@ -117,6 +185,8 @@ struct Slot {
     /// Last time a lease was taken or dropped, in ms of [`Provisioner::now_ms`]; may be
     /// negative for runtimes adopted with an older last use.
     last_used_ms: AtomicI64,
+    /// The owner's recent failed starts, for the back-off; written under the lock.
+    failure: Mutex<Option<StartFailure>>,
 }
 
 impl Slot {
@@ -127,6 +197,7 @@ impl Slot {
             ready: AtomicBool::new(false),
             answered: AtomicU8::new(0),
             last_used_ms: AtomicI64::new(now_ms),
+            failure: Mutex::new(None),
         }
     }
 }
@@ -315,12 +386,24 @@ impl Provisioner {
         let deadline = Instant::now() + waited;
         let slot = self.slot(owner_hash);
         let timed_out = || ProvisionError::StartTimeout { owner_hash, waited };
+        // A request that finds the runtime starting and waits for it is as cold as the one
+        // that started it.
+        let was_ready = slot.ready.load(Ordering::Acquire);
         let guard = timeout_at(deadline, slot.state.clone().lock_owned())
             .await
             .map_err(|_| timed_out())?;
         if let SlotState::Ready(runtime) = &*guard {
             let runtime = runtime.clone();
-            return Ok(self.lease(&slot, runtime, false));
+            return Ok(self.lease(&slot, runtime, !was_ready));
+        }
+        if let Some(refusal) = slot
+            .failure
+            .lock()
+            .expect("failure lock")
+            .as_ref()
+            .and_then(StartFailure::refusal)
+        {
+            return Err(refusal);
         }
         let permit = timeout_at(deadline, self.starts.clone().acquire_owned())
             .await
@@ -347,6 +430,28 @@ impl Provisioner {
         slot: Arc<Slot>,
         mut guard: OwnedMutexGuard<SlotState>,
     ) -> Result<Lease, ProvisionError> {
+        let info = match self.start(owner_hash).await {
+            Ok(info) => info,
+            Err(error) => {
+                if error.is_start_failure() {
+                    let mut failure = slot.failure.lock().expect("failure lock");
+                    *failure = Some(StartFailure::after(failure.as_ref(), &error));
+                }
+                return Err(error);
+            }
+        };
+        *slot.failure.lock().expect("failure lock") = None;
+        let runtime = Arc::new(info);
+        *guard = SlotState::Ready(runtime.clone());
+        // Readiness is the RPC port's `/health`; the other ports may still be coming up.
+        slot.answered.store(RuntimePort::Rpc.bit(), Ordering::Release);
+        slot.ready.store(true, Ordering::Release);
+        Ok(self.lease(&slot, runtime, true))
+    }
+
+    /// Creates (or finds) the owner's runtime, fences it and waits until it answers; a
+    /// runtime that cannot be fenced or never answers is removed again.
+    async fn start(&self, owner_hash: OwnerHash) -> Result<RuntimeInfo, ProvisionError> {
         let started = Instant::now();
         let spec = self.spec(owner_hash).await;
         let info = match self.backend.ensure(&spec).await {
@@ -405,12 +510,7 @@ impl Provisioner {
             ready_ms = started.elapsed().as_millis() as u64,
             "runtime ready"
         );
-        let runtime = Arc::new(info);
-        *guard = SlotState::Ready(runtime.clone());
-        // Readiness is the RPC port's `/health`; the other ports may still be coming up.
-        slot.answered.store(RuntimePort::Rpc.bit(), Ordering::Release);
-        slot.ready.store(true, Ordering::Release);
-        Ok(self.lease(&slot, runtime, true))
+        Ok(info)
     }
 
     /// Keeps the number of runtimes within `limits.max_runtimes` before one more starts: at
@@ -657,9 +757,18 @@ impl Provisioner {
         });
         futures_util::future::join_all(removals).await;
         // Forget empty slots nobody is using, so state does not grow with every owner seen.
+        // A recent failure is kept, so that the back-off keeps growing.
+        let recently_failed = |slot: &Slot| {
+            slot.failure
+                .lock()
+                .expect("failure lock")
+                .as_ref()
+                .is_some_and(|f| f.retry_at + BACKOFF_MAX > Instant::now())
+        };
         self.slots.retain(|_, slot| {
             Arc::strong_count(slot) > 1
                 || slot.holds.load(Ordering::Acquire) > 0
+                || recently_failed(slot)
                 || !matches!(slot.state.try_lock().as_deref(), Ok(SlotState::Absent))
         });
     }
@@ -720,10 +829,13 @@ mod tests {
     use crate::config::RawConfig;
     use async_trait::async_trait;
 
-    /// Runs nothing; lists one running runtime until it is removed, and records removals.
+    /// Runs nothing; lists one running runtime until it is removed, and records removals;
+    /// its creates fail while `failing` is set.
     #[derive(Default)]
     struct FakeBackend {
         removed: Mutex<Vec<(String, Option<String>)>>,
+        failing: AtomicBool,
+        ensures: AtomicUsize,
     }
 
     fn info(owner_hash: OwnerHash) -> RuntimeInfo {
@@ -749,7 +861,18 @@ mod tests {
         async fn ping(&self) -> Result<(), BackendError> {
             Ok(())
         }
+        async fn missing_images(&self, _: &str) -> Result<Vec<String>, BackendError> {
+            Ok(Vec::new())
+        }
         async fn ensure(&self, spec: &RuntimeSpec) -> Result<RuntimeInfo, BackendError> {
+            self.ensures.fetch_add(1, Ordering::SeqCst);
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(BackendError::Operation {
+                    operation: backend::Operation::CreateContainer,
+                    unavailable: false,
+                    message: "No such image: nowhere:never".into(),
+                });
+            }
             Ok(info(spec.owner_hash))
         }
         async fn fence(&self, _: &RuntimeInfo) -> Result<(), BackendError> {
@@ -893,5 +1016,87 @@ mod tests {
             1,
             "10 s idle counting the time before the restart"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_starts_back_off_per_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(FakeBackend::default());
+        backend.failing.store(true, Ordering::SeqCst);
+        let provisioner = provisioner(IsolationMode::DockerPerPrincipal, backend.clone(), dir.path());
+        let (bob, carol) = (OwnerHash::of("bob"), OwnerHash::of("carol"));
+        let ensures = || backend.ensures.load(Ordering::SeqCst);
+
+        let first = provisioner.acquire(bob).await.err().unwrap();
+        assert_eq!(first.code(), "runtime_failed");
+        assert_eq!(ensures(), 1);
+        // Within the back-off the same answer comes back, without touching the engine.
+        let again = provisioner.acquire(bob).await.err().unwrap();
+        let ProvisionError::BackingOff {
+            failures,
+            retry_in,
+            code,
+            ..
+        } = &again
+        else {
+            panic!("{again:?}")
+        };
+        assert_eq!((*failures, *code), (1, "runtime_failed"));
+        assert_eq!(*retry_in, Duration::from_secs(1));
+        assert!(again.to_string().contains("nowhere:never"), "{again}");
+        assert_eq!(ensures(), 1);
+        // Another owner is not held back by bob's failures.
+        provisioner.acquire(carol).await.err().unwrap();
+        assert_eq!(ensures(), 2);
+
+        // The wait doubles with each failure in a row, and a reaper pass forgets none of it.
+        advance(1).await;
+        provisioner.acquire(bob).await.err().unwrap();
+        assert_eq!(ensures(), 3);
+        provisioner.reap_idle().await;
+        let Err(ProvisionError::BackingOff {
+            failures: 2, retry_in, ..
+        }) = provisioner.acquire(bob).await
+        else {
+            panic!("backing off after the second failure")
+        };
+        assert_eq!(retry_in, Duration::from_secs(2));
+        for _ in 0..10 {
+            advance(60).await;
+            provisioner.acquire(bob).await.err().unwrap();
+        }
+        let Err(ProvisionError::BackingOff { retry_in, .. }) = provisioner.acquire(bob).await else {
+            panic!("still backing off")
+        };
+        assert_eq!(retry_in, BACKOFF_MAX, "capped");
+
+        // Once the wait is over, the engine is asked again.
+        advance(30).await;
+        provisioner.acquire(bob).await.err().unwrap();
+        assert_eq!(ensures(), 14);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_waited_for_a_start_is_cold() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(FakeBackend::default());
+        let provisioner = provisioner(IsolationMode::DockerPerPrincipal, backend.clone(), dir.path());
+        let dave = OwnerHash::of("dave");
+        // The readiness probe of the fake runtime never answers, so the start is in progress
+        // for as long as the test likes; hold the slot's lock as the start does.
+        let slot = provisioner.slot(dave);
+        let guard = slot.state.clone().lock_owned().await;
+        let waiting = tokio::spawn({
+            let provisioner = provisioner.clone();
+            async move { provisioner.acquire(dave).await.map(|lease| lease.cold()) }
+        });
+        tokio::task::yield_now().await;
+        let runtime = Arc::new(info(dave));
+        let mut guard = guard;
+        *guard = SlotState::Ready(runtime);
+        slot.ready.store(true, Ordering::Release);
+        drop(guard);
+        assert!(waiting.await.unwrap().unwrap(), "waited for the start: cold");
+        assert!(!provisioner.acquire(dave).await.unwrap().cold(), "then warm");
     }
 }

@@ -150,6 +150,10 @@ impl Backend for FakeEngine {
         Ok(())
     }
 
+    async fn missing_images(&self, _: &str) -> Result<Vec<String>, BackendError> {
+        Ok(Vec::new())
+    }
+
     async fn ensure(&self, spec: &RuntimeSpec) -> Result<RuntimeInfo, BackendError> {
         let owner_hash = spec.owner_hash;
         if let Some(runtime) = self.runtimes.lock().unwrap().get(&owner_hash) {
