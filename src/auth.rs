@@ -16,6 +16,7 @@
 //! and origins, and tests them together; the code is under 390 lines.)
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -85,6 +86,44 @@ pub struct Auth {
     view_secrets: Vec<Vec<u8>>,
     view_token_ttl: Duration,
     allowed_origins: Vec<String>,
+    /// Where the secrets above come from, for the log line that says which are in use.
+    sources: SecretSources,
+}
+
+/// Where each secret in force comes from, with a short fingerprint of the view secrets so
+/// that an operator can tell which one is in use (never the secrets themselves).
+#[derive(Debug, Clone, Default)]
+struct SecretSources {
+    api_tokens: String,
+    view_secret: String,
+    view_secret_previous: String,
+}
+
+/// The first 8 hex digits of a secret's SHA-256: tells secrets apart, reveals nothing usable.
+fn fingerprint(secret: &[u8]) -> String {
+    Sha256::digest(secret)[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The auth stage in force. A reload (SIGHUP) replaces it whole: each request is admitted by
+/// the one it found, and connections admitted already (open views, runs) are not touched.
+pub struct AuthStore {
+    current: RwLock<Arc<Auth>>,
+}
+
+impl AuthStore {
+    pub fn new(auth: Auth) -> Self {
+        AuthStore {
+            current: RwLock::new(Arc::new(auth)),
+        }
+    }
+
+    pub fn current(&self) -> Arc<Auth> {
+        self.current.read().expect("auth lock").clone()
+    }
+
+    pub fn replace(&self, auth: Auth) {
+        *self.current.write().expect("auth lock") = Arc::new(auth);
+    }
 }
 
 /// 32 random bytes, URL-safe base64: generated secrets and runtimes' keys.
@@ -183,6 +222,7 @@ impl Auth {
                 view_secrets: vec![b"insecure-dev".to_vec()],
                 view_token_ttl: a.view_token_ttl,
                 allowed_origins: a.allowed_origins.clone(),
+                sources: SecretSources::default(),
             });
         }
         let need_token = a.api_tokens.is_empty();
@@ -193,13 +233,20 @@ impl Auth {
         } else {
             GeneratedSecrets::default()
         };
-        if need_token || need_secret {
-            tracing::warn!(
-                path = %path.display(),
-                "no API token or view secret configured: using generated ones; read them with `cat {}`",
-                path.display()
-            );
-        }
+        let generated_in = format!("generated, kept in {}", path.display());
+        let sources = SecretSources {
+            api_tokens: if need_token {
+                generated_in.clone()
+            } else {
+                format!("{} configured (auth.api_tokens)", a.api_tokens.len())
+            },
+            view_secret: if need_secret {
+                generated_in
+            } else {
+                "configured (auth.view_secret)".to_owned()
+            },
+            view_secret_previous: String::new(),
+        };
         let mut tokens = a.api_tokens.clone();
         tokens.extend(generated.api_token);
         let mut secrets: Vec<Vec<u8>> = a
@@ -210,13 +257,43 @@ impl Auth {
             .map(String::into_bytes)
             .collect();
         secrets.extend(a.view_secret_previous.clone().map(String::into_bytes));
+        let mut sources = sources;
+        sources.view_secret = format!("{} id {}", sources.view_secret, fingerprint(&secrets[0]));
+        sources.view_secret_previous = match secrets.get(1) {
+            Some(previous) => format!(
+                "configured (auth.view_secret_previous) id {}; still accepted: drop it {} s after the rotation",
+                fingerprint(previous),
+                a.view_token_ttl.as_secs()
+            ),
+            None => "none".to_owned(),
+        };
         Ok(Auth {
             insecure: false,
             api_token_digests: tokens.iter().map(|t| digest(t)).collect(),
             view_secrets: secrets,
             view_token_ttl: a.view_token_ttl,
             allowed_origins: a.allowed_origins.clone(),
+            sources,
         })
+    }
+
+    /// One log line saying which secrets are in force and where each comes from; a
+    /// warning when any was generated (no one else knows it until they read the file).
+    pub fn log_in_use(&self, what: &str) {
+        if self.insecure {
+            return;
+        }
+        let SecretSources {
+            api_tokens,
+            view_secret,
+            view_secret_previous,
+        } = &self.sources;
+        tracing::info!(api_tokens, view_secret, view_secret_previous, "{what}");
+        if api_tokens.starts_with("generated") || view_secret.starts_with("generated") {
+            tracing::warn!(
+                "an API token or view secret is generated, not configured: read it from the file named above"
+            );
+        }
     }
 
     /// The auth stage for signing view URLs outside the gateway (`lazygate view-url`): the
@@ -247,6 +324,7 @@ impl Auth {
             view_secrets: secrets,
             view_token_ttl: a.view_token_ttl,
             allowed_origins: a.allowed_origins.clone(),
+            sources: SecretSources::default(),
         })
     }
 

@@ -21,7 +21,8 @@
 //!   errors as a page rather than JSON.
 //! - [`api`] holds the API handlers (the seed-compatible `ensure`/`cleanup`, and release);
 //!   [`view_url`] builds live-view URLs.
-//! - [`config`] reads and validates [`config::Settings`]; [`error`] maps request errors to
+//! - [`config`] reads and validates [`config::Settings`], and [`reload`] reads the secrets
+//!   again on SIGHUP; [`error`] maps request errors to
 //!   statuses and JSON bodies in one place, and [`report`] renders an error with its causes;
 //!   [`state_dir`] keeps the state directory private.
 //!
@@ -42,6 +43,7 @@ pub mod owner;
 pub mod page;
 pub mod provision;
 pub mod proxy;
+pub mod reload;
 pub mod report;
 pub mod route;
 pub mod server;
@@ -107,7 +109,9 @@ pub async fn run(
 ) -> Result<(), StartupError> {
     // The registry and generated secrets live here: nobody else may have put them there.
     state_dir::prepare(&settings.state_dir)?;
-    let auth = Arc::new(auth::Auth::from_settings(&settings)?);
+    let auth = auth::Auth::from_settings(&settings)?;
+    auth.log_in_use("secrets in use");
+    let auth = Arc::new(auth::AuthStore::new(auth));
     // TLS: the certificate store is watched (SIGHUP, file changes) by a task owned here.
     let tls_watch = CancellationToken::new();
     let _tls_watch_guard = tls_watch.clone().drop_guard();
@@ -119,13 +123,17 @@ pub async fn run(
             Some(tokio_rustls::TlsAcceptor::from(tls::server_config(store)?))
         }
     };
-    if auth.is_insecure() {
+    if auth.current().is_insecure() {
         tracing::warn!("INSECURE DEVELOPMENT MODE: anyone who reaches this gateway can start and drive runtimes");
     }
     if settings.upstream == config::UpstreamMode::Network && settings.isolation_mode != config::IsolationMode::Shared {
         warn_if_forwarding();
     }
     let settings = Arc::new(settings);
+    // Secrets reload on SIGHUP, by a task owned here.
+    let reload_watch = CancellationToken::new();
+    let _reload_watch_guard = reload_watch.clone().drop_guard();
+    tokio::spawn(reload::watch(auth.clone(), settings.clone(), reload_watch));
     let views = Arc::new(ViewUrls::new(
         settings.view_base_url.clone(),
         settings.tunnel_container.clone(),

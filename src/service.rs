@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admit::{Admission, Admitted};
 use crate::api;
-use crate::auth::{self, Auth};
+use crate::auth::{self, Auth, AuthStore};
 use crate::body::{Body, empty};
 use crate::config::{IsolationMode, Settings};
 use crate::error::{RequestError, json_response};
@@ -63,8 +63,8 @@ pub struct Gateway {
     upstream: Upstream,
     /// Open WebSocket tunnels (of all workers), so shutdown can give them the drain deadline to finish.
     pub(crate) tunnels: TaskTracker,
-    /// Decides who may reach which runtime, before anything else happens.
-    pub(crate) auth: Arc<Auth>,
+    /// Decides who may reach which runtime, before anything else happens; reloadable.
+    pub(crate) auth: Arc<AuthStore>,
 }
 
 impl Gateway {
@@ -72,7 +72,7 @@ impl Gateway {
         settings: Arc<Settings>,
         provisioner: Arc<Provisioner>,
         views: Arc<ViewUrls>,
-        auth: Arc<Auth>,
+        auth: Arc<AuthStore>,
         tunnels: TaskTracker,
     ) -> Self {
         Gateway {
@@ -126,7 +126,9 @@ impl Gateway {
         peer: SocketAddr,
         log: &mut RequestLog,
     ) -> Result<Response<Body>, RequestError> {
-        let admission = self.admission();
+        // The secrets in force when the request arrived decide it, start to finish.
+        let auth = self.auth.current();
+        let admission = self.admission(&auth);
         admission.check_shape(&request)?;
         let route = route::parse(request.method(), request.uri())?;
         log.route = route.kind();
@@ -157,32 +159,32 @@ impl Gateway {
                 }
                 Ok(response)
             }
-            Route::Release { owner_hash, .. } => api::release(&self.api(), owner_hash).await,
+            Route::Release { owner_hash, .. } => api::release(&self.api(&auth), owner_hash).await,
             Route::ApiEnsure => {
                 let host = admitted.public_host.as_deref();
-                let (response, cold) = api::ensure(&self.api(), request, host, admitted.secure).await?;
+                let (response, cold) = api::ensure(&self.api(&auth), request, host, admitted.secure).await?;
                 log.cold = cold;
                 Ok(response)
             }
-            Route::ApiCleanup => api::cleanup(&self.api(), request).await,
+            Route::ApiCleanup => api::cleanup(&self.api(&auth), request).await,
         }
     }
 
     /// What admission decides with.
-    fn admission(&self) -> Admission<'_> {
+    fn admission<'a>(&'a self, auth: &'a Auth) -> Admission<'a> {
         Admission {
             settings: &self.settings,
-            auth: &self.auth,
+            auth,
         }
     }
 
     /// The shared state the API handlers work with.
-    fn api(&self) -> api::Api<'_> {
+    fn api<'a>(&'a self, auth: &'a Auth) -> api::Api<'a> {
         api::Api {
             settings: &self.settings,
             provisioner: &self.provisioner,
             views: &self.views,
-            auth: &self.auth,
+            auth,
         }
     }
 

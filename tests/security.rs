@@ -190,6 +190,113 @@ async fn a_rotated_view_secret_keeps_open_views_until_it_is_dropped() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn sighup_rotates_secrets_from_the_file_without_cutting_open_views() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let scope = Scope::new("auth-reload");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lazygate.toml");
+    let (old_token, new_token) = ("agent-token-before-0123456789", "agent-token-after-0123456789");
+    let new_secret = "the-reloaded-view-secret-0123456789-abcdef";
+    let write = |text: String| std::fs::write(&file, text).unwrap();
+    write(format!(
+        "[auth]\napi_tokens = [\"{old_token}\"]\nview_secret = \"{TEST_VIEW_SECRET}\"\n"
+    ));
+    let gateway = GatewayConfig::new(&scope)
+        .unset("LAZYGATE_API_TOKENS")
+        .unset("LAZYGATE_VIEW_SECRET")
+        .env("LAZYGATE_CONFIG", file.to_str().unwrap())
+        .start();
+    let in_use = gateway.log_lines("secrets in use");
+    assert!(
+        in_use.iter().any(|l| l.contains("1 configured (auth.api_tokens)")
+            && l.contains("configured (auth.view_secret) id")
+            && l.contains("view_secret_previous=\"none\"")),
+        "{in_use:?}"
+    );
+    let cleanup = gateway.url("/api/runtimes/cleanup");
+    let status_with = |token: &'static str| {
+        let cleanup = cleanup.clone();
+        async move {
+            let bearer = format!("Bearer {token}");
+            send_request(request(Method::POST, &cleanup, &[("authorization", &bearer)]))
+                .await
+                .status
+        }
+    };
+    assert_eq!(status_with(old_token).await, 200);
+
+    // A person watches, with a link signed by the secret about to be rotated.
+    let owner = unique("watched-through-rotation");
+    let hash = seed_hash(&owner);
+    let old_link = view_token(&owner);
+    let url = format!("ws://{}/view/{hash}/websockify?token={old_link}", gateway.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.expect("the view opens");
+    let echo = async |ws: &mut tokio_tungstenite::WebSocketStream<_>, text: &str| {
+        ws.send(Message::Text(text.into())).await.unwrap();
+        ws.next().await.unwrap().unwrap() == Message::Text(text.into())
+    };
+    assert!(echo(&mut ws, "before").await);
+
+    // Rotation: a new secret, the old one kept as previous; a new agent token.
+    write(format!(
+        "[auth]\napi_tokens = [\"{new_token}\"]\nview_secret = \"{new_secret}\"\nview_secret_previous = \"{TEST_VIEW_SECRET}\"\n"
+    ));
+    let hangup = |gateway: &Gateway| {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &gateway.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let reloads = |gateway: &Gateway| gateway.log_lines("secrets reloaded").len();
+    hangup(&gateway);
+    eventually("the first reload", std::time::Duration::from_secs(10), || {
+        reloads(&gateway) == 1
+    })
+    .await;
+    assert!(echo(&mut ws, "during").await, "the open view was not cut");
+    assert_eq!(status_with(old_token).await, 401, "the replaced agent token is refused");
+    assert_eq!(status_with(new_token).await, 200);
+    let page = |token: String| gateway.url(&format!("/view/{hash}/vnc.html?token={token}"));
+    assert_eq!(
+        get(&page(old_link.clone())).await.status,
+        200,
+        "the previous secret still admits"
+    );
+    let new_link = view_token_with(&owner, new_secret, &[]);
+    assert_eq!(get(&page(new_link.clone())).await.status, 200);
+    let reloaded = gateway.log_lines("secrets reloaded").join("\n");
+    assert!(
+        reloaded.contains("still accepted: drop it 43200 s after the rotation"),
+        "{reloaded}"
+    );
+
+    // A file that no longer loads changes nothing.
+    write("[auth]\nview_secret = 5\n".to_owned());
+    hangup(&gateway);
+    eventually("the refused reload", std::time::Duration::from_secs(10), || {
+        !gateway.log_lines("cannot reload the secrets").is_empty()
+    })
+    .await;
+    assert_eq!(status_with(new_token).await, 200);
+
+    // The previous secret dropped: its links are refused; the open view still stays.
+    write(format!(
+        "[auth]\napi_tokens = [\"{new_token}\"]\nview_secret = \"{new_secret}\"\n"
+    ));
+    hangup(&gateway);
+    eventually("the second reload", std::time::Duration::from_secs(10), || {
+        reloads(&gateway) == 2
+    })
+    .await;
+    let refused = get(&page(old_link)).await;
+    assert_eq!(refused.status, 401, "{}", refused.text());
+    assert_eq!(get(&page(new_link)).await.status, 200);
+    assert!(echo(&mut ws, "after").await, "the open view was not cut");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn without_configured_secrets_the_gateway_generates_and_keeps_them() {
     let scope = Scope::new("auth-generated");
     let config = GatewayConfig::new(&scope)

@@ -277,6 +277,8 @@ pub struct Settings {
     pub tunnel_container: String,
     /// The gateway's MODEL_DEFAULT / OPENAI_API_KEY / OPENAI_BASE_URL, passed to runtimes.
     pub passthrough_env: Vec<(String, String)>,
+    /// The configuration file these settings were read from, read again on SIGHUP.
+    pub config_file: Option<PathBuf>,
     /// Peers (the tunnel) whose X-Forwarded-* headers are believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// PEM certificate chain and private key: the listener speaks HTTPS when set.
@@ -362,9 +364,9 @@ impl Settings {
         let path = path
             .map(Path::to_path_buf)
             .or_else(|| env.var("LAZYGATE_CONFIG").map(PathBuf::from));
-        let file = match path {
+        let file = match &path {
             Some(path) => {
-                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.clone(),
                     source,
                 })?;
@@ -381,6 +383,7 @@ impl Settings {
             .iter()
             .filter_map(|key| env.var(key).map(|value| (key.to_string(), value)))
             .collect();
+        settings.config_file = path;
         Ok(settings)
     }
 }
@@ -682,6 +685,7 @@ impl TryFrom<RawConfig> for Settings {
                 non_empty("view.tunnel_container", view.tunnel_container)?,
             )?,
             passthrough_env: Vec::new(),
+            config_file: None,
             trusted_proxies,
             tls,
             auth,

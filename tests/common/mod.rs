@@ -301,6 +301,12 @@ impl GatewayConfig {
         self
     }
 
+    /// Leaves `key` out of the gateway's environment (so the file's value counts).
+    pub fn unset(mut self, key: &str) -> Self {
+        self.env.retain(|(k, _)| k != key);
+        self
+    }
+
     fn command(&self) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_lazygate"));
         command.arg("serve");
@@ -313,6 +319,8 @@ impl GatewayConfig {
             "DOCKER_HOST",
             "LAZYGATE_INSECURE_DEV",
             "LAZYGATE_VIEW_SECRET_PREVIOUS",
+            "LAZYGATE_VIEW_SECRET",
+            "LAZYGATE_API_TOKENS",
         ] {
             command.env_remove(key);
         }
