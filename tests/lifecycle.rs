@@ -369,3 +369,77 @@ async fn a_runtime_killed_behind_the_gateways_back_is_replaced() {
     assert_eq!(third.status, 200);
     assert_eq!(third.text().lines().count(), 3, "three boots on one profile volume");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn profiles_of_owners_not_seen_within_the_retention_are_removed_and_no_others() {
+    let scope = Scope::new("retention");
+    let config = GatewayConfig::new(&scope).env("LAZYGATE_PROFILE_RETENTION_DAYS", "7");
+    let hash = |prefix: &str| seed_hash(&unique(prefix));
+    // Last seen 10 days ago; yesterday; never (a profile the seed made); 10 days ago but
+    // still used by a stopped runtime.
+    let returning = unique("recent");
+    let (gone, recent, unknown, in_use) = (hash("gone"), seed_hash(&returning), hash("seed-made"), hash("stopped"));
+    for owner_hash in [&gone, &recent, &unknown, &in_use] {
+        let (runtime, owner) = (
+            "browser_use.runtime=true",
+            format!("browser_use.owner_hash={owner_hash}"),
+        );
+        let scoped = format!("lazygate.scope={}", scope.name);
+        let volume = volume_name(owner_hash);
+        let args = [
+            "volume", "create", "--label", runtime, "--label", &owner, "--label", &scoped, &volume,
+        ];
+        docker(&args).expect("volume created");
+    }
+    let scoped = format!("lazygate.scope={}", scope.name);
+    let mount = format!("{}:/data", volume_name(&in_use));
+    docker(&["create", "--label", &scoped, "-v", &mount, STUB_IMAGE]).expect("a stopped runtime");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let day = 86_400.0;
+    let ledger = config.state_dir.path().join("lazygate-profiles.json");
+    let seen = serde_json::json!({"last_seen": {
+        gone.clone(): now - 10.0 * day,
+        recent.clone(): now - day,
+        in_use.clone(): now - 10.0 * day,
+    }});
+    std::fs::write(&ledger, seen.to_string()).unwrap();
+
+    let gateway = config.start();
+    // The first pass is over once the ledger is written with the profile it first saw.
+    let written = || {
+        let text = std::fs::read_to_string(&ledger).unwrap_or_default();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default()
+    };
+    eventually("the ledger after the first pass", Duration::from_secs(30), || {
+        written()["last_seen"].get(&unknown).is_some()
+    })
+    .await;
+    assert!(
+        !volume_exists(&volume_name(&gone)),
+        "10 days unseen, retention 7: removed"
+    );
+    assert!(volume_exists(&volume_name(&recent)), "seen yesterday: kept");
+    assert!(
+        volume_exists(&volume_name(&unknown)),
+        "first seen now: its count starts"
+    );
+    assert!(volume_exists(&volume_name(&in_use)), "used by a container: kept");
+    let seen = written();
+    assert!(seen["last_seen"].get(&gone).is_none(), "{seen}");
+    let removed = gateway.log_lines("removed a profile");
+    assert!(
+        removed.len() == 1 && removed[0].contains(&gone) && removed[0].contains("idle_days=10"),
+        "{removed:?}"
+    );
+
+    // An owner who comes back is seen again: the count restarts from that request.
+    let back = post(&gateway.url(&format!("/rpc/{returning}")), "").await;
+    assert_eq!(back.status, 200, "{}", back.text());
+    eventually("the new sighting in the ledger", Duration::from_secs(30), || {
+        written()["last_seen"][&recent].as_f64().is_some_and(|t| t >= now)
+    })
+    .await;
+}

@@ -215,6 +215,12 @@ pub const KEYS: &[Key] = &[
         doc: "idle time before removal (removed within TTL × 1.1 + 1 s)",
     },
     Key {
+        path: "runtime.profile_retention_days",
+        env: &["LAZYGATE_PROFILE_RETENTION_DAYS"],
+        default: Whole(0),
+        doc: "per-principal profile volumes of owners not seen this many days are removed; 0: kept forever",
+    },
+    Key {
         path: "runtime.start_timeout_seconds",
         env: &["BROWSER_RUNTIME_START_TIMEOUT"],
         default: Whole(45),

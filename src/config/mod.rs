@@ -191,6 +191,7 @@ pub struct RawRuntime {
     pub gateway_container: String,
     pub fence_image: String,
     pub ttl_seconds: u64,
+    pub profile_retention_days: u64,
     pub start_timeout_seconds: u64,
     pub enable_ui: bool,
     pub upstream: String,
@@ -256,6 +257,9 @@ pub struct Settings {
     pub fence_image: Option<String>,
     /// Idle time after which a runtime without holds is removed.
     pub ttl: Duration,
+    /// Time after an owner's last request when its per-principal profile volume is removed;
+    /// `None`: profiles are kept forever.
+    pub profile_retention: Option<Duration>,
     /// Longest wait for a runtime to be created and answer `/health`.
     pub start_timeout: Duration,
     pub enable_ui: bool,
@@ -446,6 +450,14 @@ fn at_least(path: &str, value: u64, min: u64) -> Result<u64, ConfigError> {
 
 fn seconds(path: &str, value: u64, min: u64) -> Result<Duration, ConfigError> {
     at_least(path, value, min).map(Duration::from_secs)
+}
+
+/// Whole days, 0 meaning "never"; at most 100 years.
+fn days(path: &str, value: u64) -> Result<Option<Duration>, ConfigError> {
+    if value > 36_500 {
+        return Err(invalid(&label(path), value, "expected at most 36500 days (0: never)"));
+    }
+    Ok((value > 0).then(|| Duration::from_secs(value * 86_400)))
 }
 
 fn port(path: &str, value: u64) -> Result<u16, ConfigError> {
@@ -666,6 +678,7 @@ impl TryFrom<RawConfig> for Settings {
                 .map(|image| image_reference("runtime.fence_image", image))
                 .transpose()?,
             ttl: seconds("runtime.ttl_seconds", runtime.ttl_seconds, 1)?,
+            profile_retention: days("runtime.profile_retention_days", runtime.profile_retention_days)?,
             start_timeout: seconds("runtime.start_timeout_seconds", runtime.start_timeout_seconds, 1)?,
             enable_ui: runtime.enable_ui,
             upstream: choice("runtime.upstream", &runtime.upstream)?,

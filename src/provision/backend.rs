@@ -162,6 +162,7 @@ pub enum Operation {
     CreateVolume,
     InspectVolume,
     InspectImage,
+    ListVolumes,
     CreateContainer,
     StartContainer,
     RemoveContainer,
@@ -184,6 +185,7 @@ impl std::fmt::Display for Operation {
             Operation::CreateVolume => "create volume",
             Operation::InspectVolume => "inspect volume",
             Operation::InspectImage => "inspect image",
+            Operation::ListVolumes => "list volumes",
             Operation::CreateContainer => "create container",
             Operation::StartContainer => "start container",
             Operation::RemoveContainer => "remove container",
@@ -240,6 +242,14 @@ pub trait Backend: Send + Sync + 'static {
     /// Removes the owner's runtime (if present) with what was made for it alone, and, when
     /// asked, its profile volume.
     async fn remove(&self, owner_hash: &OwnerHash, with_volume: bool) -> Result<(), BackendError>;
+
+    /// Owners with a profile volume on the engine (this gateway's scope, or the seed's when
+    /// no scope is set), for the profile retention.
+    async fn list_profiles(&self) -> Result<Vec<OwnerHash>, BackendError>;
+
+    /// Removes the owner's profile volume; `Ok(false)` when a runtime (running or stopped)
+    /// still uses it, and so it stays.
+    async fn remove_profile(&self, owner_hash: &OwnerHash) -> Result<bool, BackendError>;
 
     /// Running runtimes that carry the managed labels (and the scope label, when set), made
     /// reachable as [`Backend::ensure`] makes them.

@@ -31,14 +31,15 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+    ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
 };
 use futures_util::StreamExt;
 use ipnet::Ipv4Net;
 
 use super::backend::{
-    Backend, BackendError, Endpoints, LABEL_FENCE, LABEL_MANAGED_BY, LABEL_OWNER_HASH, LABEL_SCOPE, MANAGED_BY,
-    Operation, Ports, RUNTIME_KEY_ENV, RuntimeInfo, RuntimeSpec, TunnelLogs, container_name, network_name, volume_name,
+    Backend, BackendError, Endpoints, LABEL_FENCE, LABEL_MANAGED_BY, LABEL_OWNER_HASH, LABEL_RUNTIME, LABEL_SCOPE,
+    MANAGED_BY, Operation, Ports, RUNTIME_KEY_ENV, RuntimeInfo, RuntimeSpec, TunnelLogs, container_name, network_name,
+    volume_name,
 };
 use crate::config::{Settings, UpstreamMode};
 use crate::owner::OwnerHash;
@@ -976,6 +977,49 @@ impl Backend for DockerBackend {
             }
         }
         Ok(())
+    }
+
+    async fn list_profiles(&self) -> Result<Vec<OwnerHash>, BackendError> {
+        let docker = self.docker().await?;
+        // The seed labels its volumes `browser_use.runtime=true` and the owner hash, no more.
+        let options = ListVolumesOptionsBuilder::default()
+            .filters(&self.scoped_filter(format!("{LABEL_RUNTIME}=true")))
+            .build();
+        let volumes = docker
+            .list_volumes(Some(options))
+            .await
+            .map_err(fail(Operation::ListVolumes))?
+            .volumes
+            .unwrap_or_default();
+        Ok(volumes
+            .into_iter()
+            .filter(|v| !self.is_another_scopes(&v.labels))
+            .filter_map(|v| {
+                let owner_hash = OwnerHash::parse(v.labels.get(LABEL_OWNER_HASH)?).ok()?;
+                // Only the seed's name for that owner's profile: never some other volume.
+                (v.name == volume_name(&owner_hash)).then_some(owner_hash)
+            })
+            .collect())
+    }
+
+    async fn remove_profile(&self, owner_hash: &OwnerHash) -> Result<bool, BackendError> {
+        let docker = self.docker().await?;
+        let volume = volume_name(owner_hash);
+        match docker.inspect_volume(&volume).await {
+            Ok(v) => self.check_ours(&volume, Some(&v.labels), false)?,
+            Err(e) if status_of(&e) == Some(404) => return Ok(true),
+            Err(e) => return Err(fail(Operation::InspectVolume)(e)),
+        }
+        // Not forced: the engine refuses (409) while a container uses the volume.
+        match docker
+            .remove_volume(&volume, None::<bollard::query_parameters::RemoveVolumeOptions>)
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(e) if status_of(&e) == Some(404) => Ok(true),
+            Err(e) if status_of(&e) == Some(409) => Ok(false),
+            Err(e) => Err(fail(Operation::RemoveVolume)(e)),
+        }
     }
 
     async fn list(&self) -> Result<Vec<RuntimeInfo>, BackendError> {

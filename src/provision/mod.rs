@@ -17,6 +17,7 @@ pub mod backend;
 pub mod docker;
 pub mod readiness;
 pub mod reaper;
+pub mod retention;
 pub mod state_file;
 
 use std::collections::{BTreeMap, HashMap};
@@ -320,6 +321,9 @@ pub struct Provisioner {
     starts: Arc<tokio::sync::Semaphore>,
     /// Serialises the "is there room for one more runtime?" decision of cold starts.
     admission: AsyncMutex<()>,
+    /// When owners with a profile were last seen, for the profile retention; `None` when
+    /// retention is off or profiles go with their runtime anyway (per-task, shared).
+    profiles: Option<retention::Ledger>,
 }
 
 impl Provisioner {
@@ -336,8 +340,31 @@ impl Provisioner {
             adopted: AtomicBool::new(false),
             starts: Arc::new(tokio::sync::Semaphore::new(settings.limits.max_concurrent_starts)),
             admission: AsyncMutex::new(()),
+            profiles: (settings.profile_retention.is_some()
+                && settings.isolation_mode == IsolationMode::DockerPerPrincipal)
+                .then(|| retention::Ledger::load(settings.state_dir.join("lazygate-profiles.json"))),
             settings,
         })
+    }
+
+    /// One pass of the profile retention, when it is on: owners' sightings recorded, and
+    /// profiles of owners not seen within it removed.
+    pub async fn sweep_profiles(&self) {
+        if let (Some(ledger), Some(retention)) = (&self.profiles, self.settings.profile_retention) {
+            self.record_sightings();
+            retention::sweep(self, ledger, retention).await;
+            ledger.persist().await;
+        }
+    }
+
+    /// Records each owner's last use as a sighting, for the profile retention.
+    fn record_sightings(&self) {
+        if let Some(ledger) = &self.profiles {
+            for entry in self.slots.iter() {
+                let last_used = entry.value().last_used_ms.load(Ordering::Acquire);
+                ledger.saw(*entry.key(), self.clock.to_unix(last_used));
+            }
+        }
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
@@ -718,6 +745,8 @@ impl Provisioner {
 
     /// Removes every runtime idle past the TTL with no holds, concurrently.
     pub async fn reap_idle(&self) {
+        // Sightings first: this pass forgets the slots of the runtimes it removes.
+        self.record_sightings();
         let now = self.clock.now_ms();
         let ttl = self.settings.ttl.as_millis() as i64;
         let idle = |slot: &Slot| {
@@ -797,8 +826,13 @@ impl Provisioner {
         registry
     }
 
-    /// Rewrites the registry file if anything changed since the last write.
+    /// Rewrites the registry file (and the profile ledger) if anything changed since the
+    /// last write.
     pub async fn persist(&self) {
+        if let Some(ledger) = &self.profiles {
+            self.record_sightings();
+            ledger.persist().await;
+        }
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return;
         }
@@ -860,6 +894,12 @@ mod tests {
     impl Backend for FakeBackend {
         async fn ping(&self) -> Result<(), BackendError> {
             Ok(())
+        }
+        async fn list_profiles(&self) -> Result<Vec<OwnerHash>, BackendError> {
+            Ok(Vec::new())
+        }
+        async fn remove_profile(&self, _: &OwnerHash) -> Result<bool, BackendError> {
+            Ok(true)
         }
         async fn missing_images(&self, _: &str) -> Result<Vec<String>, BackendError> {
             Ok(Vec::new())

@@ -1,18 +1,20 @@
-//! The reaper: a background task that removes idle runtimes and keeps the registry file
-//! current. It is owned by [`crate::run`] and stops when its cancellation token fires.
+//! The reaper: a background task that removes idle runtimes, keeps the registry file
+//! current and applies the profile retention. It is owned by [`crate::run`] and stops when its cancellation token fires.
 
 use std::sync::Arc;
 
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use super::Provisioner;
+use super::{Provisioner, retention};
 
 /// Runs until `shutdown` is cancelled: every reap interval, adopt running runtimes (until
-/// that has worked once), remove idle ones, and write the registry if it changed.
+/// that has worked once), remove idle ones, and write the registry if it changed; every
+/// [`retention::SWEEP_INTERVAL`], remove profiles past the retention (when it is on).
 pub async fn run(provisioner: Arc<Provisioner>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(provisioner.settings().reap_interval());
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_sweep: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -26,6 +28,10 @@ pub async fn run(provisioner: Arc<Provisioner>, shutdown: CancellationToken) {
         }
         provisioner.reap_idle().await;
         provisioner.persist().await;
+        if provisioner.is_adopted() && last_sweep.is_none_or(|at| at.elapsed() >= retention::SWEEP_INTERVAL) {
+            last_sweep = Some(tokio::time::Instant::now());
+            provisioner.sweep_profiles().await;
+        }
     }
     provisioner.persist().await;
 }

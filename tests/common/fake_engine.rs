@@ -150,6 +150,12 @@ impl Backend for FakeEngine {
         Ok(())
     }
 
+    async fn list_profiles(&self) -> Result<Vec<OwnerHash>, BackendError> {
+        Ok(Vec::new())
+    }
+    async fn remove_profile(&self, _: &OwnerHash) -> Result<bool, BackendError> {
+        Ok(true)
+    }
     async fn missing_images(&self, _: &str) -> Result<Vec<String>, BackendError> {
         Ok(Vec::new())
     }
