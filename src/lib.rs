@@ -160,8 +160,10 @@ pub async fn run(
     let reaper = tokio::spawn(provision::reaper::run(provisioner.clone(), reaper_token.clone()));
 
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         %addr,
+        url = %format!("{scheme}://{addr}"),
         mode = settings.isolation_mode.as_str(),
         image = %settings.image,
         ttl_seconds = settings.ttl.as_secs(),

@@ -44,6 +44,13 @@ async fn https_with_alpn_secure_cookies_and_certificate_reload() {
         .env("LAZYGATE_TLS_KEY", key.to_str().unwrap())
         .start();
     let port = gateway.addr.port();
+    let listening = gateway.log_lines(" listening ");
+    assert!(
+        listening
+            .iter()
+            .any(|l| l.contains(&format!("url=https://127.0.0.1:{port}"))),
+        "the listening line says it serves HTTPS: {listening:?}"
+    );
     let resolve = format!("localhost:{port}:127.0.0.1");
     let url = |path: &str| format!("https://localhost:{port}{path}");
     let cacert = first_cert.to_str().unwrap().to_owned();
