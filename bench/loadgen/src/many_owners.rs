@@ -32,6 +32,10 @@ impl Backend for ManyOwners {
         self.docker.ping().await
     }
 
+    async fn missing_images(&self, runtime_image: &str) -> Result<Vec<String>, BackendError> {
+        self.docker.missing_images(runtime_image).await
+    }
+
     async fn ensure(&self, spec: &RuntimeSpec) -> Result<RuntimeInfo, BackendError> {
         self.docker.ensure(spec).await
     }
@@ -60,6 +64,14 @@ impl Backend for ManyOwners {
             return Ok(());
         }
         self.docker.remove(owner_hash, with_volume).await
+    }
+
+    async fn list_profiles(&self) -> Result<Vec<OwnerHash>, BackendError> {
+        self.docker.list_profiles().await
+    }
+
+    async fn remove_profile(&self, owner_hash: &OwnerHash) -> Result<bool, BackendError> {
+        self.docker.remove_profile(owner_hash).await
     }
 
     async fn list(&self) -> Result<Vec<RuntimeInfo>, BackendError> {
