@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/engine.sh
 ensure_engine
-# python3 computes the seed's owner hashes independently; chromium is the person's browser.
-apt_install curl python3 chromium
+# python3 computes the seed's owner hashes independently; chromium is the person's browser;
+# prometheus scrapes a gateway in the metrics test.
+apt_install curl python3 chromium prometheus
 command -v npm >/dev/null 2>&1 || apt_install nodejs npm
 # playwright-core, the CDP client of the CDP test; it drives the runtime's own Chromium.
 npm ci --prefix tests/cdp-client --no-audit --no-fund --silent

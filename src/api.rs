@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 use crate::body::Body;
 use crate::config::{AnswerUrls, IsolationMode};
 use crate::error::{RequestError, json_response};
+use crate::metrics::Removal;
 use crate::owner::{OwnerHash, decode_owner, encode_owner, resolve_isolation_owner};
 use std::sync::Arc;
 
@@ -108,6 +109,7 @@ pub async fn ensure(
     }
     let owner = identity.owner(mode);
     let owner_hash = OwnerHash::of(&owner);
+    let provisioning = std::time::Instant::now();
     let lease = api.provisioner.acquire(owner_hash).await?;
     let direct = &lease.runtime().direct;
     // Through the gateway, where the owner id can be a path segment (as /rpc/<owner> needs).
@@ -130,7 +132,13 @@ pub async fn ensure(
         "isolation_mode": mode.as_str(),
         "owner_hash": owner_hash.to_string(),
     });
-    Ok((json_response(StatusCode::OK, &answer), lease.cold()))
+    let mut response = json_response(StatusCode::OK, &answer);
+    if lease.cold()
+        && let Some(timing) = crate::metrics::server_timing(provisioning.elapsed(), &lease.runtime().phases)
+    {
+        response.headers_mut().insert("server-timing", timing);
+    }
+    Ok((response, lease.cold()))
 }
 
 /// The shared browser's view URL, as the seed gives it.
@@ -166,7 +174,7 @@ pub async fn cleanup(api: &Api<'_>, request: Request<Incoming>) -> Result<Respon
         ));
     }
     let owner_hash = identity.owner_hash(mode);
-    let removed = api.provisioner.release(owner_hash).await?;
+    let removed = api.provisioner.release(owner_hash, Removal::Cleanup).await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({
@@ -185,7 +193,7 @@ pub async fn release(api: &Api<'_>, owner_hash: OwnerHash) -> Result<Response<Bo
             owner_hash: owner_hash.to_string(),
         });
     }
-    let removed = api.provisioner.release(owner_hash).await?;
+    let removed = api.provisioner.release(owner_hash, Removal::Released).await?;
     let volume_removed = api.settings.isolation_mode == IsolationMode::DockerPerTask;
     Ok(json_response(
         StatusCode::OK,

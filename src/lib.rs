@@ -21,6 +21,8 @@
 //!   errors as a page rather than JSON.
 //! - [`api`] holds the API handlers (the seed-compatible `ensure`/`cleanup`, and release);
 //!   [`view_url`] builds live-view URLs.
+//! - [`metrics`] counts what operators watch; [`admin`] serves them (`/metrics`) and the
+//!   admin API on a listener of its own.
 //! - [`config`] reads and validates [`config::Settings`], and [`reload`] reads the secrets
 //!   again on SIGHUP; [`error`] maps request errors to
 //!   statuses and JSON bodies in one place, and [`report`] renders an error with its causes;
@@ -33,12 +35,14 @@
 //! [`run`] ties them together around a bound listener, so tests can bind port 0, and the
 //! [`provision::Engine`] that [`provision::engine`] picks by `runtime.backend`.
 
+pub mod admin;
 pub mod admit;
 pub mod api;
 pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod owner;
 pub mod page;
 pub mod provision;
@@ -72,6 +76,11 @@ pub enum StartupError {
     UnsafeStateDir(#[from] state_dir::UnsafePath),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("cannot listen on the admin address {address} (server.admin_listen): {source}")]
+    AdminListen {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot start a worker thread: {0}")]
     Workers(std::io::Error),
 }
@@ -139,7 +148,12 @@ pub async fn run(
         settings.tunnel_container.clone(),
         engine.tunnel_logs,
     ));
-    let provisioner = Provisioner::new(settings.clone(), engine.runtimes, views.clone());
+    let metrics = Arc::new(metrics::Metrics::new(settings.isolation_mode.as_str()));
+    let runtimes = Arc::new(provision::instrumented::Instrumented::new(
+        engine.runtimes,
+        metrics.clone(),
+    ));
+    let provisioner = Provisioner::new(settings.clone(), runtimes, views.clone(), metrics.clone());
     if settings.isolation_mode != config::IsolationMode::Shared {
         // Adopt before serving, so a restarted gateway finds its runtimes rather than racing
         // requests; when the engine is down the reaper keeps trying.
@@ -152,6 +166,22 @@ pub async fn run(
     // Without a public base URL, ensure answers carry no view URL: say so once at start too.
     if views.base_url().await.is_empty() {
         views.warn_no_base_url(None);
+    }
+
+    // The admin listener (metrics, the admin API), owned here like the reaper.
+    let admin_stop = CancellationToken::new();
+    let _admin_guard = admin_stop.clone().drop_guard();
+    if let Some(address) = settings.admin_listen {
+        let admin_listener = TcpListener::bind(address)
+            .await
+            .map_err(|source| StartupError::AdminListen { address, source })?;
+        let bound = admin_listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(addr = %bound, "admin listener ready (/metrics, /admin/runtimes)");
+        let admin = Arc::new(admin::Admin {
+            provisioner: provisioner.clone(),
+            auth: auth.clone(),
+        });
+        tokio::spawn(admin::serve(admin_listener, admin, admin_stop.clone()));
     }
 
     // The reaper is owned here: the guard cancels it however this function is left.

@@ -41,6 +41,12 @@ pub enum OwnerError {
     BadHash,
 }
 
+impl serde::Serialize for OwnerHash {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 impl OwnerHash {
     /// The hash of an owner id, as the seed computes it.
     pub fn of(owner: &str) -> Self {

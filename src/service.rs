@@ -21,6 +21,7 @@ use crate::auth::{self, Auth, AuthStore};
 use crate::body::{Body, empty};
 use crate::config::{IsolationMode, Settings};
 use crate::error::{RequestError, json_response};
+use crate::metrics::{self, Metrics};
 use crate::owner::OwnerHash;
 use crate::page;
 use crate::provision::{Lease, Provisioner, RuntimePort};
@@ -38,15 +39,20 @@ pub struct RequestLog {
     /// The request started its runtime (or waited for the start).
     pub cold: bool,
     status: Option<StatusCode>,
+    /// Where the request is counted, with the same fields as the line.
+    metrics: Arc<Metrics>,
 }
 
 impl Drop for RequestLog {
     fn drop(&mut self) {
+        let status = self.status.map_or(499, |s| s.as_u16());
+        self.metrics
+            .request(self.route, status, self.cold, self.started.elapsed());
         tracing::info!(
             method = %self.method,
             route = self.route,
             owner_hash = %self.owner_hash.map(|h| h.to_string()).unwrap_or_default(),
-            status = self.status.map_or(499, |s| s.as_u16()),
+            status,
             duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
             cold = self.cold,
             "request"
@@ -94,6 +100,7 @@ impl Gateway {
             owner_hash: None,
             cold: false,
             status: None,
+            metrics: self.provisioner.metrics().clone(),
         };
         // A person's browser gets an error as a page, anything else as JSON.
         let navigation = page::is_navigation(request.method(), request.headers());
@@ -300,11 +307,17 @@ impl Gateway {
         let deadline = Instant::now() + self.settings.start_timeout;
         let mut delay = Duration::from_millis(10);
         loop {
+            let provisioning = Instant::now();
             let lease = if shared {
                 None
             } else {
                 Some(self.provisioner.acquire(owner_hash).await?)
             };
+            // What a start cost, for the client's devtools: only when this request waited for one.
+            let timing = lease
+                .as_ref()
+                .filter(|l| l.cold())
+                .and_then(|l| metrics::server_timing(provisioning.elapsed(), &l.runtime().phases));
             log.cold |= lease.as_ref().is_some_and(Lease::cold);
             if let Some(key) = lease.as_ref().and_then(|l| l.runtime().key.clone()) {
                 parts.headers.insert(auth::RUNTIME_KEY_HEADER, key);
@@ -315,6 +328,7 @@ impl Gateway {
                 (Some(lease), RuntimePort::View) => lease.runtime().endpoints.view.clone(),
                 (Some(lease), RuntimePort::Cdp) => lease.runtime().endpoints.cdp.clone(),
             };
+            let sent = Instant::now();
             let result = match client_upgrade {
                 Some(_) => tunnel::handshake(&parts, &authority, rest, self.settings.upstream_timeout).await,
                 None => {
@@ -328,30 +342,41 @@ impl Gateway {
                         .map(|r| (r, None))
                 }
             };
-            if result.is_ok()
-                && let Some(lease) = &lease
-            {
-                lease.mark_answered(port);
+            if result.is_ok() {
+                self.provisioner
+                    .metrics()
+                    .upstream_head
+                    .observe(sent.elapsed().as_secs_f64());
+                if let Some(lease) = &lease {
+                    lease.mark_answered(port);
+                }
             }
+            let with_timing = |mut response: Response<Body>| {
+                if let Some(timing) = timing.clone() {
+                    response.headers_mut().insert("server-timing", timing);
+                }
+                response
+            };
             match result {
                 Ok((response, Some(upstream_upgrade))) => {
                     let client_upgrade = client_upgrade.expect("upstream upgraded only when asked");
-                    return Ok(tunnel::splice(
+                    return Ok(with_timing(tunnel::splice(
                         response,
                         client_upgrade,
                         upstream_upgrade,
                         lease,
                         &self.tunnels,
-                    ));
+                        &self.provisioner.metrics().websockets_open,
+                    )));
                 }
                 Ok((response, None)) if matches!(service, RuntimePort::Cdp) && admitted.public_host.is_some() => {
                     let public_host = admitted.public_host.as_deref().unwrap_or_default();
                     let owner = owner.unwrap_or_default();
                     let response = cdp::rewrite_response(response, public_host, owner, admitted.secure).await?;
                     drop(lease);
-                    return Ok(response);
+                    return Ok(with_timing(response));
                 }
-                Ok((response, None)) => return Ok(proxy::into_client_response(response, lease)),
+                Ok((response, None)) => return Ok(with_timing(proxy::into_client_response(response, lease))),
                 Err(error @ (SendError::Connect(_) | SendError::Failed(_))) if !limit.exceeded() => {
                     let Some(lease) = lease else {
                         return Err(error.into());

@@ -30,6 +30,7 @@ impl InProcess {
         raw.auth.api_tokens = vec![TEST_API_TOKEN.to_owned()];
         raw.auth.view_secret = TEST_VIEW_SECRET.to_owned();
         raw.server.workers = 1;
+        raw.server.admin_listen = "127.0.0.1:0".to_owned();
         raw.runtime.state_dir = state_dir.path().to_str().unwrap().to_owned();
         let mut settings = Settings::try_from(raw).unwrap();
         configure(&mut settings);

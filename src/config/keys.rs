@@ -125,6 +125,12 @@ pub const KEYS: &[Key] = &[
         doc: "listen address",
     },
     Key {
+        path: "server.admin_listen",
+        env: &["LAZYGATE_ADMIN_LISTEN"],
+        default: Text("127.0.0.1:9180"),
+        doc: "admin listener (`/metrics`, the admin API of `lazygate runtimes`); empty: off. Never expose it through the tunnel",
+    },
+    Key {
         path: "server.upstream_timeout_seconds",
         env: &["LAZYGATE_UPSTREAM_TIMEOUT_SECONDS"],
         default: Whole(300),

@@ -171,6 +171,7 @@ pub struct RawLimits {
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub listen: String,
+    pub admin_listen: String,
     pub upstream_timeout_seconds: u64,
     pub drain_seconds: u64,
     pub workers: u64,
@@ -232,6 +233,8 @@ pub struct RawView {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
+    /// The admin listener (metrics, the admin API); `None`: off.
+    pub admin_listen: Option<SocketAddr>,
     /// Longest wait for a runtime's response head before answering 504.
     pub upstream_timeout: Duration,
     /// How long open connections may finish after shutdown is asked for.
@@ -620,6 +623,17 @@ impl TryFrom<RawConfig> for Settings {
             .trim()
             .parse::<SocketAddr>()
             .map_err(|_| invalid(&label("server.listen"), &server.listen, "expected IP:PORT"))?;
+        let admin_listen = optional(server.admin_listen.clone())
+            .map(|address| {
+                address.trim().parse::<SocketAddr>().map_err(|_| {
+                    invalid(
+                        &label("server.admin_listen"),
+                        &server.admin_listen,
+                        "expected IP:PORT, or empty to turn it off",
+                    )
+                })
+            })
+            .transpose()?;
         let subnet_pool = runtime.subnet_pool.trim().parse::<ipnet::Ipv4Net>().map_err(|_| {
             invalid(
                 &label("runtime.subnet_pool"),
@@ -658,6 +672,7 @@ impl TryFrom<RawConfig> for Settings {
         }
         Ok(Settings {
             listen,
+            admin_listen,
             upstream_timeout: seconds("server.upstream_timeout_seconds", server.upstream_timeout_seconds, 1)?,
             drain: seconds("server.drain_seconds", server.drain_seconds, 0)?,
             workers: match server.workers {

@@ -123,6 +123,32 @@ pub struct DockerBackend {
     options: DockerOptions,
 }
 
+/// The time of each phase of a start, in order.
+type Phases = Vec<(&'static str, Duration)>;
+
+/// Times the phases of a start, one lap each.
+struct PhaseClock {
+    lap_started: std::time::Instant,
+    phases: Phases,
+}
+
+impl PhaseClock {
+    fn start() -> Self {
+        PhaseClock {
+            lap_started: std::time::Instant::now(),
+            phases: Vec::new(),
+        }
+    }
+
+    /// Ends the phase `name`; returns the phases so far.
+    fn lap(&mut self, name: &'static str) -> Phases {
+        let now = std::time::Instant::now();
+        self.phases.push((name, now - self.lap_started));
+        self.lap_started = now;
+        self.phases.clone()
+    }
+}
+
 fn fail(operation: Operation) -> impl FnOnce(EngineError) -> BackendError {
     move |error| BackendError::Operation {
         operation,
@@ -386,8 +412,11 @@ impl DockerBackend {
             .map_err(fail(Operation::InspectContainer))
     }
 
-    async fn create(&self, docker: &Docker, spec: &RuntimeSpec) -> Result<bool, BackendError> {
+    /// Creates and starts the owner's runtime; `Some` with the time of each phase when this
+    /// call made it, `None` when another caller's runtime won the name.
+    async fn create(&self, docker: &Docker, spec: &RuntimeSpec) -> Result<Option<Phases>, BackendError> {
         let _creating = self.creating.read().await;
+        let mut phases = PhaseClock::start();
         let (name, volume, network) = self.names(&spec.owner_hash);
         let labels: HashMap<String, String> = spec
             .labels
@@ -413,7 +442,9 @@ impl DockerBackend {
             .await
             .map_err(fail(Operation::CreateVolume))?;
         self.check_ours(&volume, Some(&profile.labels), false)?;
+        phases.lap("volume");
         self.ensure_network(docker, &network, &network_labels).await?;
+        phases.lap("network");
 
         let ports = self.options.ports;
         let port_keys: Vec<String> = [ports.rpc, ports.view, ports.cdp]
@@ -454,13 +485,15 @@ impl DockerBackend {
             ..Default::default()
         };
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        let error = match docker.create_container(Some(options), body).await {
+        let created = docker.create_container(Some(options), body).await;
+        phases.lap("create");
+        let error = match created {
             // Another gateway (or a request racing this one) created it first: adopt theirs.
-            Err(e) if status_of(&e) == Some(409) => return Ok(false),
+            Err(e) if status_of(&e) == Some(409) => return Ok(None),
             Err(e) => fail(Operation::CreateContainer)(e),
             Ok(_) => match docker.start_container(&name, None).await {
-                Ok(()) => return Ok(true),
-                Err(e) if status_of(&e) == Some(304) => return Ok(true),
+                Ok(()) => return Ok(Some(phases.lap("start"))),
+                Err(e) if status_of(&e) == Some(304) => return Ok(Some(phases.lap("start"))),
                 Err(e) => fail(Operation::StartContainer)(e),
             },
         };
@@ -817,6 +850,7 @@ fn info_of(
         owner_hash,
         adopted,
         key: key_of(c),
+        phases: Vec::new(),
     })
 }
 
@@ -872,7 +906,7 @@ impl Backend for DockerBackend {
         let docker = self.docker().await?;
         let (name, _, network) = self.names(&spec.owner_hash);
         let (ports, publish) = (self.options.ports, self.options.publish);
-        let mut created = false;
+        let mut created: Option<Phases> = None;
         for attempt in 0..40u32 {
             let inspected = docker.inspect_container(&name, None).await;
             if let Ok(c) = &inspected {
@@ -882,14 +916,17 @@ impl Backend for DockerBackend {
                 Ok(c) if is_running(&c) => {
                     let labels = network_labels_of(&c);
                     let c = self.isolate(&docker, c, &network, &labels).await?;
-                    return info_of(&c, spec.owner_hash, &network, ports, publish, !created);
+                    let adopted = created.is_none();
+                    let mut info = info_of(&c, spec.owner_hash, &network, ports, publish, adopted)?;
+                    info.phases = created.unwrap_or_default();
+                    return Ok(info);
                 }
                 // Created by someone else and about to be started: give them a moment.
                 Ok(c) if is_created_only(&c) && attempt < 20 => {
                     tokio::time::sleep(Duration::from_millis(25)).await;
                     continue;
                 }
-                Ok(c) if created => {
+                Ok(c) if created.is_some() => {
                     let status = c.state.and_then(|s| s.status).map(|s| s.to_string());
                     return Err(BackendError::Operation {
                         operation: Operation::StartContainer,
@@ -907,7 +944,7 @@ impl Backend for DockerBackend {
                 Err(e) if status_of(&e) == Some(404) => {}
                 Err(e) => return Err(fail(Operation::InspectContainer)(e)),
             }
-            created = self.create(&docker, spec).await?;
+            created = self.create(&docker, spec).await?.or(created);
         }
         Err(BackendError::Operation {
             operation: Operation::CreateContainer,

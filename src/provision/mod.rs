@@ -15,6 +15,7 @@
 
 pub mod backend;
 pub mod docker;
+pub mod instrumented;
 pub mod readiness;
 pub mod reaper;
 pub mod retention;
@@ -32,6 +33,7 @@ use tokio::time::{Instant, timeout_at};
 pub use backend::{Backend, BackendError, Endpoints, Ports, RuntimeInfo, RuntimeSpec, TunnelLogs};
 
 use crate::config::{BackendKind, IsolationMode, Settings};
+use crate::metrics::{GaugeHold, Metrics, Removal, RuntimeCounts};
 use crate::owner::OwnerHash;
 use crate::view_url::ViewUrls;
 use backend::{LABEL_MANAGED_BY, LABEL_OWNER_HASH, LABEL_RUNTIME, LABEL_SCOPE, MANAGED_BY, RUNTIME_KEY_ENV};
@@ -166,6 +168,22 @@ impl StartFailure {
     }
 }
 
+/// One runtime as the admin API lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuntimeSummary {
+    pub owner_hash: OwnerHash,
+    pub mode: &'static str,
+    /// `ready`, `starting`, or `busy` (being removed or recovered).
+    pub state: &'static str,
+    pub container: String,
+    /// Last use, seconds since the Unix epoch.
+    pub last_used: f64,
+    /// Seconds since the last use ended; 0 while held.
+    pub idle_seconds: u64,
+    /// Requests in flight and WebSockets open on it now.
+    pub holds: usize,
+}
+
 /// What a slot's runtime is doing. Starting and Removing are "the lock is held".
 enum SlotState {
     Absent,
@@ -210,6 +228,8 @@ pub struct Lease {
     runtime: Arc<RuntimeInfo>,
     clock: Clock,
     cold: bool,
+    /// Counts this hold in the metrics while it lives.
+    _counted: GaugeHold,
 }
 
 impl Lease {
@@ -324,12 +344,19 @@ pub struct Provisioner {
     /// When owners with a profile were last seen, for the profile retention; `None` when
     /// retention is off or profiles go with their runtime anyway (per-task, shared).
     profiles: Option<retention::Ledger>,
+    /// Starts, their phases, holds and removals are counted here.
+    metrics: Arc<Metrics>,
 }
 
 impl Provisioner {
-    pub fn new(settings: Arc<Settings>, backend: Arc<dyn Backend>, views: Arc<ViewUrls>) -> Arc<Self> {
+    pub fn new(
+        settings: Arc<Settings>,
+        backend: Arc<dyn Backend>,
+        views: Arc<ViewUrls>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         let restored = Registry::load(&settings.registry_path());
-        Arc::new(Provisioner {
+        let provisioner = Arc::new(Provisioner {
             backend,
             views,
             slots: DashMap::new(),
@@ -344,7 +371,21 @@ impl Provisioner {
                 && settings.isolation_mode == IsolationMode::DockerPerPrincipal)
                 .then(|| retention::Ledger::load(settings.state_dir.join("lazygate-profiles.json"))),
             settings,
-        })
+            metrics,
+        });
+        // The scrape counts runtimes from the slots, for as long as the provisioner lives.
+        let weak = Arc::downgrade(&provisioner);
+        provisioner.metrics.count_runtimes_with(move || {
+            weak.upgrade().map_or_else(RuntimeCounts::default, |p| RuntimeCounts {
+                ready: p
+                    .slots
+                    .iter()
+                    .filter(|e| e.value().ready.load(Ordering::Acquire))
+                    .count() as i64,
+                starting: (p.settings.limits.max_concurrent_starts - p.starts.available_permits()) as i64,
+            })
+        });
+        provisioner
     }
 
     /// One pass of the profile retention, when it is on: owners' sightings recorded, and
@@ -365,6 +406,10 @@ impl Provisioner {
                 ledger.saw(*entry.key(), self.clock.to_unix(last_used));
             }
         }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
@@ -401,6 +446,7 @@ impl Provisioner {
             runtime,
             clock: self.clock,
             cold,
+            _counted: GaugeHold::new(&self.metrics.holds),
         }
     }
 
@@ -432,16 +478,23 @@ impl Provisioner {
         {
             return Err(refusal);
         }
+        let waiting = GaugeHold::new(&self.metrics.starts_waiting);
         let permit = timeout_at(deadline, self.starts.clone().acquire_owned())
             .await
             .map_err(|_| timed_out())?
             .expect("the start semaphore is never closed");
-        timeout_at(deadline, self.make_room(owner_hash))
+        drop(waiting);
+        let room = timeout_at(deadline, self.make_room(owner_hash))
             .await
-            .map_err(|_| timed_out())??;
+            .map_err(|_| timed_out())?;
+        if let Err(ProvisionError::AtCapacity { .. }) = &room {
+            self.metrics.at_capacity.inc();
+        }
+        room?;
         let this = self.clone();
         let start = tokio::spawn(async move {
             let _permit = permit;
+            let _in_flight = GaugeHold::new(&this.metrics.starts_in_flight);
             this.start_locked(owner_hash, slot, guard).await
         });
         match timeout_at(deadline, start).await {
@@ -458,8 +511,15 @@ impl Provisioner {
         mut guard: OwnedMutexGuard<SlotState>,
     ) -> Result<Lease, ProvisionError> {
         let info = match self.start(owner_hash).await {
-            Ok(info) => info,
+            Ok(info) => {
+                self.metrics.start_outcome("ok");
+                for (phase, took) in &info.phases {
+                    self.metrics.phase(phase, *took);
+                }
+                info
+            }
             Err(error) => {
+                self.metrics.start_outcome(error.code());
                 if error.is_start_failure() {
                     let mut failure = slot.failure.lock().expect("failure lock");
                     *failure = Some(StartFailure::after(failure.as_ref(), &error));
@@ -493,15 +553,26 @@ impl Provisioner {
         let deadline = started + self.settings.start_timeout;
         // The fence goes up while the runtime's processes start; nothing is forwarded to the
         // runtime before both are done.
+        let began = Instant::now();
         let (fenced, ready) = tokio::join!(
-            self.backend.fence(&info),
-            readiness::wait_ready(&self.probe, &info.endpoints.rpc, deadline)
+            async {
+                let fenced = self.backend.fence(&info).await;
+                (fenced, began.elapsed())
+            },
+            async {
+                let ready = readiness::wait_ready(&self.probe, &info.endpoints.rpc, deadline).await;
+                (ready, began.elapsed())
+            }
         );
+        let ((fenced, fence_took), (ready, ready_took)) = (fenced, ready);
+        let mut info = info;
+        info.phases.extend([("fence", fence_took), ("ready", ready_took)]);
         if let Err(error) = fenced {
             // Fail closed: a runtime that cannot be fenced is not served, nor left running.
             tracing::warn!(%owner_hash, container = %info.name, %error, "cannot fence runtime; removing it (its volume stays)");
-            if let Err(error) = self.backend.remove(&owner_hash, false).await {
-                tracing::warn!(container = %info.name, %error, "cannot remove unfenced runtime");
+            match self.backend.remove(&owner_hash, false).await {
+                Ok(()) => self.metrics.removed(Removal::FailedStart),
+                Err(error) => tracing::warn!(container = %info.name, %error, "cannot remove unfenced runtime"),
             }
             return Err(error.into());
         }
@@ -520,8 +591,9 @@ impl Provisioner {
                 ?runtime_output,
                 "runtime did not become ready; removing it (its volume stays)"
             );
-            if let Err(error) = self.backend.remove(&owner_hash, false).await {
-                tracing::warn!(container = %info.name, %error, "cannot remove unready runtime");
+            match self.backend.remove(&owner_hash, false).await {
+                Ok(()) => self.metrics.removed(Removal::FailedStart),
+                Err(error) => tracing::warn!(container = %info.name, %error, "cannot remove unready runtime"),
             }
             return Err(ProvisionError::NotReady {
                 container: info.name,
@@ -577,6 +649,7 @@ impl Provisioner {
                 continue;
             }
             self.backend.remove(&victim_hash, self.removes_volume()).await?;
+            self.metrics.removed(Removal::Evicted);
             tracing::info!(
                 owner_hash = %victim_hash,
                 container = %runtime.name,
@@ -658,7 +731,7 @@ impl Provisioner {
 
     /// Removes the owner's runtime now (the seed's `cleanup_browser_runtime`): its container,
     /// and in per-task mode its volume. Waits for a start or removal in progress first.
-    pub async fn release(&self, owner_hash: OwnerHash) -> Result<bool, ProvisionError> {
+    pub async fn release(&self, owner_hash: OwnerHash, reason: Removal) -> Result<bool, ProvisionError> {
         let waited = self.settings.start_timeout;
         let slot = self.slot(owner_hash);
         let mut guard = tokio::time::timeout(waited, slot.state.lock())
@@ -667,6 +740,9 @@ impl Provisioner {
         let was_ready = matches!(*guard, SlotState::Ready(_));
         let with_volume = self.removes_volume();
         self.backend.remove(&owner_hash, with_volume).await?;
+        if was_ready {
+            self.metrics.removed(reason);
+        }
         *guard = SlotState::Absent;
         slot.ready.store(false, Ordering::Release);
         self.mark_dirty();
@@ -769,6 +845,7 @@ impl Provisioner {
             let with_volume = self.removes_volume();
             match self.backend.remove(&owner_hash, with_volume).await {
                 Ok(()) => {
+                    self.metrics.removed(Removal::Idle);
                     tracing::info!(
                         owner_hash = %owner_hash,
                         container = %runtime.name,
@@ -845,6 +922,41 @@ impl Provisioner {
         }
     }
 
+    /// Every runtime this gateway knows, ready or starting, for the admin API.
+    pub fn runtimes(&self) -> Vec<RuntimeSummary> {
+        let now = self.clock.now_ms();
+        let mut runtimes: Vec<RuntimeSummary> = self
+            .slots
+            .iter()
+            .filter_map(|entry| {
+                let slot = entry.value();
+                let last_used_ms = slot.last_used_ms.load(Ordering::Acquire);
+                let (state, container) = match slot.state.try_lock().as_deref() {
+                    Ok(SlotState::Ready(runtime)) => ("ready", runtime.name.clone()),
+                    Ok(SlotState::Absent) => return None,
+                    // The lock is held by a start or a removal.
+                    Err(_) if slot.ready.load(Ordering::Acquire) => ("busy", backend::container_name(entry.key())),
+                    Err(_) => ("starting", backend::container_name(entry.key())),
+                };
+                Some(RuntimeSummary {
+                    owner_hash: *entry.key(),
+                    mode: self.settings.isolation_mode.as_str(),
+                    state,
+                    container,
+                    last_used: self.clock.to_unix(last_used_ms),
+                    idle_seconds: if slot.holds.load(Ordering::Acquire) > 0 {
+                        0
+                    } else {
+                        ((now - last_used_ms).max(0) / 1000) as u64
+                    },
+                    holds: slot.holds.load(Ordering::Acquire),
+                })
+            })
+            .collect();
+        runtimes.sort_by(|a, b| a.owner_hash.as_str().cmp(b.owner_hash.as_str()));
+        runtimes
+    }
+
     /// Number of owners with a ready runtime (for logs and tests).
     pub fn ready_count(&self) -> usize {
         self.slots
@@ -887,6 +999,7 @@ mod tests {
             endpoints,
             adopted: true,
             key: None,
+            phases: Vec::new(),
         }
     }
 
@@ -950,7 +1063,8 @@ mod tests {
         settings.isolation_mode = mode;
         settings.state_dir = state_dir.to_path_buf();
         let views = Arc::new(ViewUrls::new(None, "tunnel".into(), backend.clone()));
-        Provisioner::new(Arc::new(settings), backend, views)
+        let metrics = Arc::new(Metrics::new(mode.as_str()));
+        Provisioner::new(Arc::new(settings), backend, views, metrics)
     }
 
     async fn advance(seconds: u64) {

@@ -6,6 +6,9 @@
 //! an idle live view (or a quiet input channel) costs a few KiB, while a stream of large
 //! frame updates moves through 64 KiB reads.
 
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::metrics::GaugeHold;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode, Uri};
@@ -76,14 +79,17 @@ pub fn splice(
     upstream: OnUpgrade,
     lease: Option<Lease>,
     tasks: &TaskTracker,
+    open: &Gauge,
 ) -> Response<Body> {
     let (parts, _) = response.into_parts();
+    // Counted as open from the handshake's answer to the end of the relay.
+    let counted = GaugeHold::new(open);
     let owner_hash = lease
         .as_ref()
         .map(|l| l.runtime().owner_hash.to_string())
         .unwrap_or_default();
     tasks.spawn(async move {
-        let _lease = lease;
+        let (_lease, _counted) = (lease, counted);
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(pair) => pair,
             Err(error) => {

@@ -182,6 +182,7 @@ impl Backend for FakeEngine {
             endpoints,
             adopted: false,
             key: None,
+            phases: Vec::new(),
         };
         let runtime = FakeRuntime {
             info: info.clone(),

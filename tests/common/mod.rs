@@ -279,6 +279,7 @@ impl GatewayConfig {
         let state_dir = Arc::new(tempfile::tempdir().unwrap());
         let env = [
             ("LAZYGATE_LISTEN", "127.0.0.1:0"),
+            ("LAZYGATE_ADMIN_LISTEN", "127.0.0.1:0"),
             ("LAZYGATE_UPSTREAM", "published"),
             ("BROWSER_RUNTIME_IMAGE", STUB_IMAGE),
             ("BROWSER_RUNTIME_NETWORK", TEST_NETWORK),
@@ -417,6 +418,16 @@ pub struct Gateway {
 impl Gateway {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// A URL on the gateway's admin listener (its address is in the log, before `listening`).
+    pub fn admin_url(&self, path: &str) -> String {
+        let lines = self.log_lines("admin listener ready");
+        let addr = lines
+            .iter()
+            .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")))
+            .expect("the admin listener's address in the log");
+        format!("http://{addr}{path}")
     }
 
     pub fn pid(&self) -> u32 {

@@ -1,0 +1,79 @@
+//! A backend that counts and times every call to the one it wraps, by operation and
+//! outcome ([`crate::metrics`]): engine-neutral, so any backend is measured the same way.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+
+use super::backend::{Backend, BackendError, RuntimeInfo, RuntimeSpec};
+use crate::metrics::Metrics;
+use crate::owner::OwnerHash;
+
+/// Wraps a backend; every call is recorded in the metrics.
+pub struct Instrumented {
+    inner: Arc<dyn Backend>,
+    metrics: Arc<Metrics>,
+}
+
+impl Instrumented {
+    pub fn new(inner: Arc<dyn Backend>, metrics: Arc<Metrics>) -> Self {
+        Instrumented { inner, metrics }
+    }
+
+    async fn timed<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
+        let started = Instant::now();
+        let result = call.await;
+        self.metrics.engine_call(operation, result.is_ok(), started.elapsed());
+        result
+    }
+}
+
+#[async_trait]
+impl Backend for Instrumented {
+    async fn ping(&self) -> Result<(), BackendError> {
+        self.timed("ping", self.inner.ping()).await
+    }
+
+    async fn missing_images(&self, runtime_image: &str) -> Result<Vec<String>, BackendError> {
+        self.timed("missing_images", self.inner.missing_images(runtime_image))
+            .await
+    }
+
+    async fn ensure(&self, spec: &RuntimeSpec) -> Result<RuntimeInfo, BackendError> {
+        self.timed("ensure", self.inner.ensure(spec)).await
+    }
+
+    async fn fence(&self, runtime: &RuntimeInfo) -> Result<(), BackendError> {
+        self.timed("fence", self.inner.fence(runtime)).await
+    }
+
+    async fn last_output(&self, runtime: &RuntimeInfo, lines: usize) -> Result<String, BackendError> {
+        self.timed("last_output", self.inner.last_output(runtime, lines)).await
+    }
+
+    async fn is_running(&self, runtime: &RuntimeInfo) -> Result<bool, BackendError> {
+        self.timed("is_running", self.inner.is_running(runtime)).await
+    }
+
+    async fn remove(&self, owner_hash: &OwnerHash, with_volume: bool) -> Result<(), BackendError> {
+        self.timed("remove", self.inner.remove(owner_hash, with_volume)).await
+    }
+
+    async fn list_profiles(&self) -> Result<Vec<OwnerHash>, BackendError> {
+        self.timed("list_profiles", self.inner.list_profiles()).await
+    }
+
+    async fn remove_profile(&self, owner_hash: &OwnerHash) -> Result<bool, BackendError> {
+        self.timed("remove_profile", self.inner.remove_profile(owner_hash))
+            .await
+    }
+
+    async fn list(&self) -> Result<Vec<RuntimeInfo>, BackendError> {
+        self.timed("list", self.inner.list()).await
+    }
+}

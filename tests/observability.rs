@@ -1,0 +1,213 @@
+//! What an operator sees: a real Prometheus (Debian's) scraping the gateway's admin
+//! listener under the test's own traffic, `Server-Timing` on a cold request, and the admin
+//! API that `lazygate runtimes` uses.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use http::{Method, Request};
+use http_body_util::Full;
+use tokio_tungstenite::tungstenite::Message;
+
+/// A Prometheus server scraping `target` every second; killed when dropped.
+struct Prometheus {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn scraping(target: &str) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: lazygate\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus runs (Debian package prometheus)");
+        Prometheus { child, port, _dir: dir }
+    }
+
+    /// The value of an instant query's first sample, if it has one.
+    async fn value(&self, query: &str) -> Option<f64> {
+        let encoded: String = query
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let url = format!("http://127.0.0.1:{}/api/v1/query?query={encoded}", self.port);
+        let request = Request::get(url).body(Full::new(Bytes::new())).unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(5), send_request(request))
+            .await
+            .ok()?;
+        let answer = serde_json::from_slice::<serde_json::Value>(&reply.body).ok()?;
+        answer["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+
+    /// Waits until `query` has a value that `holds`; panics with the last value after 60 s.
+    async fn until(&self, query: &str, holds: impl Fn(f64) -> bool) -> f64 {
+        let started = Instant::now();
+        loop {
+            let value = self.value(query).await;
+            if let Some(value) = value.filter(|v| holds(*v)) {
+                return value;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "Prometheus never saw {query} as expected (last: {value:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prometheus_sees_the_cold_start_with_its_phases_the_open_websocket_and_the_removal() {
+    let scope = Scope::new("metrics");
+    let gateway = GatewayConfig::new(&scope)
+        .env("BROWSER_RUNTIME_TTL_SECONDS", "3")
+        .start();
+    let metrics = gateway.admin_url("/metrics");
+    let target = metrics
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_owned();
+    let prometheus = Prometheus::scraping(&target);
+
+    // A cold run: its answer says what the start cost, phase by phase.
+    let owner = unique("measured");
+    let hash = seed_hash(&owner);
+    let run = post(&gateway.url(&format!("/rpc/{owner}")), "{}").await;
+    assert_eq!(run.status, 200, "{}", run.text());
+    let timing = run.headers["server-timing"].to_str().unwrap().to_owned();
+    for phase in ["provision", "volume", "network", "create", "start", "fence", "ready"] {
+        assert!(timing.contains(&format!("{phase};dur=")), "{phase} missing: {timing}");
+    }
+    let warm = post(&gateway.url(&format!("/rpc/{owner}")), "{}").await;
+    assert!(warm.headers.get("server-timing").is_none(), "a warm request has none");
+
+    // A person watches: the WebSocket is held open.
+    let url = format!(
+        "ws://{}/view/{hash}/websockify?token={}",
+        gateway.addr,
+        view_token(&owner)
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.expect("the view opens");
+    ws.send(Message::Text("hello".into())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::Text("hello".into()));
+
+    prometheus
+        .until("lazygate_starts_total{outcome=\"ok\"}", |v| v >= 1.0)
+        .await;
+    for phase in ["volume", "network", "create", "start", "fence", "ready"] {
+        let query = format!("lazygate_start_phase_seconds_count{{phase=\"{phase}\"}}");
+        prometheus.until(&query, |v| v >= 1.0).await;
+    }
+    prometheus
+        .until(
+            "lazygate_requests_total{route=\"rpc\",status=\"2xx\",cold=\"true\"}",
+            |v| v >= 1.0,
+        )
+        .await;
+    prometheus.until("lazygate_websockets_open", |v| v == 1.0).await;
+    prometheus
+        .until("lazygate_runtimes{state=\"ready\"}", |v| v == 1.0)
+        .await;
+    prometheus
+        .until(
+            "lazygate_engine_calls_total{operation=\"ensure\",outcome=\"ok\"}",
+            |v| v >= 1.0,
+        )
+        .await;
+
+    // The view closes; after the TTL the runtime is removed as idle, and Prometheus sees it.
+    ws.close(None).await.unwrap();
+    drop(ws);
+    prometheus.until("lazygate_websockets_open", |v| v == 0.0).await;
+    prometheus
+        .until("lazygate_removals_total{reason=\"idle\"}", |v| v >= 1.0)
+        .await;
+    prometheus
+        .until("lazygate_runtimes{state=\"ready\"}", |v| v == 0.0)
+        .await;
+    assert!(inspect(&container_name(&hash)).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_api_lists_and_removes_runtimes_only_with_the_token_and_only_on_its_listener() {
+    let scope = Scope::new("admin-api");
+    let gateway = GatewayConfig::new(&scope).start();
+    let owner = unique("listed");
+    let hash = seed_hash(&owner);
+    let run = post(&gateway.url(&format!("/rpc/{owner}")), "{}").await;
+    assert_eq!(run.status, 200, "{}", run.text());
+
+    let admin = |method: Method, path: &str, token: Option<&str>| {
+        let mut builder = Request::builder().method(method).uri(gateway.admin_url(path));
+        if let Some(token) = token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        send_request(builder.body(Full::new(Bytes::new())).unwrap())
+    };
+    // Without the token, or with another: 401, like the API; nothing removed.
+    let refused = admin(Method::GET, "/admin/runtimes", None).await;
+    assert_eq!(refused.status, 401, "{}", refused.text());
+    assert_eq!(refused.error_code(), "unauthorized");
+    let path = format!("/admin/runtimes/{hash}");
+    let refused = admin(Method::DELETE, &path, Some("not-the-token-0123456789")).await;
+    assert_eq!(refused.status, 401);
+    assert!(inspect(&container_name(&hash)).is_some());
+
+    let listed = admin(Method::GET, "/admin/runtimes", Some(TEST_API_TOKEN)).await;
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    let runtimes = listed.json()["runtimes"].as_array().unwrap().clone();
+    assert_eq!(runtimes.len(), 1, "{runtimes:?}");
+    assert_eq!(runtimes[0]["owner_hash"], hash.as_str());
+    assert_eq!(runtimes[0]["state"], "ready");
+    assert_eq!(runtimes[0]["container"], container_name(&hash));
+
+    // An unknown owner: a clear 404, nothing touched.
+    let unknown = admin(Method::DELETE, "/admin/runtimes/0123456789abcdef", Some(TEST_API_TOKEN)).await;
+    assert_eq!(unknown.status, 404, "{}", unknown.text());
+    assert_eq!(unknown.error_code(), "no_such_runtime");
+    let malformed = admin(Method::DELETE, "/admin/runtimes/not-a-hash", Some(TEST_API_TOKEN)).await;
+    assert_eq!(malformed.status, 400);
+    assert!(inspect(&container_name(&hash)).is_some());
+
+    let removed = admin(Method::DELETE, &path, Some(TEST_API_TOKEN)).await;
+    assert_eq!(removed.status, 200, "{}", removed.text());
+    assert!(inspect(&container_name(&hash)).is_none());
+
+    // The main listener (the one the tunnel reaches) serves neither.
+    assert_eq!(get(&gateway.url("/metrics")).await.status, 404);
+    assert_eq!(get(&gateway.url("/admin/runtimes")).await.status, 404);
+}
