@@ -161,6 +161,28 @@ pub enum SecretsError {
          or in the gateway's container: docker exec <gateway> lazygate view-url <owner>"
     )]
     Missing { path: PathBuf },
+    /// The admin CLI: no API token configured, and none generated yet.
+    #[error(
+        "no API token: none configured (auth.api_tokens, LAZYGATE_API_TOKENS) and none generated in {path}; \
+         run it with the gateway's configuration and state directory, or in the gateway's container: \
+         docker exec <gateway> lazygate runtimes list"
+    )]
+    MissingToken { path: PathBuf },
+}
+
+/// The API token a client of this gateway (the admin CLI) sends: the first configured one,
+/// else the generated one; never generates one.
+pub fn client_token(settings: &Settings) -> Result<String, SecretsError> {
+    if let Some(token) = settings.auth.api_tokens.first() {
+        return Ok(token.clone());
+    }
+    let path = secrets_path(settings);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    if !dir.exists() {
+        return Err(SecretsError::MissingToken { path });
+    }
+    crate::state_dir::prepare(dir)?;
+    load(&path)?.api_token.ok_or(SecretsError::MissingToken { path })
 }
 
 fn load_or_generate(path: &Path, need_token: bool, need_secret: bool) -> Result<GeneratedSecrets, SecretsError> {

@@ -22,7 +22,8 @@
 //! - [`api`] holds the API handlers (the seed-compatible `ensure`/`cleanup`, and release);
 //!   [`view_url`] builds live-view URLs.
 //! - [`metrics`] counts what operators watch; [`admin`] serves them (`/metrics`) and the
-//!   admin API on a listener of its own.
+//!   admin API on a listener of its own, which [`admin_client`] (the `lazygate runtimes`
+//!   commands) calls.
 //! - [`config`] reads and validates [`config::Settings`], and [`reload`] reads the secrets
 //!   again on SIGHUP; [`error`] maps request errors to
 //!   statuses and JSON bodies in one place, and [`report`] renders an error with its causes;
@@ -36,6 +37,7 @@
 //! [`provision::Engine`] that [`provision::engine`] picks by `runtime.backend`.
 
 pub mod admin;
+pub mod admin_client;
 pub mod admit;
 pub mod api;
 pub mod auth;

@@ -45,6 +45,38 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// List or remove the runtimes of a running gateway, through its admin listener and with
+    /// its API token (run it with the gateway's configuration, or in its container).
+    Runtimes {
+        #[command(subcommand)]
+        action: RuntimesAction,
+        /// The admin listener to reach (default: server.admin_listen).
+        #[arg(long, global = true)]
+        admin: Option<std::net::SocketAddr>,
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration as `serve` would, without serving: exit 0 when it is valid,
+    /// 2 naming the key (or the file) when it is not.
+    CheckConfig {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RuntimesAction {
+    /// Owner hash, mode, state, idle time, holds (requests and views open) and container.
+    List {
+        /// The gateway's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an owner's runtime now (its profile volume stays in per-principal mode).
+    Rm {
+        /// An owner id, or its 16-hex-character owner hash.
+        owner: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,6 +94,53 @@ fn main() -> ExitCode {
             base,
             config,
         } => view_url(&owner, ttl, base, config),
+        Command::Runtimes { action, admin, config } => runtimes(action, admin, config),
+        Command::CheckConfig { config } => match load(config) {
+            Ok(settings) => {
+                let file = settings
+                    .config_file
+                    .map_or("no file, defaults and environment".to_owned(), |f| {
+                        f.display().to_string()
+                    });
+                println!("configuration is valid ({file})");
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+    }
+}
+
+fn runtimes(action: RuntimesAction, admin: Option<std::net::SocketAddr>, config: Option<PathBuf>) -> ExitCode {
+    use lazygate::admin_client;
+    let settings = match load(config) {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    let prepared = admin_client::admin_address(&settings, admin).and_then(|address| {
+        let token = lazygate::auth::client_token(&settings)?;
+        Ok((address, token))
+    });
+    let outcome = prepared.and_then(|(address, token)| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime");
+        runtime.block_on(async {
+            match action {
+                RuntimesAction::List { json } => admin_client::list(address, &token, json).await,
+                RuntimesAction::Rm { owner } => admin_client::remove(address, &token, &owner).await,
+            }
+        })
+    });
+    match outcome {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("lazygate: {error}");
+            ExitCode::from(error.exit_code())
+        }
     }
 }
 
@@ -94,7 +173,8 @@ fn view_url(owner: &str, ttl: Option<u64>, base: Option<String>, config: Option<
             return match error {
                 lazygate::auth::SecretsError::Unsafe(_)
                 | lazygate::auth::SecretsError::Corrupt { .. }
-                | lazygate::auth::SecretsError::Missing { .. } => ExitCode::from(2),
+                | lazygate::auth::SecretsError::Missing { .. }
+                | lazygate::auth::SecretsError::MissingToken { .. } => ExitCode::from(2),
                 lazygate::auth::SecretsError::Io(_) => ExitCode::FAILURE,
             };
         }

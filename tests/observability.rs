@@ -211,3 +211,95 @@ async fn the_admin_api_lists_and_removes_runtimes_only_with_the_token_and_only_o
     assert_eq!(get(&gateway.url("/metrics")).await.status, 404);
     assert_eq!(get(&gateway.url("/admin/runtimes")).await.status, 404);
 }
+
+/// Runs the `lazygate` binary with the tests' secrets; returns (exit status, stdout, stderr).
+fn lazygate(args: &[&str], token: &str) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lazygate"))
+        .args(args)
+        .env_remove("LAZYGATE_CONFIG")
+        .env("LAZYGATE_API_TOKENS", token)
+        .env("LAZYGATE_VIEW_SECRET", TEST_VIEW_SECRET)
+        .output()
+        .expect("lazygate runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_runtimes_command_lists_and_removes_and_says_why_when_it_cannot() {
+    let scope = Scope::new("admin-cli");
+    let gateway = GatewayConfig::new(&scope).start();
+    let owner = unique("commanded");
+    let hash = seed_hash(&owner);
+    let run = post(&gateway.url(&format!("/rpc/{owner}")), "{}").await;
+    assert_eq!(run.status, 200, "{}", run.text());
+    let admin = gateway.admin_url("").trim_start_matches("http://").to_owned();
+    let with_admin = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--admin", &admin]);
+        tokio::task::block_in_place(|| lazygate(&all, TEST_API_TOKEN))
+    };
+
+    let (code, table, stderr) = with_admin(&["runtimes", "list"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(table.starts_with("OWNER_HASH"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&hash) && l.contains("ready") && l.contains(&container_name(&hash))),
+        "{table}"
+    );
+    let (code, json, _) = with_admin(&["runtimes", "list", "--json"]);
+    assert_eq!(code, Some(0));
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["runtimes"][0]["owner_hash"], hash.as_str());
+
+    // Refused token, unreachable gateway: exit 1 with the reason.
+    let mut args = vec!["runtimes", "list", "--admin", &admin];
+    let (code, _, stderr) = tokio::task::block_in_place(|| lazygate(&args, "a-token-the-gateway-refuses"));
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("refused the API token"), "{stderr}");
+    args[3] = "127.0.0.1:1";
+    let (code, _, stderr) = tokio::task::block_in_place(|| lazygate(&args, TEST_API_TOKEN));
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("cannot reach the gateway's admin listener at 127.0.0.1:1"),
+        "{stderr}"
+    );
+
+    // rm by owner id; again: no such runtime.
+    let (code, out, stderr) = with_admin(&["runtimes", "rm", &owner]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(out.contains(&hash), "{out}");
+    assert!(inspect(&container_name(&hash)).is_none());
+    let (code, _, stderr) = with_admin(&["runtimes", "rm", &hash]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("no such runtime") && stderr.contains(&hash), "{stderr}");
+}
+
+#[test]
+fn check_config_validates_like_serve_and_names_the_key_or_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere.toml");
+    let (code, _, stderr) = lazygate(&["check-config", "--config", missing.to_str().unwrap()], TEST_API_TOKEN);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains(missing.to_str().unwrap()), "{stderr}");
+    let file = dir.path().join("lazygate.toml");
+    std::fs::write(&file, "[server]\nadmin_listen = \"everywhere\"\n").unwrap();
+    let (code, _, stderr) = lazygate(&["check-config", "--config", file.to_str().unwrap()], TEST_API_TOKEN);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("server.admin_listen") && stderr.contains("everywhere"),
+        "{stderr}"
+    );
+    std::fs::write(&file, "[runtime]\nttl_seconds = 60\n").unwrap();
+    let (code, out, stderr) = lazygate(&["check-config", "--config", file.to_str().unwrap()], TEST_API_TOKEN);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(out.contains("configuration is valid"), "{out}");
+    let (code, out, _) = lazygate(&["--version"], TEST_API_TOKEN);
+    assert_eq!(code, Some(0));
+    assert_eq!(out.trim(), format!("lazygate {}", env!("CARGO_PKG_VERSION")));
+}
