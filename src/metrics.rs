@@ -114,6 +114,8 @@ pub struct Metrics {
     pub upstream_head: Histogram,
     pub starts: Family<OutcomeLabels, Counter>,
     pub start_phase: Family<PhaseLabels, Histogram, fn() -> Histogram>,
+    /// Whole starts that succeeded, from the first engine call to ready and fenced.
+    pub start_duration: Histogram,
     /// Starts running now, and requests waiting for a start permit.
     pub starts_in_flight: Gauge,
     pub starts_waiting: Gauge,
@@ -208,6 +210,7 @@ impl Metrics {
         let starts = Family::<OutcomeLabels, Counter>::default();
         let start_phase: Family<PhaseLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(start_buckets);
+        let start_duration = start_buckets();
         let starts_in_flight = Gauge::default();
         let starts_waiting = Gauge::default();
         let websockets_open = Gauge::default();
@@ -240,6 +243,11 @@ impl Metrics {
             "lazygate_start_phase_seconds",
             "Time of each phase of a runtime start (volume, network, create, start, fence, ready)",
             start_phase.clone(),
+        );
+        r.register(
+            "lazygate_start_duration_seconds",
+            "Time of a successful runtime start, from the first engine call to ready and fenced",
+            start_duration.clone(),
         );
         r.register(
             "lazygate_starts_in_flight",
@@ -288,6 +296,30 @@ impl Metrics {
             mode,
             runtimes: runtimes.clone(),
         }));
+        // Known label values start at zero, so that rates and alerts see them from the start.
+        for reason in [
+            Removal::Idle,
+            Removal::Evicted,
+            Removal::Released,
+            Removal::Cleanup,
+            Removal::FailedStart,
+        ] {
+            let _ = removals.get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            });
+        }
+        for outcome in [
+            "ok",
+            "runtime_failed",
+            "runtime_not_ready",
+            "name_taken",
+            "engine_unavailable",
+        ] {
+            let _ = starts.get_or_create(&OutcomeLabels { outcome });
+        }
+        for phase in ["volume", "network", "create", "start", "fence", "ready"] {
+            let _ = start_phase.get_or_create(&PhaseLabels { phase });
+        }
         Metrics {
             registry,
             requests,
@@ -295,6 +327,7 @@ impl Metrics {
             upstream_head,
             starts,
             start_phase,
+            start_duration,
             starts_in_flight,
             starts_waiting,
             websockets_open,

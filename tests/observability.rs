@@ -303,3 +303,50 @@ fn check_config_validates_like_serve_and_names_the_key_or_the_file() {
     assert_eq!(code, Some(0));
     assert_eq!(out.trim(), format!("lazygate {}", env!("CARGO_PKG_VERSION")));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_deploy_alerts_and_dashboard_are_valid_and_query_only_metrics_that_exist() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    for args in [
+        ["check", "config", "deploy/prometheus/prometheus.yml"],
+        ["check", "rules", "deploy/prometheus/alerts.yml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(root)
+            .output()
+            .expect("promtool runs");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let rules = std::fs::read_to_string(format!("{root}/deploy/prometheus/alerts.yml")).unwrap();
+    let dashboard = std::fs::read_to_string(format!("{root}/deploy/grafana/lazygate.json")).unwrap();
+    let dashboard_json: serde_json::Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    assert!(!dashboard_json["panels"].as_array().unwrap().is_empty());
+
+    let scope = Scope::new("metrics-names");
+    let gateway = GatewayConfig::new(&scope).start();
+    // A run, so that the request and engine-call families have their first series.
+    let run = post(&gateway.url(&format!("/rpc/{}", unique("named"))), "{}").await;
+    assert_eq!(run.status, 200, "{}", run.text());
+    let exposed = get(&gateway.admin_url("/metrics")).await.text();
+    let mut checked = 0;
+    for text in [&rules, &dashboard] {
+        let words = text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+        for name in words.filter(|w| w.starts_with("lazygate_") || w.starts_with("process_")) {
+            let family = ["_total", "_bucket", "_sum", "_count", "_info"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name);
+            assert!(
+                exposed.contains(&format!("# TYPE {family} ")),
+                "{name} is queried but the gateway exposes no {family}:\n{exposed}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 15, "only {checked} metric names found");
+}

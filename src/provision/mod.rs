@@ -510,9 +510,11 @@ impl Provisioner {
         slot: Arc<Slot>,
         mut guard: OwnedMutexGuard<SlotState>,
     ) -> Result<Lease, ProvisionError> {
+        let started = Instant::now();
         let info = match self.start(owner_hash).await {
             Ok(info) => {
                 self.metrics.start_outcome("ok");
+                self.metrics.start_duration.observe(started.elapsed().as_secs_f64());
                 for (phase, took) in &info.phases {
                     self.metrics.phase(phase, *took);
                 }
