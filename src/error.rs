@@ -101,9 +101,13 @@ impl RequestError {
         }
     }
 
-    /// The JSON error response.
-    pub fn to_response(&self) -> Response<Body> {
-        let mut response = error_response(self.status(), self.code(), &self.to_string());
+    /// The JSON error response, naming the request's id so a report can be matched to the
+    /// log line.
+    pub fn to_response(&self, request_id: &str) -> Response<Body> {
+        let body = serde_json::json!({
+            "error": { "code": self.code(), "message": self.to_string(), "request_id": request_id }
+        });
+        let mut response = error_response_with(self.status(), body);
         if let RequestError::Framing(_) = self {
             // What follows on this connection cannot be trusted to be a new request.
             response
@@ -128,7 +132,13 @@ impl RequestError {
 
 /// Builds `{"error": {"code", "message"}}` with `status`; 503s carry `Retry-After`.
 pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "error": { "code": code, "message": message } });
+    error_response_with(
+        status,
+        serde_json::json!({ "error": { "code": code, "message": message } }),
+    )
+}
+
+fn error_response_with(status: StatusCode, body: serde_json::Value) -> Response<Body> {
     let mut response = Response::new(full(body.to_string()));
     *response.status_mut() = status;
     let headers = response.headers_mut();

@@ -81,11 +81,25 @@ enum RuntimesAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    // The log format is read before anything is logged, so from the environment only.
+    let json = match std::env::var("LAZYGATE_LOG_FORMAT").as_deref().map(str::trim) {
+        Err(_) | Ok("" | "text") => false,
+        Ok("json") => true,
+        Ok(other) => {
+            eprintln!("lazygate: invalid LAZYGATE_LOG_FORMAT {other:?}: expected text or json");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        // One JSON object per line, the event's fields at the top level.
+        logs.json().flatten_event(true).init();
+    } else {
+        logs.with_ansi(std::io::stderr().is_terminal()).init();
+    }
     match cli.command {
         Command::Serve { config, insecure_dev } => serve(config, insecure_dev),
         Command::ViewUrl {

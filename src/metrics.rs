@@ -75,7 +75,7 @@ pub enum Removal {
 }
 
 impl Removal {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Removal::Idle => "idle",
             Removal::Evicted => "evicted",

@@ -41,6 +41,8 @@ pub struct RequestLog {
     status: Option<StatusCode>,
     /// Where the request is counted, with the same fields as the line.
     metrics: Arc<Metrics>,
+    /// The request's id ([`headers::request_id`]), also in its error body and at the runtime.
+    request_id: HeaderValue,
 }
 
 impl Drop for RequestLog {
@@ -55,6 +57,7 @@ impl Drop for RequestLog {
             status,
             duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
             cold = self.cold,
+            request_id = self.request_id.to_str().unwrap_or_default(),
             "request"
         );
     }
@@ -92,7 +95,11 @@ impl Gateway {
     }
 
     /// Serves one request; never fails (errors become JSON responses).
-    pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    pub async fn handle(&self, mut request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let trusted = self.settings.trusted_proxies.contains(&peer.ip());
+        let request_id = headers::request_id(request.headers(), trusted);
+        // The runtime gets the same id (the request's headers go to it).
+        request.headers_mut().insert(headers::REQUEST_ID, request_id.clone());
         let mut log = RequestLog {
             method: request.method().clone(),
             started: Instant::now(),
@@ -101,6 +108,7 @@ impl Gateway {
             cold: false,
             status: None,
             metrics: self.provisioner.metrics().clone(),
+            request_id: request_id.clone(),
         };
         // A person's browser gets an error as a page, anything else as JSON.
         let navigation = page::is_navigation(request.method(), request.headers());
@@ -113,16 +121,19 @@ impl Gateway {
                         owner_hash = %log.owner_hash.map(|h| h.to_string()).unwrap_or_default(),
                         code = error.code(),
                         %error,
+                        request_id = request_id.to_str().unwrap_or_default(),
                         "request failed"
                     );
                 }
-                let mut response = error.to_response();
+                let mut response = error.to_response(request_id.to_str().unwrap_or_default());
                 if navigation {
                     page::show_error(&mut response, error.code(), &error.to_string());
                 }
                 response
             }
         };
+        let mut response = response;
+        response.headers_mut().insert(headers::REQUEST_ID, request_id);
         log.status = Some(response.status());
         response
     }

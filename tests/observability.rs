@@ -350,3 +350,66 @@ async fn the_deploy_alerts_and_dashboard_are_valid_and_query_only_metrics_that_e
     }
     assert!(checked >= 15, "only {checked} metric names found");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_request_has_an_id_in_its_log_line_its_error_and_at_the_runtime_and_logs_can_be_json() {
+    let scope = Scope::new("request-id");
+    let gateway = GatewayConfig::new(&scope).env("LAZYGATE_LOG_FORMAT", "json").start();
+    let owner = unique("traced");
+    let with_id = |url: String, id: &'static str| {
+        let request = Request::get(url)
+            .header("authorization", bearer())
+            .header("x-request-id", id)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        send_request(request)
+    };
+    // From an untrusted peer the client's id is replaced; the runtime sees the gateway's.
+    let seen = with_id(gateway.url(&format!("/rpc/{owner}/headers")), "made-up-by-the-client").await;
+    assert_eq!(seen.status, 200, "{}", seen.text());
+    let id = seen.headers["x-request-id"].to_str().unwrap().to_owned();
+    assert_ne!(id, "made-up-by-the-client");
+    assert_eq!(seen.json()["x-request-id"], id.as_str(), "the runtime got the same id");
+    // An error names it too.
+    let missing = get(&gateway.url("/nowhere")).await;
+    assert_eq!(missing.status, 404);
+    let error_id = missing.json()["error"]["request_id"].as_str().unwrap().to_owned();
+    assert_eq!(missing.headers["x-request-id"].to_str().unwrap(), error_id);
+    assert_ne!(error_id, id, "ids are unique");
+
+    // Every line is JSON, and the request's line carries its id.
+    eventually("the request lines", Duration::from_secs(10), || {
+        gateway
+            .log_lines(&error_id)
+            .iter()
+            .any(|l| line_message(l).as_deref() == Some("request"))
+    })
+    .await;
+    let lines = gateway.log_lines("");
+    assert!(lines.len() > 3);
+    for line in &lines {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(value["level"].is_string() && value["message"].is_string(), "{line}");
+    }
+    let request_line = lines
+        .iter()
+        .find(|l| l.contains(&id) && line_message(l).as_deref() == Some("request"))
+        .expect("the first request's line");
+    assert_eq!(line_field(request_line, "route").as_deref(), Some("rpc"));
+    assert_eq!(line_field(request_line, "status").as_deref(), Some("200"));
+
+    // Behind a trusted proxy (the tunnel), its id is kept end to end.
+    drop(gateway);
+    let trusting = GatewayConfig::new(&scope)
+        .env("LAZYGATE_TRUSTED_PROXIES", "127.0.0.1")
+        .start();
+    let seen = with_id(trusting.url(&format!("/rpc/{owner}/headers")), "tunnel-id-42").await;
+    assert_eq!(seen.headers["x-request-id"], "tunnel-id-42");
+    assert_eq!(seen.json()["x-request-id"], "tunnel-id-42");
+    // A bad log format is refused before anything runs.
+    let (code, stderr) = GatewayConfig::new(&scope)
+        .env("LAZYGATE_LOG_FORMAT", "xml")
+        .run_to_exit();
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("LAZYGATE_LOG_FORMAT"), "{stderr}");
+}

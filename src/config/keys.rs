@@ -484,8 +484,9 @@ pub fn unknown_variables<'a>(names: impl Iterator<Item = &'a str>) -> Vec<(Strin
     const PREFIXES: [&str; 4] = ["LAZYGATE_", "BROWSER_RUNTIME_", "BROWSER_USE_", "BROWSER_VIEW_"];
     // Read outside the table (the config file's path), or the runtimes' own, which the seed
     // passes to runtimes and an environment shared with it may hold.
-    const OTHERS: [&str; 4] = [
+    const OTHERS: [&str; 5] = [
         "LAZYGATE_CONFIG",
+        "LAZYGATE_LOG_FORMAT",
         "LAZYGATE_RUNTIME_KEY",
         "BROWSER_USE_RPC_HOST",
         "BROWSER_USE_RPC_PORT",

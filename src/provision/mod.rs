@@ -609,6 +609,8 @@ impl Provisioner {
             adopted = info.adopted,
             created_ms,
             ready_ms = started.elapsed().as_millis() as u64,
+            mode = self.settings.isolation_mode.as_str(),
+            outcome = "ok",
             "runtime ready"
         );
         Ok(info)
@@ -656,6 +658,7 @@ impl Provisioner {
                 owner_hash = %victim_hash,
                 container = %runtime.name,
                 for_owner = %owner_hash,
+                reason = "evicted",
                 "evicted the least recently used runtime to make room"
             );
             *guard = SlotState::Absent;
@@ -748,7 +751,7 @@ impl Provisioner {
         *guard = SlotState::Absent;
         slot.ready.store(false, Ordering::Release);
         self.mark_dirty();
-        tracing::info!(owner_hash = %owner_hash, volume_removed = with_volume, "runtime released");
+        tracing::info!(owner_hash = %owner_hash, volume_removed = with_volume, reason = reason.as_str(), "runtime released");
         Ok(was_ready)
     }
 
@@ -852,6 +855,7 @@ impl Provisioner {
                         owner_hash = %owner_hash,
                         container = %runtime.name,
                         volume_removed = with_volume,
+                        reason = "idle",
                         "removed idle runtime"
                     );
                     *guard = SlotState::Absent;

@@ -118,6 +118,33 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, original_host: Optio
     }
 }
 
+/// The header that carries a request's id, from the client (when trusted), to the runtime
+/// and back.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The request's id: the `X-Request-Id` a trusted proxy sent (1 to 128 visible ASCII
+/// characters), else a new one (a per-process random prefix and a counter: unique, cheap).
+pub fn request_id(headers: &HeaderMap, trusted: bool) -> HeaderValue {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    if trusted
+        && let Some(given) = headers.get(REQUEST_ID)
+        && (1..=128).contains(&given.len())
+        && given.as_bytes().iter().all(|b| (0x21..=0x7e).contains(b))
+    {
+        return given.clone();
+    }
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        let mut bytes = [0u8; 6];
+        getrandom::fill(&mut bytes).ok();
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    HeaderValue::from_str(&format!("{prefix}-{n:x}")).expect("hex and a dash")
+}
+
 /// True when a trusted proxy in front (the tunnel) says the client used HTTPS.
 pub fn client_used_https(
     trusted_proxies: &[std::net::IpAddr],

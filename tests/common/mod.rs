@@ -376,12 +376,8 @@ impl GatewayConfig {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[gateway] {line}");
-                if line.contains(" listening ") {
-                    let addr = line
-                        .split_whitespace()
-                        .find_map(|w| w.strip_prefix("addr="))
-                        .map(str::to_owned);
-                    let _ = tx.send(addr);
+                if line_message(&line) == Some("listening".to_owned()) {
+                    let _ = tx.send(line_field(&line, "addr"));
                 }
                 sink.lock().unwrap().push(line);
             }
@@ -399,6 +395,35 @@ impl GatewayConfig {
             _state_dir: self.state_dir.clone(),
         }
     }
+}
+
+/// A log line's message, in either format (text: the words after the target; JSON: the
+/// `message` field).
+pub fn line_message(line: &str) -> Option<String> {
+    if line.starts_with('{') {
+        let value: serde_json::Value = serde_json::from_str(line).ok()?;
+        return value["message"].as_str().map(str::to_owned);
+    }
+    // `<time> <LEVEL> <target>: <message> key=value…`
+    let (_, rest) = line.split_once(": ")?;
+    let message: Vec<&str> = rest.split_whitespace().take_while(|w| !w.contains('=')).collect();
+    Some(message.join(" "))
+}
+
+/// A field of a log line, in either format.
+pub fn line_field(line: &str, name: &str) -> Option<String> {
+    if line.starts_with('{') {
+        let value: serde_json::Value = serde_json::from_str(line).ok()?;
+        return match &value[name] {
+            serde_json::Value::String(text) => Some(text.clone()),
+            serde_json::Value::Null => None,
+            other => Some(other.to_string()),
+        };
+    }
+    let prefix = format!("{name}=");
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&prefix))
+        .map(|v| v.trim_matches('"').to_owned())
 }
 
 /// `Authorization` value of the tests' agent.
@@ -425,7 +450,7 @@ impl Gateway {
         let lines = self.log_lines("admin listener ready");
         let addr = lines
             .iter()
-            .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")))
+            .find_map(|l| line_field(l, "addr"))
             .expect("the admin listener's address in the log");
         format!("http://{addr}{path}")
     }
