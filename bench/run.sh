@@ -217,6 +217,22 @@ for r in $(seq 1 "$REPEATS"); do
   done
 done
 
+# --- 1b. the cost of metrics: the warm GET with per-request metrics on and off ------------
+# Off means the admin listener is off (LAZYGATE_ADMIN_LISTEN empty): nobody could read them,
+# so none are kept. Same upstream, load and logging; the two alternate within each repeat.
+echo "metrics on vs off (warm GET, x$REPEATS)"
+for r in $(seq 1 "$REPEATS"); do
+  for state in on off; do
+    if [ $state = off ]; then
+      start_gateway $STUB env LAZYGATE_ADMIN_LISTEN= target/release/lazygate serve
+    else
+      start_gateway $STUB target/release/lazygate serve
+    fi
+    run_wrk metrics lazygate "$state" "$(url_of lazygate health)" -H "$AUTH"
+  done
+done
+start_gateway $STUB target/release/lazygate serve
+
 # --- 2. WebSocket relay: echoed frames through /view/<hash>/websockify --------------------
 ws_url_of() {
   case $1 in

@@ -150,7 +150,10 @@ pub async fn run(
         settings.tunnel_container.clone(),
         engine.tunnel_logs,
     ));
-    let metrics = Arc::new(metrics::Metrics::new(settings.isolation_mode.as_str()));
+    let metrics = Arc::new(metrics::Metrics::new(
+        settings.isolation_mode.as_str(),
+        settings.admin_listen.is_some(),
+    ));
     let runtimes = Arc::new(provision::instrumented::Instrumented::new(
         engine.runtimes,
         metrics.clone(),

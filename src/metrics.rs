@@ -129,6 +129,9 @@ pub struct Metrics {
     pub engine_call_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     /// Set once the provisioner exists: counts runtimes at each scrape.
     runtimes: Arc<OnceLock<CountRuntimes>>,
+    /// Whether per-request metrics are kept: not when nobody can read them (the admin
+    /// listener is off), so the warm path pays nothing for them.
+    per_request: bool,
 }
 
 /// The scrape-time part: runtimes by state, and the process's own numbers.
@@ -200,8 +203,9 @@ impl Collector for ScrapeCollector {
 }
 
 impl Metrics {
-    /// All metrics, registered; `mode` labels the runtime gauge.
-    pub fn new(mode: &'static str) -> Metrics {
+    /// All metrics, registered; `mode` labels the runtime gauge; `per_request` turns the
+    /// per-request histograms and counters on.
+    pub fn new(mode: &'static str, per_request: bool) -> Metrics {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let request_duration: Family<RouteLabels, Histogram, fn() -> Histogram> =
@@ -337,6 +341,7 @@ impl Metrics {
             engine_calls,
             engine_call_duration,
             runtimes,
+            per_request,
         }
     }
 
@@ -370,6 +375,13 @@ impl Metrics {
         self.starts.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
+    /// Time from sending a request to a runtime to its response head.
+    pub fn upstream_answered(&self, took: Duration) {
+        if self.per_request {
+            self.upstream_head.observe(took.as_secs_f64());
+        }
+    }
+
     pub fn engine_call(&self, operation: &'static str, ok: bool, took: Duration) {
         let outcome = if ok { "ok" } else { "error" };
         self.engine_calls
@@ -381,6 +393,9 @@ impl Metrics {
     }
 
     pub fn request(&self, route: &'static str, status: u16, cold: bool, took: Duration) {
+        if !self.per_request {
+            return;
+        }
         let status = match status {
             100..=199 => "1xx",
             200..=299 => "2xx",
@@ -431,7 +446,7 @@ mod tests {
 
     #[test]
     fn the_text_names_every_family_with_prometheus_conventions() {
-        let metrics = Metrics::new("docker-per-principal");
+        let metrics = Metrics::new("docker-per-principal", true);
         metrics.request("rpc", 200, true, Duration::from_millis(3));
         metrics.removed(Removal::Idle);
         metrics.engine_call("ensure", true, Duration::from_millis(40));

@@ -354,10 +354,7 @@ impl Gateway {
                 }
             };
             if result.is_ok() {
-                self.provisioner
-                    .metrics()
-                    .upstream_head
-                    .observe(sent.elapsed().as_secs_f64());
+                self.provisioner.metrics().upstream_answered(sent.elapsed());
                 if let Some(lease) = &lease {
                     lease.mark_answered(port);
                 }

@@ -1069,7 +1069,7 @@ mod tests {
         settings.isolation_mode = mode;
         settings.state_dir = state_dir.to_path_buf();
         let views = Arc::new(ViewUrls::new(None, "tunnel".into(), backend.clone()));
-        let metrics = Arc::new(Metrics::new(mode.as_str()));
+        let metrics = Arc::new(Metrics::new(mode.as_str(), true));
         Provisioner::new(Arc::new(settings), backend, views, metrics)
     }
 
