@@ -115,17 +115,20 @@ pub async fn list(address: SocketAddr, token: &str, json: bool) -> Result<String
         return Ok("no runtimes".to_owned());
     }
     let mut table = format!(
-        "{:<16}  {:<20}  {:<8}  {:>8}  {:>5}  CONTAINER",
-        "OWNER_HASH", "MODE", "STATE", "IDLE", "HOLDS"
+        "{:<16}  {:<20}  {:<8}  {:>8}  {:>8}  {:>5}  {:>4}  CONTAINER",
+        "OWNER_HASH", "MODE", "STATE", "AGE", "IDLE", "VIEWS", "RUNS"
     );
     for r in runtimes {
+        let number = |field: &str| r[field].as_u64().unwrap_or_default();
         table.push_str(&format!(
-            "\n{:<16}  {:<20}  {:<8}  {:>7}s  {:>5}  {}",
+            "\n{:<16}  {:<20}  {:<8}  {:>7}s  {:>7}s  {:>5}  {:>4}  {}",
             r["owner_hash"].as_str().unwrap_or_default(),
             r["mode"].as_str().unwrap_or_default(),
             r["state"].as_str().unwrap_or_default(),
-            r["idle_seconds"].as_u64().unwrap_or_default(),
-            r["holds"].as_u64().unwrap_or_default(),
+            number("age_seconds"),
+            number("idle_seconds"),
+            number("websockets"),
+            number("requests"),
             r["container"].as_str().unwrap_or_default(),
         ));
     }

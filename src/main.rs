@@ -66,7 +66,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum RuntimesAction {
-    /// Owner hash, mode, state, idle time, holds (requests and views open) and container.
+    /// Owner hash, mode, state, age, idle time, open views (WebSockets) and runs, container.
     List {
         /// The gateway's JSON instead of a table.
         #[arg(long)]

@@ -187,6 +187,15 @@ async fn the_admin_api_lists_and_removes_runtimes_only_with_the_token_and_only_o
     assert_eq!(refused.status, 401);
     assert!(inspect(&container_name(&hash)).is_some());
 
+    // A person watches: the list tells the open view from runs.
+    let url = format!(
+        "ws://{}/view/{hash}/websockify?token={}",
+        gateway.addr,
+        view_token(&owner)
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.expect("the view opens");
+    ws.send(Message::Text("hello".into())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::Text("hello".into()));
     let listed = admin(Method::GET, "/admin/runtimes", Some(TEST_API_TOKEN)).await;
     assert_eq!(listed.status, 200, "{}", listed.text());
     let runtimes = listed.json()["runtimes"].as_array().unwrap().clone();
@@ -194,6 +203,11 @@ async fn the_admin_api_lists_and_removes_runtimes_only_with_the_token_and_only_o
     assert_eq!(runtimes[0]["owner_hash"], hash.as_str());
     assert_eq!(runtimes[0]["state"], "ready");
     assert_eq!(runtimes[0]["container"], container_name(&hash));
+    assert_eq!(runtimes[0]["websockets"], 1, "{runtimes:?}");
+    assert_eq!(runtimes[0]["requests"], 0, "{runtimes:?}");
+    assert!(runtimes[0]["age_seconds"].is_u64(), "{runtimes:?}");
+    ws.close(None).await.unwrap();
+    drop(ws);
 
     // An unknown owner: a clear 404, nothing touched.
     let unknown = admin(Method::DELETE, "/admin/runtimes/0123456789abcdef", Some(TEST_API_TOKEN)).await;

@@ -178,10 +178,13 @@ pub struct RuntimeSummary {
     pub container: String,
     /// Last use, seconds since the Unix epoch.
     pub last_used: f64,
+    /// Seconds since this gateway started or adopted it.
+    pub age_seconds: u64,
     /// Seconds since the last use ended; 0 while held.
     pub idle_seconds: u64,
-    /// Requests in flight and WebSockets open on it now.
-    pub holds: usize,
+    /// Open WebSockets (views, CDP sessions) and HTTP requests in flight (runs) on it now.
+    pub websockets: usize,
+    pub requests: usize,
 }
 
 /// What a slot's runtime is doing. Starting and Removing are "the lock is held".
@@ -206,6 +209,10 @@ struct Slot {
     last_used_ms: AtomicI64,
     /// The owner's recent failed starts, for the back-off; written under the lock.
     failure: Mutex<Option<StartFailure>>,
+    /// Of the holds, the open WebSockets (views, CDP sessions), for the admin API.
+    websockets: AtomicUsize,
+    /// When the current runtime became ready here (started or adopted), in ms of the clock.
+    ready_since_ms: AtomicI64,
 }
 
 impl Slot {
@@ -217,6 +224,8 @@ impl Slot {
             answered: AtomicU8::new(0),
             last_used_ms: AtomicI64::new(now_ms),
             failure: Mutex::new(None),
+            websockets: AtomicUsize::new(0),
+            ready_since_ms: AtomicI64::new(now_ms),
         }
     }
 }
@@ -230,6 +239,8 @@ pub struct Lease {
     cold: bool,
     /// Counts this hold in the metrics while it lives.
     _counted: GaugeHold,
+    /// This hold is an open WebSocket ([`Lease::mark_websocket`]).
+    websocket: bool,
 }
 
 impl Lease {
@@ -250,6 +261,14 @@ impl Lease {
     }
 
     /// Records that this port of the runtime answered.
+    /// Counts this hold as an open WebSocket (a view or a CDP session) until it is dropped.
+    pub fn mark_websocket(&mut self) {
+        if !self.websocket {
+            self.websocket = true;
+            self.slot.websockets.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
     pub fn mark_answered(&self, port: RuntimePort) {
         if !self.has_answered(port) {
             self.slot.answered.fetch_or(port.bit(), Ordering::AcqRel);
@@ -277,6 +296,9 @@ impl RuntimePort {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        if self.websocket {
+            self.slot.websockets.fetch_sub(1, Ordering::AcqRel);
+        }
         self.slot.last_used_ms.fetch_max(self.clock.now_ms(), Ordering::AcqRel);
         self.slot.holds.fetch_sub(1, Ordering::AcqRel);
     }
@@ -447,6 +469,7 @@ impl Provisioner {
             clock: self.clock,
             cold,
             _counted: GaugeHold::new(&self.metrics.holds),
+            websocket: false,
         }
     }
 
@@ -532,6 +555,7 @@ impl Provisioner {
         *slot.failure.lock().expect("failure lock") = None;
         let runtime = Arc::new(info);
         *guard = SlotState::Ready(runtime.clone());
+        slot.ready_since_ms.store(self.clock.now_ms(), Ordering::Release);
         // Readiness is the RPC port's `/health`; the other ports may still be coming up.
         slot.answered.store(RuntimePort::Rpc.bit(), Ordering::Release);
         slot.ready.store(true, Ordering::Release);
@@ -809,6 +833,7 @@ impl Provisioner {
                     "adopted running runtime"
                 );
                 *guard = SlotState::Ready(Arc::new(info));
+                slot.ready_since_ms.store(now, Ordering::Release);
                 // A running runtime found at start has been up a while.
                 slot.answered.store(u8::MAX, Ordering::Release);
                 slot.ready.store(true, Ordering::Release);
@@ -937,6 +962,8 @@ impl Provisioner {
             .filter_map(|entry| {
                 let slot = entry.value();
                 let last_used_ms = slot.last_used_ms.load(Ordering::Acquire);
+                let holds = slot.holds.load(Ordering::Acquire);
+                let websockets = slot.websockets.load(Ordering::Acquire);
                 let (state, container) = match slot.state.try_lock().as_deref() {
                     Ok(SlotState::Ready(runtime)) => ("ready", runtime.name.clone()),
                     Ok(SlotState::Absent) => return None,
@@ -950,12 +977,14 @@ impl Provisioner {
                     state,
                     container,
                     last_used: self.clock.to_unix(last_used_ms),
-                    idle_seconds: if slot.holds.load(Ordering::Acquire) > 0 {
+                    idle_seconds: if holds > 0 {
                         0
                     } else {
                         ((now - last_used_ms).max(0) / 1000) as u64
                     },
-                    holds: slot.holds.load(Ordering::Acquire),
+                    age_seconds: ((now - slot.ready_since_ms.load(Ordering::Acquire)).max(0) / 1000) as u64,
+                    websockets,
+                    requests: holds.saturating_sub(websockets),
                 })
             })
             .collect();

@@ -82,6 +82,10 @@ pub fn splice(
     open: &Gauge,
 ) -> Response<Body> {
     let (parts, _) = response.into_parts();
+    let mut lease = lease;
+    if let Some(lease) = lease.as_mut() {
+        lease.mark_websocket();
+    }
     // Counted as open from the handshake's answer to the end of the relay.
     let counted = GaugeHold::new(open);
     let owner_hash = lease
