@@ -245,7 +245,7 @@ impl Metrics {
         r.register("lazygate_starts", "Runtime starts by outcome", starts.clone());
         r.register(
             "lazygate_start_phase_seconds",
-            "Time of each phase of a runtime start (volume, network, create, start, fence, ready)",
+            "Time of each phase of a runtime start (volume, network, create, start, join, fence, ready)",
             start_phase.clone(),
         );
         r.register(
@@ -321,7 +321,7 @@ impl Metrics {
         ] {
             let _ = starts.get_or_create(&OutcomeLabels { outcome });
         }
-        for phase in ["volume", "network", "create", "start", "fence", "ready"] {
+        for phase in ["volume", "network", "create", "start", "join", "fence", "ready"] {
             let _ = start_phase.get_or_create(&PhaseLabels { phase });
         }
         Metrics {

@@ -149,7 +149,7 @@ pub fn resolve_isolation_owner(
     thread_id: Option<&str>,
 ) -> String {
     fn or_default(value: Option<&str>) -> String {
-        let trimmed = value.unwrap_or("").trim();
+        let trimmed = python_strip(value.unwrap_or(""));
         if trimmed.is_empty() {
             "default".to_owned()
         } else {
@@ -176,6 +176,12 @@ pub fn resolve_isolation_owner(
     or_default(first)
 }
 
+/// Python's `str.strip()`: Rust's whitespace plus the four separators `\x1c`–`\x1f`,
+/// which Python counts as whitespace and Unicode does not.
+fn python_strip(text: &str) -> &str {
+    text.trim_matches(|c: char| c.is_whitespace() || ('\x1c'..='\x1f').contains(&c))
+}
+
 /// `str(value)` as Python prints a JSON-decoded value, for the scalar cases ids take.
 fn python_str(value: &Value) -> String {
     match value {
@@ -183,7 +189,44 @@ fn python_str(value: &Value) -> String {
         Value::Bool(true) => "True".to_owned(),
         Value::Bool(false) => "False".to_owned(),
         Value::Null => "None".to_owned(),
+        Value::Number(n) if n.is_f64() => n.as_f64().map(python_float).unwrap_or_else(|| n.to_string()),
         other => other.to_string(),
+    }
+}
+
+/// `repr(float)` as Python writes it: the shortest digits that read back the same, in
+/// positional notation when the exponent is from -4 to 15 (with at least `.0`), else as
+/// `d.ddde+XX` (the exponent signed, at least two digits).
+fn python_float(value: f64) -> String {
+    // Rust's `{:e}` gives the same shortest round-trip digits: `1.5e-5`, `1e16`.
+    let scientific = format!("{value:e}");
+    let (mantissa, exponent) = scientific.split_once('e').expect("`{:e}` has an exponent");
+    let exponent: i32 = exponent.parse().expect("a decimal exponent");
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", mantissa),
+    };
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    if (-4..16).contains(&exponent) {
+        let point = exponent + 1;
+        let (whole, fraction) = if point <= 0 {
+            (
+                "0".to_owned(),
+                format!("{}{digits}", "0".repeat(point.unsigned_abs() as usize)),
+            )
+        } else if point as usize >= digits.len() {
+            (
+                format!("{digits}{}", "0".repeat(point as usize - digits.len())),
+                String::new(),
+            )
+        } else {
+            (digits[..point as usize].to_owned(), digits[point as usize..].to_owned())
+        };
+        let fraction = if fraction.is_empty() { "0".to_owned() } else { fraction };
+        format!("{sign}{whole}.{fraction}")
+    } else {
+        let exponent_sign = if exponent < 0 { '-' } else { '+' };
+        format!("{sign}{mantissa}e{exponent_sign}{:02}", exponent.unsigned_abs())
     }
 }
 
@@ -273,5 +316,29 @@ mod tests {
             resolve_isolation_owner(DockerPerPrincipal, None, None, Some("  ")),
             "default"
         );
+    }
+
+    #[test]
+    fn floats_and_whitespace_resolve_as_python_prints_and_strips_them() {
+        // python3 -c 'import json; print(str(json.loads(v)))' for each v
+        for (json_text, python) in [
+            ("1e16", "1e+16"),
+            ("1.5e-5", "1.5e-05"),
+            ("123.0", "123.0"),
+            ("1e15", "1000000000000000.0"),
+            ("0.0001", "0.0001"),
+            ("0.00001", "1e-05"),
+            ("-2.5", "-2.5"),
+            ("-0.0", "-0.0"),
+            ("3.14159", "3.14159"),
+            ("1.2345678901234567e300", "1.2345678901234567e+300"),
+            ("42", "42"),
+        ] {
+            let value: Value = serde_json::from_str(json_text).unwrap();
+            assert_eq!(python_str(&value), python, "{json_text}");
+        }
+        let metadata = json!({"user_id": "\u{1c} alice \u{1f}"});
+        let owner = resolve_isolation_owner(IsolationMode::DockerPerPrincipal, None, metadata.as_object(), None);
+        assert_eq!(owner, "alice", "Python strips \\x1c-\\x1f");
     }
 }

@@ -109,7 +109,16 @@ async fn prometheus_sees_the_cold_start_with_its_phases_the_open_websocket_and_t
     let run = post(&gateway.url(&format!("/rpc/{owner}")), "{}").await;
     assert_eq!(run.status, 200, "{}", run.text());
     let timing = run.headers["server-timing"].to_str().unwrap().to_owned();
-    for phase in ["provision", "volume", "network", "create", "start", "fence", "ready"] {
+    for phase in [
+        "provision",
+        "volume",
+        "network",
+        "create",
+        "start",
+        "join",
+        "fence",
+        "ready",
+    ] {
         assert!(timing.contains(&format!("{phase};dur=")), "{phase} missing: {timing}");
     }
     let warm = post(&gateway.url(&format!("/rpc/{owner}")), "{}").await;
@@ -128,7 +137,7 @@ async fn prometheus_sees_the_cold_start_with_its_phases_the_open_websocket_and_t
     prometheus
         .until("lazygate_starts_total{outcome=\"ok\"}", |v| v >= 1.0)
         .await;
-    for phase in ["volume", "network", "create", "start", "fence", "ready"] {
+    for phase in ["volume", "network", "create", "start", "join", "fence", "ready"] {
         let query = format!("lazygate_start_phase_seconds_count{{phase=\"{phase}\"}}");
         prometheus.until(&query, |v| v >= 1.0).await;
     }

@@ -99,8 +99,9 @@ pub struct RuntimeInfo {
     /// The runtime's own key ([`RUNTIME_KEY_ENV`]), ready to send with every request to it;
     /// `None` for runtimes made without one (by the seed).
     pub key: Option<http::HeaderValue>,
-    /// How long each phase of its start took (`volume`, `network`, `create`, `start`; then
-    /// provisioning's `fence` and `ready`), when this gateway started it; empty otherwise.
+    /// How long each phase of its start took (`volume`, `network`, `create`, `start`, `join`:
+    /// the gateway joining its network; then provisioning's `fence` and `ready`), when this
+    /// gateway started it; empty otherwise.
     pub phases: Vec<(&'static str, std::time::Duration)>,
 }
 

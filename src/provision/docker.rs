@@ -915,10 +915,17 @@ impl Backend for DockerBackend {
             match inspected {
                 Ok(c) if is_running(&c) => {
                     let labels = network_labels_of(&c);
+                    let joining = std::time::Instant::now();
                     let c = self.isolate(&docker, c, &network, &labels).await?;
                     let adopted = created.is_none();
                     let mut info = info_of(&c, spec.owner_hash, &network, ports, publish, adopted)?;
-                    info.phases = created.unwrap_or_default();
+                    // The gateway joining the runtime's network (network mode) is a phase too.
+                    info.phases = created
+                        .map(|mut phases| {
+                            phases.push(("join", joining.elapsed()));
+                            phases
+                        })
+                        .unwrap_or_default();
                     return Ok(info);
                 }
                 // Created by someone else and about to be started: give them a moment.
