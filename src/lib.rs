@@ -78,11 +78,6 @@ pub enum StartupError {
     UnsafeStateDir(#[from] state_dir::UnsafePath),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
-    #[error("cannot listen on the admin address {address} (server.admin_listen): {source}")]
-    AdminListen {
-        address: std::net::SocketAddr,
-        source: std::io::Error,
-    },
     #[error("cannot start a worker thread: {0}")]
     Workers(std::io::Error),
 }
@@ -176,17 +171,26 @@ pub async fn run(
     // The admin listener (metrics, the admin API), owned here like the reaper.
     let admin_stop = CancellationToken::new();
     let _admin_guard = admin_stop.clone().drop_guard();
+    // Serving matters more than being watched: an admin address that cannot be bound (a
+    // second gateway on the host with the default) is a warning, not a refusal to start.
     if let Some(address) = settings.admin_listen {
-        let admin_listener = TcpListener::bind(address)
-            .await
-            .map_err(|source| StartupError::AdminListen { address, source })?;
-        let bound = admin_listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        tracing::info!(addr = %bound, "admin listener ready (/metrics, /admin/runtimes)");
-        let admin = Arc::new(admin::Admin {
-            provisioner: provisioner.clone(),
-            auth: auth.clone(),
-        });
-        tokio::spawn(admin::serve(admin_listener, admin, admin_stop.clone()));
+        match TcpListener::bind(address).await {
+            Ok(admin_listener) => {
+                let bound = admin_listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                tracing::info!(addr = %bound, "admin listener ready (/metrics, /admin/runtimes)");
+                let admin = Arc::new(admin::Admin {
+                    provisioner: provisioner.clone(),
+                    auth: auth.clone(),
+                });
+                tokio::spawn(admin::serve(admin_listener, admin, admin_stop.clone()));
+            }
+            Err(error) => tracing::warn!(
+                %address,
+                %error,
+                "cannot listen on the admin address (server.admin_listen): no /metrics and no admin API; \
+                 give each gateway on a host an admin address of its own"
+            ),
+        }
     }
 
     // The reaper is owned here: the guard cancels it however this function is left.

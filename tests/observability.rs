@@ -436,3 +436,21 @@ async fn each_request_has_an_id_in_its_log_line_its_error_and_at_the_runtime_and
     assert_eq!(code, Some(2));
     assert!(stderr.contains("LAZYGATE_LOG_FORMAT"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_whose_admin_address_is_taken_still_serves_and_says_so() {
+    let scope = Scope::new("admin-taken");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let gateway = GatewayConfig::new(&scope)
+        .env("LAZYGATE_ADMIN_LISTEN", &address)
+        .start();
+    assert_eq!(get(&gateway.url("/healthz")).await.status, 200);
+    eventually("the warning", Duration::from_secs(10), || {
+        gateway
+            .log_lines("cannot listen on the admin address")
+            .iter()
+            .any(|l| l.contains(&address))
+    })
+    .await;
+}
