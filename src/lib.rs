@@ -153,7 +153,7 @@ pub async fn run(
         engine.runtimes,
         metrics.clone(),
     ));
-    let provisioner = Provisioner::new(settings.clone(), runtimes, views.clone(), metrics.clone());
+    let provisioner = Provisioner::new(settings.clone(), runtimes, views.clone(), metrics.clone(), auth.clone());
     if settings.isolation_mode != config::IsolationMode::Shared {
         // Adopt before serving, so a restarted gateway finds its runtimes rather than racing
         // requests; when the engine is down the reaper keeps trying.

@@ -46,14 +46,25 @@ async fn first_hit_provisions_like_the_seed_and_second_hit_reuses() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
+    // The seed's view URL, signed so that it opens (the seed's did not need a token).
     let view_url =
-        format!("BROWSER_VIEW_URL=https://views.example.test/view/{hash}/vnc.html?path=view/{hash}/websockify");
+        format!("BROWSER_VIEW_URL=https://views.example.test/view/{hash}/vnc.html?path=view/{hash}/websockify&token=");
+    let told = env
+        .iter()
+        .find_map(|e| e.strip_prefix(view_url.as_str()))
+        .unwrap_or_else(|| panic!("{view_url}… missing from {env:?}"));
+    let opened = get(&gateway.url(&format!("/view/{hash}/vnc.html?token={told}"))).await;
+    assert_eq!(
+        opened.status,
+        200,
+        "the runtime's own view URL opens: {}",
+        opened.text()
+    );
     for expected in [
         "BROWSER_ENABLE_UI=true",
         "BROWSER_DATA_DIR=/data",
         "BROWSER_USE_RPC_HOST=0.0.0.0",
         "BROWSER_USE_RPC_PORT=8787",
-        view_url.as_str(),
         "OPENAI_API_KEY=sk-test-passthrough",
         "MODEL_DEFAULT=test-model",
     ] {

@@ -387,7 +387,7 @@ async fn the_view_base_url_is_discovered_from_the_tunnels_logs() {
     let expected = format!("https://fresh-name.example.test/view/{hash}/vnc.html?path=view/{hash}/websockify");
     let view = reply.json()["browser_view"].as_str().unwrap().to_owned();
     assert!(view.starts_with(&format!("{expected}&token=")), "{view}");
-    // The runtime was started with the same URL, as the seed does.
+    // The runtime was started with the same URL, as the seed does (signed, so that it opens).
     let env = inspect(&container_name(&hash)).unwrap()["Config"]["Env"].to_string();
-    assert!(env.contains(&format!("BROWSER_VIEW_URL={expected}")), "{env}");
+    assert!(env.contains(&format!("BROWSER_VIEW_URL={expected}&token=")), "{env}");
 }

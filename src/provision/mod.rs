@@ -32,6 +32,7 @@ use tokio::time::{Instant, timeout_at};
 
 pub use backend::{Backend, BackendError, Endpoints, Ports, RuntimeInfo, RuntimeSpec, TunnelLogs};
 
+use crate::auth::AuthStore;
 use crate::config::{BackendKind, IsolationMode, Settings};
 use crate::metrics::{GaugeHold, Metrics, Removal, RuntimeCounts};
 use crate::owner::OwnerHash;
@@ -368,6 +369,8 @@ pub struct Provisioner {
     profiles: Option<retention::Ledger>,
     /// Starts, their phases, holds and removals are counted here.
     metrics: Arc<Metrics>,
+    /// Signs the view URL each runtime is told (`BROWSER_VIEW_URL`), so that it opens.
+    auth: Arc<AuthStore>,
 }
 
 impl Provisioner {
@@ -376,6 +379,7 @@ impl Provisioner {
         backend: Arc<dyn Backend>,
         views: Arc<ViewUrls>,
         metrics: Arc<Metrics>,
+        auth: Arc<AuthStore>,
     ) -> Arc<Self> {
         let restored = Registry::load(&settings.registry_path());
         let provisioner = Arc::new(Provisioner {
@@ -394,6 +398,7 @@ impl Provisioner {
                 .then(|| retention::Ledger::load(settings.state_dir.join("lazygate-profiles.json"))),
             settings,
             metrics,
+            auth,
         });
         // The scrape counts runtimes from the slots, for as long as the provisioner lives.
         let weak = Arc::downgrade(&provisioner);
@@ -705,6 +710,14 @@ impl Provisioner {
         ]);
         let view_url = self.views.view_url(s.isolation_mode, Some(owner_hash)).await;
         if !view_url.is_empty() {
+            // Signed like the ensure answer's, so that the URL the runtime hands on opens
+            // (for the view token's lifetime); only this owner's view, which is its own.
+            let auth = self.auth.current();
+            let view_url = if auth.is_insecure() {
+                view_url
+            } else {
+                format!("{view_url}&token={}", auth.sign_view(&owner_hash, None))
+            };
             env.insert("BROWSER_VIEW_URL".to_owned(), view_url);
         }
         for (key, value) in &s.passthrough_env {
@@ -1099,7 +1112,8 @@ mod tests {
         settings.state_dir = state_dir.to_path_buf();
         let views = Arc::new(ViewUrls::new(None, "tunnel".into(), backend.clone()));
         let metrics = Arc::new(Metrics::new(mode.as_str(), true));
-        Provisioner::new(Arc::new(settings), backend, views, metrics)
+        let auth = Arc::new(AuthStore::new(crate::auth::Auth::from_settings(&settings).unwrap()));
+        Provisioner::new(Arc::new(settings), backend, views, metrics, auth)
     }
 
     async fn advance(seconds: u64) {
