@@ -214,6 +214,10 @@ struct Slot {
     websockets: AtomicUsize,
     /// When the current runtime became ready here (started or adopted), in ms of the clock.
     ready_since_ms: AtomicI64,
+    /// The isolation mode the current runtime was made in, when another than the gateway's
+    /// (an adopted runtime the registry file says the seed or an earlier gateway made so):
+    /// whether its volume goes with it follows that mode, never this gateway's.
+    adopted_mode: Mutex<Option<IsolationMode>>,
 }
 
 impl Slot {
@@ -227,6 +231,7 @@ impl Slot {
             failure: Mutex::new(None),
             websockets: AtomicUsize::new(0),
             ready_since_ms: AtomicI64::new(now_ms),
+            adopted_mode: Mutex::new(None),
         }
     }
 }
@@ -560,6 +565,7 @@ impl Provisioner {
         *slot.failure.lock().expect("failure lock") = None;
         let runtime = Arc::new(info);
         *guard = SlotState::Ready(runtime.clone());
+        *slot.adopted_mode.lock().expect("mode lock") = None;
         slot.ready_since_ms.store(self.clock.now_ms(), Ordering::Release);
         // Readiness is the RPC port's `/health`; the other ports may still be coming up.
         slot.answered.store(RuntimePort::Rpc.bit(), Ordering::Release);
@@ -681,7 +687,7 @@ impl Provisioner {
             if slot.holds.load(Ordering::Acquire) > 0 {
                 continue;
             }
-            self.backend.remove(&victim_hash, self.removes_volume()).await?;
+            self.backend.remove(&victim_hash, self.removes_volume(&slot)).await?;
             self.metrics.removed(Removal::Evicted);
             tracing::info!(
                 owner_hash = %victim_hash,
@@ -749,9 +755,17 @@ impl Provisioner {
         }
     }
 
+    /// The mode a slot's runtime was made in: the gateway's, unless adopted from another.
+    fn mode_of(&self, slot: &Slot) -> IsolationMode {
+        slot.adopted_mode
+            .lock()
+            .expect("mode lock")
+            .unwrap_or(self.settings.isolation_mode)
+    }
+
     /// Whether a runtime's volume goes with it: only per-task runtimes lose their profile.
-    fn removes_volume(&self) -> bool {
-        self.settings.isolation_mode == IsolationMode::DockerPerTask
+    fn removes_volume(&self, slot: &Slot) -> bool {
+        self.mode_of(slot) == IsolationMode::DockerPerTask
     }
 
     /// True when the owner's runtime is up: neither absent nor still starting.
@@ -780,7 +794,7 @@ impl Provisioner {
             .await
             .map_err(|_| ProvisionError::StartTimeout { owner_hash, waited })?;
         let was_ready = matches!(*guard, SlotState::Ready(_));
-        let with_volume = self.removes_volume();
+        let with_volume = self.removes_volume(&slot);
         self.backend.remove(&owner_hash, with_volume).await?;
         if was_ready {
             self.metrics.removed(reason);
@@ -838,6 +852,15 @@ impl Provisioner {
                     .expect("registry lock")
                     .last_used(mode, info.owner_hash.as_str());
                 let last_used = restored.map(|t| self.clock.reading_of_unix(t).min(now)).unwrap_or(now);
+                // Made in another mode (only the registry file knows): it keeps that mode.
+                let made_in = self
+                    .restored
+                    .lock()
+                    .expect("registry lock")
+                    .mode_of(mode, info.owner_hash.as_str())
+                    .and_then(|m| m.parse::<IsolationMode>().ok())
+                    .filter(|m| *m != self.settings.isolation_mode && *m != IsolationMode::Shared);
+                *slot.adopted_mode.lock().expect("mode lock") = made_in;
                 slot.last_used_ms.store(last_used, Ordering::Release);
                 tracing::info!(
                     owner_hash = %info.owner_hash,
@@ -885,7 +908,7 @@ impl Provisioner {
             if !idle(&slot) {
                 return;
             }
-            let with_volume = self.removes_volume();
+            let with_volume = self.removes_volume(&slot);
             match self.backend.remove(&owner_hash, with_volume).await {
                 Ok(()) => {
                     self.metrics.removed(Removal::Idle);
@@ -925,12 +948,12 @@ impl Provisioner {
 
     /// The registry as it should be on disk now.
     fn snapshot(&self) -> Registry {
-        let mode = self.settings.isolation_mode.as_str();
         let mut registry = Registry::default();
         for entry in self.slots.iter() {
             let slot = entry.value();
             let Ok(guard) = slot.state.try_lock() else { continue };
             if let SlotState::Ready(runtime) = &*guard {
+                let mode = self.mode_of(slot).as_str();
                 let owner_hash = entry.key().to_string();
                 registry.runtimes.insert(
                     format!("{mode}:{owner_hash}"),
@@ -1301,5 +1324,41 @@ mod tests {
         drop(guard);
         assert!(waiting.await.unwrap().unwrap(), "waited for the start: cold");
         assert!(!provisioner.acquire(dave).await.unwrap().cold(), "then warm");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_adopted_runtime_keeps_the_mode_it_was_made_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = OwnerHash::of("alice");
+        // The seed (per principal) made alice's runtime; this gateway runs per task.
+        let mut registry = Registry::default();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+        registry.runtimes.insert(
+            format!("docker-per-principal:{alice}"),
+            RegistryEntry {
+                container_name: backend::container_name(&alice),
+                last_used: now,
+                mode: "docker-per-principal".into(),
+                owner_hash: alice.to_string(),
+                volume_name: backend::volume_name(&alice),
+            },
+        );
+        registry.save(&dir.path().join("docker_runtimes.json")).unwrap();
+        let backend = Arc::new(FakeBackend::default());
+        let provisioner = provisioner(IsolationMode::DockerPerTask, backend.clone(), dir.path());
+        provisioner.adopt().await.unwrap();
+        provisioner.persist().await;
+        let written = Registry::load(&dir.path().join("docker_runtimes.json"));
+        assert!(
+            written.runtimes.contains_key(&format!("docker-per-principal:{alice}")),
+            "its registry entry keeps its mode: {written:?}"
+        );
+        advance(10).await;
+        provisioner.reap_idle().await;
+        assert_eq!(
+            backend.removed.lock().unwrap().clone(),
+            vec![(backend::container_name(&alice), None)],
+            "a per-principal profile is never removed by a per-task gateway"
+        );
     }
 }

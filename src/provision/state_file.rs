@@ -53,6 +53,19 @@ impl Registry {
         }
     }
 
+    /// The mode of the entry for an owner hash when there is none under `mode`: the mode
+    /// another gateway (or the seed) made its runtime in.
+    pub fn mode_of(&self, mode: &str, owner_hash: &str) -> Option<String> {
+        if self.runtimes.contains_key(&format!("{mode}:{owner_hash}")) {
+            return None;
+        }
+        self.runtimes
+            .values()
+            .find(|e| e.owner_hash == owner_hash)
+            .map(|e| e.mode.clone())
+            .filter(|m| !m.is_empty())
+    }
+
     /// Last use recorded for an owner hash, preferring the given mode's key.
     pub fn last_used(&self, mode: &str, owner_hash: &str) -> Option<f64> {
         self.runtimes
