@@ -152,13 +152,14 @@ struct RuntimeLabels {
     state: &'static str,
 }
 
-/// Resident memory in bytes and open file descriptors, from `/proc/self`.
+/// Resident memory in bytes and open file descriptors, from `/proc/self` (`VmRSS` is in
+/// KiB whatever the page size).
 fn process_numbers() -> (Option<i64>, Option<i64>) {
-    let page = 4096;
-    let rss = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<i64>().ok())
-        .map(|pages| pages * page);
+    let rss = std::fs::read_to_string("/proc/self/status").ok().and_then(|status| {
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: i64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    });
     let fds = std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count() as i64);
     (rss, fds)
 }
@@ -460,6 +461,7 @@ mod tests {
             "lazygate_runtimes{mode=\"docker-per-principal\",state=\"starting\"} 1",
             "lazygate_build_info{version=",
             "process_open_fds ",
+            "process_resident_memory_bytes ",
             "lazygate_request_duration_seconds_bucket{",
         ] {
             assert!(text.contains(expected), "{expected} missing from:\n{text}");
