@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::AuthStore;
 use crate::body::{Body, full};
-use crate::error::{error_response, json_response};
+use crate::error::{RequestError, error_response, json_response};
 use crate::metrics::Removal;
 use crate::owner::OwnerHash;
 use crate::provision::Provisioner;
@@ -88,11 +88,7 @@ impl Admin {
             );
         };
         if let Err(error) = self.auth.current().check_api(request.headers()) {
-            let mut response = error_response(StatusCode::UNAUTHORIZED, error.code(), &error.to_string());
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return response;
+            return RequestError::from(error).to_response(None);
         }
         match (method, rest.strip_prefix('/')) {
             (Method::GET, None | Some("")) => {
@@ -120,14 +116,7 @@ impl Admin {
                 "no_such_runtime",
                 &format!("this gateway has no runtime for owner hash {owner_hash}"),
             ),
-            Err(error) => {
-                let status = if error.is_unavailable() {
-                    StatusCode::SERVICE_UNAVAILABLE
-                } else {
-                    StatusCode::BAD_GATEWAY
-                };
-                error_response(status, error.code(), &error.to_string())
-            }
+            Err(error) => RequestError::from(error).to_response(None),
         }
     }
 }

@@ -177,12 +177,18 @@ pub fn client_token(settings: &Settings) -> Result<String, SecretsError> {
         return Ok(token.clone());
     }
     let path = secrets_path(settings);
+    generated(&path)?.api_token.ok_or(SecretsError::MissingToken { path })
+}
+
+/// The secrets the gateway generated, read without generating any (for the CLI): none when
+/// its state directory does not even exist.
+fn generated(path: &Path) -> Result<GeneratedSecrets, SecretsError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     if !dir.exists() {
-        return Err(SecretsError::MissingToken { path });
+        return Ok(GeneratedSecrets::default());
     }
     crate::state_dir::prepare(dir)?;
-    load(&path)?.api_token.ok_or(SecretsError::MissingToken { path })
+    load(path)
 }
 
 fn load_or_generate(path: &Path, need_token: bool, need_secret: bool) -> Result<GeneratedSecrets, SecretsError> {
@@ -198,18 +204,8 @@ fn load_or_generate(path: &Path, need_token: bool, need_secret: bool) -> Result<
         changed = true;
     }
     if changed {
-        // Written whole or not at all (a temporary file, fsync, rename), mode 0600; the
-        // rename replaces a link planted at the path rather than writing through it.
-        use std::io::Write;
-        use std::os::unix::fs::PermissionsExt;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let mut file = tempfile::Builder::new()
-            .prefix(".lazygate-secrets")
-            .permissions(std::fs::Permissions::from_mode(0o600))
-            .tempfile_in(dir)?;
-        file.write_all(&serde_json::to_vec_pretty(&secrets).map_err(std::io::Error::other)?)?;
-        file.as_file().sync_all()?;
-        file.persist(path).map_err(|e| e.error)?;
+        let bytes = serde_json::to_vec_pretty(&secrets).map_err(std::io::Error::other)?;
+        crate::state_dir::write_atomically(path, &bytes)?;
     }
     Ok(secrets)
 }
@@ -330,12 +326,7 @@ impl Auth {
             Some(configured) => configured.clone(),
             None => {
                 let path = secrets_path(settings);
-                let dir = path.parent().unwrap_or(Path::new("."));
-                if !dir.exists() {
-                    return Err(SecretsError::Missing { path });
-                }
-                crate::state_dir::prepare(dir)?;
-                load(&path)?.view_secret.ok_or(SecretsError::Missing { path })?
+                generated(&path)?.view_secret.ok_or(SecretsError::Missing { path })?
             }
         };
         let mut secrets = vec![view_secret.into_bytes()];

@@ -101,12 +101,14 @@ impl RequestError {
         }
     }
 
-    /// The JSON error response, naming the request's id so a report can be matched to the
-    /// log line.
-    pub fn to_response(&self, request_id: &str) -> Response<Body> {
-        let body = serde_json::json!({
-            "error": { "code": self.code(), "message": self.to_string(), "request_id": request_id }
-        });
+    /// The JSON error response, naming the request's id (when it has one) so a report can
+    /// be matched to the log line.
+    pub fn to_response(&self, request_id: Option<&str>) -> Response<Body> {
+        let mut error = serde_json::json!({ "code": self.code(), "message": self.to_string() });
+        if let Some(request_id) = request_id {
+            error["request_id"] = request_id.into();
+        }
+        let body = serde_json::json!({ "error": error });
         let mut response = error_response_with(self.status(), body);
         if let RequestError::Framing(_) = self {
             // What follows on this connection cannot be trusted to be a new request.

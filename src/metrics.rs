@@ -168,13 +168,12 @@ impl Collector for ScrapeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         if let Some(count) = self.runtimes.get() {
             let counts = count();
-            let family = encoder.encode_descriptor(
+            let mut family = encoder.encode_descriptor(
                 "lazygate_runtimes",
                 "Runtimes known to this gateway, by isolation mode and state",
                 None,
                 prometheus_client::metrics::MetricType::Gauge,
             )?;
-            let mut family = family;
             for (state, value) in [("ready", counts.ready), ("starting", counts.starting)] {
                 let labels = RuntimeLabels { mode: self.mode, state };
                 ConstGauge::new(value).encode(family.encode_family(&labels)?)?;

@@ -112,7 +112,7 @@ impl Gateway {
         };
         // A person's browser gets an error as a page, anything else as JSON.
         let navigation = page::is_navigation(request.method(), request.headers());
-        let response = match self.dispatch(request, peer, &mut log).await {
+        let mut response = match self.dispatch(request, peer, &mut log).await {
             Ok(response) => response,
             Err(error) => {
                 if error.status().is_server_error() {
@@ -125,14 +125,13 @@ impl Gateway {
                         "request failed"
                     );
                 }
-                let mut response = error.to_response(request_id.to_str().unwrap_or_default());
+                let mut response = error.to_response(request_id.to_str().ok());
                 if navigation {
                     page::show_error(&mut response, error.code(), &error.to_string());
                 }
                 response
             }
         };
-        let mut response = response;
         response.headers_mut().insert(headers::REQUEST_ID, request_id);
         log.status = Some(response.status());
         response

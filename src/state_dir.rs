@@ -100,6 +100,24 @@ pub fn check_secrets_file(path: &Path) -> Result<(), UnsafePath> {
     Ok(())
 }
 
+/// Writes `bytes` to `path` whole or not at all: a temporary file beside it (mode 0600),
+/// fsync, rename. The rename replaces a link planted at the path rather than writing
+/// through it, and a crash never leaves half a file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
+    let mut file = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .permissions(std::fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

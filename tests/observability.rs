@@ -90,6 +90,23 @@ impl Drop for Prometheus {
     }
 }
 
+/// Opens `owner`'s live view WebSocket as a person would, and checks that it echoes.
+async fn watch(
+    gateway: &Gateway,
+    owner: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let hash = seed_hash(owner);
+    let url = format!(
+        "ws://{}/view/{hash}/websockify?token={}",
+        gateway.addr,
+        view_token(owner)
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.expect("the view opens");
+    ws.send(Message::Text("hello".into())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::Text("hello".into()));
+    ws
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn prometheus_sees_the_cold_start_with_its_phases_the_open_websocket_and_the_removal() {
     let scope = Scope::new("metrics");
@@ -125,14 +142,7 @@ async fn prometheus_sees_the_cold_start_with_its_phases_the_open_websocket_and_t
     assert!(warm.headers.get("server-timing").is_none(), "a warm request has none");
 
     // A person watches: the WebSocket is held open.
-    let url = format!(
-        "ws://{}/view/{hash}/websockify?token={}",
-        gateway.addr,
-        view_token(&owner)
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.expect("the view opens");
-    ws.send(Message::Text("hello".into())).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap(), Message::Text("hello".into()));
+    let mut ws = watch(&gateway, &owner).await;
 
     prometheus
         .until("lazygate_starts_total{outcome=\"ok\"}", |v| v >= 1.0)
@@ -197,14 +207,7 @@ async fn the_admin_api_lists_and_removes_runtimes_only_with_the_token_and_only_o
     assert!(inspect(&container_name(&hash)).is_some());
 
     // A person watches: the list tells the open view from runs.
-    let url = format!(
-        "ws://{}/view/{hash}/websockify?token={}",
-        gateway.addr,
-        view_token(&owner)
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.expect("the view opens");
-    ws.send(Message::Text("hello".into())).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap(), Message::Text("hello".into()));
+    let mut ws = watch(&gateway, &owner).await;
     let listed = admin(Method::GET, "/admin/runtimes", Some(TEST_API_TOKEN)).await;
     assert_eq!(listed.status, 200, "{}", listed.text());
     let runtimes = listed.json()["runtimes"].as_array().unwrap().clone();

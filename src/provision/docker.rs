@@ -140,12 +140,17 @@ impl PhaseClock {
         }
     }
 
-    /// Ends the phase `name`; returns the phases so far.
-    fn lap(&mut self, name: &'static str) -> Phases {
+    /// Ends the phase `name`.
+    fn lap(&mut self, name: &'static str) {
         let now = std::time::Instant::now();
         self.phases.push((name, now - self.lap_started));
         self.lap_started = now;
-        self.phases.clone()
+    }
+
+    /// Ends the last phase, `name`; returns them all.
+    fn finish(mut self, name: &'static str) -> Phases {
+        self.lap(name);
+        self.phases
     }
 }
 
@@ -492,8 +497,9 @@ impl DockerBackend {
             Err(e) if status_of(&e) == Some(409) => return Ok(None),
             Err(e) => fail(Operation::CreateContainer)(e),
             Ok(_) => match docker.start_container(&name, None).await {
-                Ok(()) => return Ok(Some(phases.lap("start"))),
-                Err(e) if status_of(&e) == Some(304) => return Ok(Some(phases.lap("start"))),
+                // 304: already started (by a racing caller): ours all the same.
+                Ok(()) => return Ok(Some(phases.finish("start"))),
+                Err(e) if status_of(&e) == Some(304) => return Ok(Some(phases.finish("start"))),
                 Err(e) => fail(Operation::StartContainer)(e),
             },
         };

@@ -420,11 +420,10 @@ impl Provisioner {
         provisioner
     }
 
-    /// One pass of the profile retention, when it is on: owners' sightings recorded, and
-    /// profiles of owners not seen within it removed.
+    /// One pass of the profile retention, when it is on: profiles of owners not seen within
+    /// it removed (sightings are recorded by every [`Provisioner::reap_idle`]).
     pub async fn sweep_profiles(&self) {
         if let (Some(ledger), Some(retention)) = (&self.profiles, self.settings.profile_retention) {
-            self.record_sightings();
             retention::sweep(self, ledger, retention).await;
             ledger.persist().await;
         }
@@ -578,7 +577,7 @@ impl Provisioner {
     async fn start(&self, owner_hash: OwnerHash) -> Result<RuntimeInfo, ProvisionError> {
         let started = Instant::now();
         let spec = self.spec(owner_hash).await;
-        let info = match self.backend.ensure(&spec).await {
+        let mut info = match self.backend.ensure(&spec).await {
             Ok(info) => info,
             Err(error) => {
                 // Logged here too: the requester may have gone (or timed out) already.
@@ -591,7 +590,7 @@ impl Provisioner {
         // The fence goes up while the runtime's processes start; nothing is forwarded to the
         // runtime before both are done.
         let began = Instant::now();
-        let (fenced, ready) = tokio::join!(
+        let ((fenced, fence_took), (ready, ready_took)) = tokio::join!(
             async {
                 let fenced = self.backend.fence(&info).await;
                 (fenced, began.elapsed())
@@ -601,8 +600,6 @@ impl Provisioner {
                 (ready, began.elapsed())
             }
         );
-        let ((fenced, fence_took), (ready, ready_took)) = (fenced, ready);
-        let mut info = info;
         info.phases.extend([("fence", fence_took), ("ready", ready_took)]);
         if let Err(error) = fenced {
             // Fail closed: a runtime that cannot be fenced is not served, nor left running.
@@ -974,7 +971,6 @@ impl Provisioner {
     /// last write.
     pub async fn persist(&self) {
         if let Some(ledger) = &self.profiles {
-            self.record_sightings();
             ledger.persist().await;
         }
         if !self.dirty.swap(false, Ordering::AcqRel) {
@@ -1139,6 +1135,24 @@ mod tests {
         Provisioner::new(Arc::new(settings), backend, views, metrics, auth)
     }
 
+    /// Writes a registry file with one per-principal entry for `owner_hash`, last used
+    /// `ago` seconds before now (as the seed or an earlier gateway leaves it).
+    fn write_registry(dir: &std::path::Path, owner_hash: OwnerHash, ago: f64) {
+        let mut registry = Registry::default();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+        registry.runtimes.insert(
+            format!("docker-per-principal:{owner_hash}"),
+            RegistryEntry {
+                container_name: backend::container_name(&owner_hash),
+                last_used: now - ago,
+                mode: "docker-per-principal".into(),
+                owner_hash: owner_hash.to_string(),
+                volume_name: backend::volume_name(&owner_hash),
+            },
+        );
+        registry.save(&dir.join("docker_runtimes.json")).unwrap();
+    }
+
     async fn advance(seconds: u64) {
         tokio::time::advance(Duration::from_secs(seconds)).await;
     }
@@ -1216,19 +1230,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let alice = OwnerHash::of("alice");
         // The seed (or an earlier gateway) last used alice's runtime 8 s ago.
-        let mut registry = Registry::default();
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
-        registry.runtimes.insert(
-            format!("docker-per-principal:{alice}"),
-            RegistryEntry {
-                container_name: backend::container_name(&alice),
-                last_used: now - 8.0,
-                mode: "docker-per-principal".into(),
-                owner_hash: alice.to_string(),
-                volume_name: backend::volume_name(&alice),
-            },
-        );
-        registry.save(&dir.path().join("docker_runtimes.json")).unwrap();
+        write_registry(dir.path(), alice, 8.0);
         let backend = Arc::new(FakeBackend::default());
         let provisioner = provisioner(IsolationMode::DockerPerPrincipal, backend.clone(), dir.path());
         provisioner.adopt().await.unwrap();
@@ -1331,19 +1333,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let alice = OwnerHash::of("alice");
         // The seed (per principal) made alice's runtime; this gateway runs per task.
-        let mut registry = Registry::default();
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
-        registry.runtimes.insert(
-            format!("docker-per-principal:{alice}"),
-            RegistryEntry {
-                container_name: backend::container_name(&alice),
-                last_used: now,
-                mode: "docker-per-principal".into(),
-                owner_hash: alice.to_string(),
-                volume_name: backend::volume_name(&alice),
-            },
-        );
-        registry.save(&dir.path().join("docker_runtimes.json")).unwrap();
+        write_registry(dir.path(), alice, 0.0);
         let backend = Arc::new(FakeBackend::default());
         let provisioner = provisioner(IsolationMode::DockerPerTask, backend.clone(), dir.path());
         provisioner.adopt().await.unwrap();

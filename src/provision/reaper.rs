@@ -33,5 +33,7 @@ pub async fn run(provisioner: Arc<Provisioner>, shutdown: CancellationToken) {
             provisioner.sweep_profiles().await;
         }
     }
+    // The sightings since the last pass, then the files, on the way out.
+    provisioner.record_sightings();
     provisioner.persist().await;
 }

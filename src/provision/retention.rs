@@ -10,7 +10,6 @@
 //! held, nor while any container (a stopped runtime) still uses the volume.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -116,14 +115,9 @@ impl Ledger {
 }
 
 fn save(file: &LedgerFile, path: &Path) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut temporary = tempfile::Builder::new().prefix(".lazygate-profiles").tempfile_in(dir)?;
     let mut text = serde_json::to_vec_pretty(file).map_err(std::io::Error::other)?;
     text.push(b'\n');
-    temporary.write_all(&text)?;
-    temporary.as_file().sync_all()?;
-    temporary.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    crate::state_dir::write_atomically(path, &text)
 }
 
 /// Removes the profiles of owners not seen for `retention`; one pass.

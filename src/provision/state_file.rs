@@ -5,7 +5,6 @@
 //! written atomically (temporary file, fsync, rename) so a crash never leaves half a file.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -75,20 +74,11 @@ impl Registry {
             .filter(|t| t.is_finite() && *t > 0.0)
     }
 
-    /// Writes the file atomically: a temporary file beside it, fsync, rename.
+    /// Writes the file atomically ([`crate::state_dir::write_atomically`]).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let mut file = tempfile::Builder::new()
-            .prefix(".browser_use_")
-            .suffix(".tmp")
-            .tempfile_in(dir)?;
         let mut text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         text.push(b'\n');
-        file.write_all(&text)?;
-        file.as_file().sync_all()?;
-        file.persist(path).map_err(|e| e.error)?;
-        Ok(())
+        crate::state_dir::write_atomically(path, &text)
     }
 }
 

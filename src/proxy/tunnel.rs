@@ -77,12 +77,11 @@ pub fn splice(
     response: Response<Incoming>,
     client: OnUpgrade,
     upstream: OnUpgrade,
-    lease: Option<Lease>,
+    mut lease: Option<Lease>,
     tasks: &TaskTracker,
     open: &Gauge,
 ) -> Response<Body> {
     let (parts, _) = response.into_parts();
-    let mut lease = lease;
     if let Some(lease) = lease.as_mut() {
         lease.mark_websocket();
     }
