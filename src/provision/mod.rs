@@ -350,6 +350,14 @@ impl Clock {
     }
 }
 
+/// What tells one version of a file from the next: its inode (every writer of the registry
+/// replaces it by a rename), modification time and length.
+fn file_stamp(path: &std::path::Path) -> Option<(u64, SystemTime, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.ino(), m.modified().unwrap_or(UNIX_EPOCH), m.len()))
+}
+
 /// Owns every owner's slot and the backend that makes runtimes.
 pub struct Provisioner {
     settings: Arc<Settings>,
@@ -361,8 +369,18 @@ pub struct Provisioner {
     probe: readiness::ProbeClient,
     /// The registry file is behind what is in memory and should be rewritten.
     dirty: AtomicBool,
-    /// The registry file as found at start: last use for runtimes adopted later.
-    restored: Mutex<Registry>,
+    /// The registry file as last read (at start, then at every sync): last use and mode of
+    /// runtimes adopted later, and the other writers' entries the reaper expires.
+    on_disk: Mutex<Registry>,
+    /// The gateway's own entries as it last wrote them (key → `last_used`): an entry of
+    /// the file that is here and has not been used since was this gateway's to remove.
+    written: Mutex<HashMap<String, f64>>,
+    /// The registry file's [`file_stamp`] at the last sync: unchanged and nothing new in
+    /// memory means there is nothing to merge.
+    file_seen: Mutex<Option<(u64, SystemTime, u64)>>,
+    /// Expired entries of other writers whose runtime the engine says is not ours to
+    /// remove (another scope's): tried once, then left alone.
+    left_alone: Mutex<std::collections::HashSet<String>>,
     /// Running runtimes have been adopted; retried each reaper tick until the engine answers.
     adopted: AtomicBool,
     /// One permit per runtime start in progress (`limits.max_concurrent_starts`).
@@ -386,7 +404,7 @@ impl Provisioner {
         metrics: Arc<Metrics>,
         auth: Arc<AuthStore>,
     ) -> Arc<Self> {
-        let restored = Registry::load(&settings.registry_path());
+        let on_disk = Registry::load(&settings.registry_path());
         let provisioner = Arc::new(Provisioner {
             backend,
             views,
@@ -394,7 +412,10 @@ impl Provisioner {
             clock: Clock::new(),
             probe: readiness::probe_client(),
             dirty: AtomicBool::new(false),
-            restored: Mutex::new(restored),
+            on_disk: Mutex::new(on_disk),
+            written: Mutex::new(HashMap::new()),
+            file_seen: Mutex::new(None),
+            left_alone: Mutex::new(Default::default()),
             adopted: AtomicBool::new(false),
             starts: Arc::new(tokio::sync::Semaphore::new(settings.limits.max_concurrent_starts)),
             admission: AsyncMutex::new(()),
@@ -564,7 +585,13 @@ impl Provisioner {
         *slot.failure.lock().expect("failure lock") = None;
         let runtime = Arc::new(info);
         *guard = SlotState::Ready(runtime.clone());
-        *slot.adopted_mode.lock().expect("mode lock") = None;
+        // A runtime found running (the seed's, or another gateway's) keeps the mode the
+        // registry file says it was made in; one this gateway made has the gateway's.
+        *slot.adopted_mode.lock().expect("mode lock") = if runtime.adopted {
+            self.mode_on_disk(owner_hash)
+        } else {
+            None
+        };
         slot.ready_since_ms.store(self.clock.now_ms(), Ordering::Release);
         // Readiness is the RPC port's `/health`; the other ports may still be coming up.
         slot.answered.store(RuntimePort::Rpc.bit(), Ordering::Release);
@@ -752,6 +779,17 @@ impl Provisioner {
         }
     }
 
+    /// The mode the registry file says an owner's runtime was made in, when it is another
+    /// than the gateway's (and not shared, which makes no runtimes).
+    fn mode_on_disk(&self, owner_hash: OwnerHash) -> Option<IsolationMode> {
+        self.on_disk
+            .lock()
+            .expect("registry lock")
+            .mode_of(self.settings.isolation_mode.as_str(), owner_hash.as_str())
+            .and_then(|m| m.parse::<IsolationMode>().ok())
+            .filter(|m| *m != self.settings.isolation_mode && *m != IsolationMode::Shared)
+    }
+
     /// The mode a slot's runtime was made in: the gateway's, unless adopted from another.
     fn mode_of(&self, slot: &Slot) -> IsolationMode {
         slot.adopted_mode
@@ -844,20 +882,12 @@ impl Provisioner {
             let Ok(mut guard) = slot.state.try_lock() else { continue };
             if let SlotState::Absent = *guard {
                 let restored = self
-                    .restored
+                    .on_disk
                     .lock()
                     .expect("registry lock")
                     .last_used(mode, info.owner_hash.as_str());
                 let last_used = restored.map(|t| self.clock.reading_of_unix(t).min(now)).unwrap_or(now);
-                // Made in another mode (only the registry file knows): it keeps that mode.
-                let made_in = self
-                    .restored
-                    .lock()
-                    .expect("registry lock")
-                    .mode_of(mode, info.owner_hash.as_str())
-                    .and_then(|m| m.parse::<IsolationMode>().ok())
-                    .filter(|m| *m != self.settings.isolation_mode && *m != IsolationMode::Shared);
-                *slot.adopted_mode.lock().expect("mode lock") = made_in;
+                *slot.adopted_mode.lock().expect("mode lock") = self.mode_on_disk(info.owner_hash);
                 slot.last_used_ms.store(last_used, Ordering::Release);
                 tracing::info!(
                     owner_hash = %info.owner_hash,
@@ -943,16 +973,16 @@ impl Provisioner {
         });
     }
 
-    /// The registry as it should be on disk now.
-    fn snapshot(&self) -> Registry {
-        let mut registry = Registry::default();
+    /// The gateway's own entries of the registry: one per ready runtime.
+    fn own_entries(&self) -> BTreeMap<String, RegistryEntry> {
+        let mut entries = BTreeMap::new();
         for entry in self.slots.iter() {
             let slot = entry.value();
             let Ok(guard) = slot.state.try_lock() else { continue };
             if let SlotState::Ready(runtime) = &*guard {
                 let mode = self.mode_of(slot).as_str();
                 let owner_hash = entry.key().to_string();
-                registry.runtimes.insert(
+                entries.insert(
                     format!("{mode}:{owner_hash}"),
                     RegistryEntry {
                         container_name: runtime.name.clone(),
@@ -960,28 +990,155 @@ impl Provisioner {
                         mode: mode.to_owned(),
                         volume_name: backend::volume_name(entry.key()),
                         owner_hash,
+                        extra: Default::default(),
                     },
                 );
             }
         }
-        registry
+        entries
     }
 
-    /// Rewrites the registry file (and the profile ledger) if anything changed since the
-    /// last write.
+    /// Brings the registry file and memory together (and writes the profile ledger): a
+    /// read-modify-write of the file under its lock ([`state_file::sync`]) when memory has
+    /// changed or someone else has written the file since the last one. A newer last use
+    /// written by the seed keeps the runtime here too; an entry of ours that someone took
+    /// out of the file (the seed's cleanup) has its runtime checked, and forgotten if gone.
+    /// A sync that cannot happen (locked, unwritable, full) is a warning and is retried.
     pub async fn persist(&self) {
         if let Some(ledger) = &self.profiles {
             ledger.persist().await;
         }
-        if !self.dirty.swap(false, Ordering::AcqRel) {
+        let path = self.settings.registry_path();
+        let stamp = file_stamp(&path);
+        let changed_on_disk = stamp != *self.file_seen.lock().expect("stamp lock");
+        if !self.dirty.swap(false, Ordering::AcqRel) && !changed_on_disk {
             return;
         }
-        let registry = self.snapshot();
-        let path = self.settings.registry_path();
-        let result = tokio::task::spawn_blocking(move || registry.save(&path)).await;
-        if let Err(error) = result.map_err(std::io::Error::other).and_then(|r| r) {
-            tracing::warn!(%error, "cannot write runtime registry; will retry");
-            self.dirty.store(true, Ordering::Release);
+        let ours = self.own_entries();
+        let written = self.written.lock().expect("written lock").clone();
+        let synced = {
+            let (path, ours) = (path.clone(), ours.clone());
+            tokio::task::spawn_blocking(move || state_file::sync(&path, &ours, &written)).await
+        };
+        let synced = match synced {
+            Ok(Ok(synced)) => synced,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "cannot sync the runtime registry; serving goes on, will retry");
+                self.dirty.store(true, Ordering::Release);
+                return;
+            }
+            Err(join_error) => {
+                tracing::warn!(error = %join_error, "the registry sync was interrupted; will retry");
+                self.dirty.store(true, Ordering::Release);
+                return;
+            }
+        };
+        *self.file_seen.lock().expect("stamp lock") = file_stamp(&path);
+        let state_file::MergeOutcome { vanished, newer } = synced.outcome;
+        {
+            let mut written = self.written.lock().expect("written lock");
+            written.clear();
+            for (key, entry) in &ours {
+                if !vanished.contains(key) {
+                    let used = newer
+                        .iter()
+                        .find(|(k, _)| k == key)
+                        .map_or(entry.last_used, |(_, t)| *t);
+                    written.insert(key.clone(), used);
+                }
+            }
+        }
+        for (key, last_used) in newer {
+            if let Some(slot) = ours
+                .get(&key)
+                .and_then(|e| OwnerHash::parse(&e.owner_hash).ok())
+                .and_then(|h| self.slots.get(&h).map(|s| s.clone()))
+            {
+                slot.last_used_ms
+                    .fetch_max(self.clock.reading_of_unix(last_used), Ordering::AcqRel);
+            }
+        }
+        *self.on_disk.lock().expect("registry lock") = synced.registry;
+        for key in vanished {
+            if let Some(owner_hash) = ours.get(&key).and_then(|e| OwnerHash::parse(&e.owner_hash).ok()) {
+                self.check_taken_out(owner_hash).await;
+            }
+        }
+    }
+
+    /// Someone took this owner's entry out of the registry file (the seed's cleanup or
+    /// expiry removes the container with it): forget the runtime if it is gone, so the next
+    /// request starts a fresh one at once; write the entry back if it still runs.
+    async fn check_taken_out(&self, owner_hash: OwnerHash) {
+        let Some(slot) = self.slots.get(&owner_hash).map(|s| s.clone()) else {
+            return;
+        };
+        let Ok(mut guard) = slot.state.try_lock() else { return };
+        let SlotState::Ready(runtime) = &*guard else { return };
+        match self.backend.is_running(runtime).await {
+            Ok(false) => {
+                tracing::info!(%owner_hash, container = %runtime.name, "runtime was removed by another manager (its registry entry went too); forgetting it");
+                *guard = SlotState::Absent;
+                slot.ready.store(false, Ordering::Release);
+            }
+            Ok(true) => self.mark_dirty(),
+            Err(error) => {
+                tracing::debug!(%owner_hash, %error, "cannot check a runtime taken out of the registry; will look again");
+                self.mark_dirty();
+            }
+        }
+    }
+
+    /// Removes the runtimes of other writers' registry entries (the seed's, a stopped
+    /// container's) idle past the TTL, the way the seed's own cleanup does: the container
+    /// whatever its state, the volume only if the entry's mode is per-task. A runtime of
+    /// another scope is left alone (the engine says it is not ours). The entry goes at the
+    /// next sync.
+    pub async fn reap_foreign(&self) {
+        let now = self.clock.to_unix(self.clock.now_ms());
+        let expired: Vec<(String, RegistryEntry)> = {
+            let on_disk = self.on_disk.lock().expect("registry lock");
+            on_disk
+                .expired_foreign(now, self.settings.ttl, |hash| {
+                    OwnerHash::parse(hash).is_ok_and(|h| {
+                        self.slots.get(&h).is_some_and(|slot| {
+                            slot.holds.load(Ordering::Acquire) > 0
+                                || !matches!(slot.state.try_lock().as_deref(), Ok(SlotState::Absent))
+                        })
+                    })
+                })
+                .map(|(k, e)| (k.clone(), e.clone()))
+                .collect()
+        };
+        for (key, entry) in expired {
+            if self.left_alone.lock().expect("left alone lock").contains(&key) {
+                continue;
+            }
+            let Ok(owner_hash) = OwnerHash::parse(&entry.owner_hash) else {
+                tracing::warn!(entry = %key, owner_hash = %entry.owner_hash, "registry entry names no valid owner hash; leaving it");
+                continue;
+            };
+            if entry.container_name != backend::container_name(&owner_hash) {
+                tracing::warn!(entry = %key, container = %entry.container_name, "registry entry names a container that is not its owner's; leaving it");
+                continue;
+            }
+            let slot = self.slot(owner_hash);
+            let Ok(_guard) = slot.state.try_lock() else { continue };
+            let with_volume = entry.mode == IsolationMode::DockerPerTask.as_str();
+            match self.backend.remove(&owner_hash, with_volume).await {
+                Ok(()) => {
+                    tracing::info!(%owner_hash, container = %entry.container_name, entry = %key, volume_removed = with_volume, reason = "expired", "removed an expired runtime of the registry file (the seed's cleanup)");
+                    self.written.lock().expect("written lock").insert(key, entry.last_used);
+                    self.mark_dirty();
+                }
+                Err(error) => {
+                    // Another scope's runtime stays; anything else is tried again next pass.
+                    if let BackendError::NameTaken { .. } = error {
+                        self.left_alone.lock().expect("left alone lock").insert(key.clone());
+                    }
+                    tracing::warn!(%owner_hash, entry = %key, %error, "cannot remove an expired runtime of the registry file");
+                }
+            }
         }
     }
 
@@ -1049,6 +1206,8 @@ mod tests {
         removed: Mutex<Vec<(String, Option<String>)>>,
         failing: AtomicBool,
         ensures: AtomicUsize,
+        /// Its runtimes are gone (removed behind the gateway's back).
+        gone: AtomicBool,
     }
 
     fn info(owner_hash: OwnerHash) -> RuntimeInfo {
@@ -1102,7 +1261,7 @@ mod tests {
             Ok(String::new())
         }
         async fn is_running(&self, _: &RuntimeInfo) -> Result<bool, BackendError> {
-            Ok(true)
+            Ok(!self.gone.load(Ordering::SeqCst))
         }
         async fn remove(&self, owner_hash: &OwnerHash, with_volume: bool) -> Result<(), BackendError> {
             let entry = (
@@ -1148,9 +1307,10 @@ mod tests {
                 mode: "docker-per-principal".into(),
                 owner_hash: owner_hash.to_string(),
                 volume_name: backend::volume_name(&owner_hash),
+                extra: Default::default(),
             },
         );
-        registry.save(&dir.join("docker_runtimes.json")).unwrap();
+        std::fs::write(dir.join("docker_runtimes.json"), registry.to_bytes()).unwrap();
     }
 
     async fn advance(seconds: u64) {
@@ -1349,6 +1509,139 @@ mod tests {
             backend.removed.lock().unwrap().clone(),
             vec![(backend::container_name(&alice), None)],
             "a per-principal profile is never removed by a per-task gateway"
+        );
+    }
+
+    /// The registry file as the test reads it, and written back after `change`.
+    fn edit_registry(dir: &std::path::Path, change: impl FnOnce(&mut Registry)) {
+        let path = dir.join("docker_runtimes.json");
+        let mut registry = Registry::load(&path);
+        change(&mut registry);
+        std::fs::write(path, registry.to_bytes()).unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_newer_last_use_written_by_the_seed_keeps_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = OwnerHash::of("alice");
+        write_registry(dir.path(), alice, 0.0);
+        let backend = Arc::new(FakeBackend::default());
+        let provisioner = provisioner(IsolationMode::DockerPerPrincipal, backend.clone(), dir.path());
+        provisioner.adopt().await.unwrap();
+        provisioner.persist().await;
+        advance(8).await;
+        // The seed's ensure_browser_runtime reuses the runtime now: it rewrites the file.
+        let now = provisioner.clock.to_unix(provisioner.clock.now_ms());
+        edit_registry(dir.path(), |r| {
+            r.runtimes
+                .get_mut(&format!("docker-per-principal:{alice}"))
+                .unwrap()
+                .last_used = now;
+        });
+        provisioner.persist().await;
+        advance(5).await;
+        provisioner.reap_idle().await;
+        assert!(
+            backend.removed.lock().unwrap().is_empty(),
+            "13 s after the gateway's last use, 5 s after the seed's"
+        );
+        advance(5).await;
+        provisioner.reap_idle().await;
+        assert_eq!(backend.removed.lock().unwrap().len(), 1, "10 s after the seed's");
+        provisioner.persist().await;
+        assert!(
+            Registry::load(&dir.path().join("docker_runtimes.json"))
+                .runtimes
+                .is_empty()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_entries_of_other_writers_are_removed_as_the_seed_removes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(FakeBackend::default());
+        let provisioner = provisioner(IsolationMode::DockerPerPrincipal, backend.clone(), dir.path());
+        let now = provisioner.clock.to_unix(provisioner.clock.now_ms());
+        let (bob, carol, dave) = (OwnerHash::of("bob"), OwnerHash::of("carol"), OwnerHash::of("dave"));
+        let entry = |hash: OwnerHash, mode: &str, ago: f64| RegistryEntry {
+            container_name: backend::container_name(&hash),
+            last_used: now - ago,
+            mode: mode.into(),
+            owner_hash: hash.to_string(),
+            volume_name: backend::volume_name(&hash),
+            extra: Default::default(),
+        };
+        edit_registry(dir.path(), |r| {
+            // Stopped or running, made by the seed: bob per task, carol per principal, both
+            // idle past the TTL of 10 s; dave per task, used 5 s ago.
+            r.runtimes
+                .insert(format!("docker-per-task:{bob}"), entry(bob, "docker-per-task", 20.0));
+            r.runtimes.insert(
+                format!("docker-per-principal:{carol}"),
+                entry(carol, "docker-per-principal", 20.0),
+            );
+            r.runtimes
+                .insert(format!("docker-per-task:{dave}"), entry(dave, "docker-per-task", 5.0));
+        });
+        provisioner.adopt().await.unwrap();
+        provisioner.persist().await;
+        provisioner.reap_foreign().await;
+        let mut removed = backend.removed.lock().unwrap().clone();
+        removed.sort();
+        let mut expected = vec![
+            (backend::container_name(&bob), Some(backend::volume_name(&bob))),
+            (backend::container_name(&carol), None),
+        ];
+        expected.sort();
+        assert_eq!(
+            removed, expected,
+            "a per-task entry's volume goes, a per-principal profile stays"
+        );
+        provisioner.persist().await;
+        let written = Registry::load(&dir.path().join("docker_runtimes.json"));
+        let mut keys: Vec<_> = written.runtimes.keys().cloned().collect();
+        keys.sort();
+        let mut want = vec![
+            format!("docker-per-principal:{}", OwnerHash::of("alice")),
+            format!("docker-per-task:{dave}"),
+        ];
+        want.sort();
+        assert_eq!(keys, want, "the removed entries go, the others stay");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_entry_taken_out_by_the_seeds_cleanup_forgets_a_runtime_that_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = OwnerHash::of("alice");
+        let backend = Arc::new(FakeBackend::default());
+        let provisioner = provisioner(IsolationMode::DockerPerPrincipal, backend.clone(), dir.path());
+        provisioner.adopt().await.unwrap();
+        provisioner.persist().await;
+        let key = format!("docker-per-principal:{alice}");
+        // Taken out while the runtime still runs: the gateway writes it back.
+        edit_registry(dir.path(), |r| {
+            r.runtimes.remove(&key);
+        });
+        provisioner.persist().await;
+        assert!(provisioner.is_ready(alice));
+        provisioner.persist().await;
+        assert!(
+            Registry::load(&dir.path().join("docker_runtimes.json"))
+                .runtimes
+                .contains_key(&key)
+        );
+        // The seed's cleanup_browser_runtime: container and entry gone.
+        backend.gone.store(true, Ordering::SeqCst);
+        edit_registry(dir.path(), |r| {
+            r.runtimes.remove(&key);
+        });
+        provisioner.persist().await;
+        assert!(!provisioner.is_ready(alice), "the next request starts a fresh runtime");
+        provisioner.persist().await;
+        assert!(
+            Registry::load(&dir.path().join("docker_runtimes.json"))
+                .runtimes
+                .is_empty()
         );
     }
 }

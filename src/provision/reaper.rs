@@ -9,7 +9,8 @@ use tokio_util::sync::CancellationToken;
 use super::{Provisioner, retention};
 
 /// Runs until `shutdown` is cancelled: every reap interval, adopt running runtimes (until
-/// that has worked once), remove idle ones, and write the registry if it changed; every
+/// that has worked once), remove idle ones, sync the registry file, and remove the
+/// runtimes of other writers' expired entries (the seed's cleanup); every
 /// [`retention::SWEEP_INTERVAL`], remove profiles past the retention (when it is on).
 pub async fn run(provisioner: Arc<Provisioner>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(provisioner.settings().reap_interval());
@@ -28,6 +29,11 @@ pub async fn run(provisioner: Arc<Provisioner>, shutdown: CancellationToken) {
         }
         provisioner.reap_idle().await;
         provisioner.persist().await;
+        // Other writers' entries only once ours are known: a running runtime not adopted
+        // yet is not anybody else's.
+        if provisioner.is_adopted() {
+            provisioner.reap_foreign().await;
+        }
         if provisioner.is_adopted() && last_sweep.is_none_or(|at| at.elapsed() >= retention::SWEEP_INTERVAL) {
             last_sweep = Some(tokio::time::Instant::now());
             provisioner.sweep_profiles().await;
