@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use http::{HeaderValue, Request, header};
 use hyper::body::Incoming;
 
-use crate::auth::{self, Auth};
-use crate::config::{AnswerUrls, Settings};
+use crate::auth::{self, Auth, ViewSubject};
+use crate::config::{AnswerUrls, IsolationMode, Settings};
 use crate::error::RequestError;
 use crate::proxy::{cdp, headers};
 use crate::route::Route;
@@ -79,19 +79,19 @@ impl Admission<'_> {
                 return Ok(admitted);
             }
             Route::View { owner_hash, rest } => {
-                let (path, query) = match rest.split_once('?') {
-                    Some((path, query)) => (path, Some(query)),
-                    None => (rest.as_str(), None),
-                };
-                let (token, query) = query.map(auth::take_query_token).unwrap_or_default();
-                if let Some((token, expires)) = self.auth.check_view_request(owner_hash, token.as_deref(), headers)? {
-                    admitted.view_cookie = Some(auth::view_cookie(owner_hash, &token, expires, secure));
+                self.admit_view(ViewSubject::Owner(*owner_hash), rest, headers, &mut admitted)?
+            }
+            Route::SharedView { rest } if self.settings.isolation_mode == IsolationMode::Shared => {
+                self.admit_view(ViewSubject::Shared, rest, headers, &mut admitted)?
+            }
+            // The application behind the default upstream does its own authorisation; the
+            // gateway only checks that a WebSocket handshake is one.
+            Route::SharedView { .. } | Route::Other => {
+                if headers::is_websocket_upgrade(headers) {
+                    headers::check_websocket_handshake(request.method(), headers)
+                        .map_err(RequestError::BadWebSocket)?;
                 }
-                admitted.rest = Some(if query.is_empty() {
-                    path.to_owned()
-                } else {
-                    format!("{path}?{query}")
-                });
+                return Ok(admitted);
             }
             Route::Rpc { .. } => {
                 self.auth.check_api(headers)?;
@@ -116,6 +116,33 @@ impl Admission<'_> {
             headers::check_websocket_handshake(request.method(), headers).map_err(RequestError::BadWebSocket)?;
         }
         Ok(admitted)
+    }
+}
+
+impl Admission<'_> {
+    /// A view's signed URL (its `token`, which is taken out of what is forwarded) or the
+    /// cookie an earlier one set.
+    fn admit_view(
+        &self,
+        subject: ViewSubject,
+        rest: &str,
+        headers: &http::HeaderMap,
+        admitted: &mut Admitted,
+    ) -> Result<(), RequestError> {
+        let (path, query) = match rest.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (rest, None),
+        };
+        let (token, query) = query.map(auth::take_query_token).unwrap_or_default();
+        if let Some((token, expires)) = self.auth.check_view_request(subject, token.as_deref(), headers)? {
+            admitted.view_cookie = Some(auth::view_cookie(subject, &token, expires, admitted.secure));
+        }
+        admitted.rest = Some(if query.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{path}?{query}")
+        });
+        Ok(())
     }
 }
 

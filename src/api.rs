@@ -141,13 +141,20 @@ pub async fn ensure(
     Ok((response, lease.cold()))
 }
 
-/// The shared browser's view URL, as the seed gives it.
+/// The shared browser's view URL, as the seed gives it, with a view token for the shared
+/// view appended when auth is on.
 async fn shared_view_url(api: &Api<'_>) -> String {
     let url = api.views.view_url(IsolationMode::Shared, None).await;
     if url.is_empty() {
         api.views.warn_no_base_url(None);
     }
-    url
+    if url.is_empty() || api.auth.is_insecure() {
+        return url;
+    }
+    format!(
+        "{url}&token={}",
+        api.auth.sign_view(crate::auth::ViewSubject::Shared, None)
+    )
 }
 
 /// The seed's view URL, with a view token appended when auth is on.
@@ -159,7 +166,7 @@ async fn signed_view_url(api: &Api<'_>, owner_hash: OwnerHash) -> String {
     if url.is_empty() || api.auth.is_insecure() {
         return url;
     }
-    format!("{url}&token={}", api.auth.sign_view(&owner_hash, None))
+    format!("{url}&token={}", api.auth.sign_view(owner_hash, None))
 }
 
 /// The seed's `cleanup_browser_runtime`: in per-task mode, removes the task's container and

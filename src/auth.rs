@@ -33,6 +33,44 @@ use crate::owner::OwnerHash;
 /// Name of the cookie that carries a view token after the first page load.
 pub const VIEW_COOKIE: &str = "lazygate_view";
 
+/// Whose view a view token opens: one owner's, or (in shared mode) the shared browser's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewSubject {
+    Owner(OwnerHash),
+    Shared,
+}
+
+impl ViewSubject {
+    /// Reads the first part of a token: an owner hash, or `shared` (never a hash: not hex).
+    fn parse(text: &str) -> Option<ViewSubject> {
+        match text {
+            "shared" => Some(ViewSubject::Shared),
+            hash => OwnerHash::parse(hash).ok().map(ViewSubject::Owner),
+        }
+    }
+}
+
+impl std::fmt::Display for ViewSubject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ViewSubject::Owner(owner_hash) => owner_hash.fmt(f),
+            ViewSubject::Shared => f.write_str("shared"),
+        }
+    }
+}
+
+impl From<OwnerHash> for ViewSubject {
+    fn from(owner_hash: OwnerHash) -> Self {
+        ViewSubject::Owner(owner_hash)
+    }
+}
+
+impl From<&OwnerHash> for ViewSubject {
+    fn from(owner_hash: &OwnerHash) -> Self {
+        ViewSubject::Owner(*owner_hash)
+    }
+}
+
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -370,28 +408,31 @@ impl Auth {
         }
     }
 
-    fn mac(secret: &[u8], owner_hash: &OwnerHash, expires: u64) -> Hmac<Sha256> {
+    fn mac(secret: &[u8], subject: &ViewSubject, expires: u64) -> Hmac<Sha256> {
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes keys of any length");
-        mac.update(format!("lazygate-view:v1:{owner_hash}:{expires}").as_bytes());
+        mac.update(format!("lazygate-view:v1:{subject}:{expires}").as_bytes());
         mac
     }
 
-    /// A view token for `owner_hash`, valid for `ttl` (the configured lifetime when `None`).
-    pub fn sign_view(&self, owner_hash: &OwnerHash, ttl: Option<Duration>) -> String {
+    /// A view token for an owner's view (or the shared one), valid for `ttl` (the
+    /// configured lifetime when `None`).
+    pub fn sign_view(&self, subject: impl Into<ViewSubject>, ttl: Option<Duration>) -> String {
+        let subject = subject.into();
         let expires = unix_now() + ttl.unwrap_or(self.view_token_ttl).as_secs();
-        let tag = Self::mac(&self.view_secrets[0], owner_hash, expires)
+        let tag = Self::mac(&self.view_secrets[0], &subject, expires)
             .finalize()
             .into_bytes();
-        format!("{owner_hash}.{expires}.{}", URL_SAFE_NO_PAD.encode(tag))
+        format!("{subject}.{expires}.{}", URL_SAFE_NO_PAD.encode(tag))
     }
 
-    /// Checks a view token for the view of `owner_hash`; returns its expiry.
-    pub fn check_view(&self, owner_hash: &OwnerHash, token: &str) -> Result<u64, AuthError> {
+    /// Checks a view token for the view of `subject`; returns its expiry.
+    pub fn check_view(&self, subject: impl Into<ViewSubject>, token: &str) -> Result<u64, AuthError> {
+        let subject = subject.into();
         let mut parts = token.splitn(3, '.');
         let (Some(hash), Some(expires), Some(tag)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(AuthError::BadViewToken);
         };
-        let issued_for = OwnerHash::parse(hash).map_err(|_| AuthError::BadViewToken)?;
+        let issued_for = ViewSubject::parse(hash).ok_or(AuthError::BadViewToken)?;
         // One spelling per expiry (the one `sign_view` writes): no sign, no leading zeros.
         let canonical = !expires.is_empty()
             && expires.bytes().all(|b| b.is_ascii_digit())
@@ -408,7 +449,7 @@ impl Auth {
         if !genuine {
             return Err(AuthError::BadViewToken);
         }
-        if issued_for != *owner_hash {
+        if issued_for != subject {
             return Err(AuthError::WrongOwner);
         }
         if expires <= unix_now() {
@@ -421,7 +462,7 @@ impl Auth {
     /// the token to set as a cookie when it came in the URL.
     pub fn check_view_request(
         &self,
-        owner_hash: &OwnerHash,
+        subject: ViewSubject,
         query_token: Option<&str>,
         headers: &HeaderMap,
     ) -> Result<Option<(String, u64)>, AuthError> {
@@ -429,12 +470,19 @@ impl Auth {
             return Ok(None);
         }
         if let Some(token) = query_token {
-            let expires = self.check_view(owner_hash, token)?;
+            let expires = self.check_view(subject, token)?;
             return Ok(Some((token.to_owned(), expires)));
         }
-        let cookie = cookie_value(headers, VIEW_COOKIE).ok_or(AuthError::MissingViewToken)?;
-        self.check_view(owner_hash, &cookie)?;
-        Ok(None)
+        // The browser sends the cookies of every path that matches (an owner's view inside
+        // the shared one's `/`): any one of them for this view will do.
+        let mut last = AuthError::MissingViewToken;
+        for cookie in cookie_values(headers, VIEW_COOKIE) {
+            match self.check_view(subject, &cookie) {
+                Ok(_) => return Ok(None),
+                Err(error) => last = error,
+            }
+        }
+        Err(last)
     }
 
     /// WebSocket upgrades only from the gateway's own origin (`Host`) or allowed ones; a
@@ -466,13 +514,18 @@ fn unix_now() -> u64 {
 
 /// The value of cookie `name`, if the request carries it.
 pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    cookie_values(headers, name).next()
+}
+
+/// Every value of cookie `name` the request carries (one per path it was set for).
+pub fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = String> + 'a {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
+        .filter(move |(k, _)| *k == name)
         .map(|(_, v)| v.to_owned())
 }
 
@@ -480,6 +533,12 @@ pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
 /// on to a runtime.
 pub fn strip_credentials(headers: &mut HeaderMap) {
     headers.remove(header::AUTHORIZATION);
+    strip_gateway_credentials(headers);
+}
+
+/// Removes what only the gateway may send or read (a runtime's key, the view cookie) and
+/// keeps the client's own `Authorization`: for the default upstream, which does its own.
+pub fn strip_gateway_credentials(headers: &mut HeaderMap) {
     // Only the gateway speaks with a runtime's key; a client's attempt is dropped.
     headers.remove(RUNTIME_KEY_HEADER);
     let kept: Vec<String> = headers
@@ -499,14 +558,17 @@ pub fn strip_credentials(headers: &mut HeaderMap) {
     }
 }
 
-/// The `Set-Cookie` for a view token: HttpOnly, SameSite=Strict, scoped to the owner's view,
-/// living as long as the token; Secure when the client came over HTTPS.
-pub fn view_cookie(owner_hash: &OwnerHash, token: &str, expires: u64, secure: bool) -> HeaderValue {
+/// The `Set-Cookie` for a view token: HttpOnly, SameSite=Strict, scoped to the owner's view
+/// (the shared view's noVNC lives at the root: `/`), living as long as the token; Secure
+/// when the client came over HTTPS.
+pub fn view_cookie(subject: ViewSubject, token: &str, expires: u64, secure: bool) -> HeaderValue {
     let max_age = expires.saturating_sub(unix_now());
     let secure = if secure { "; Secure" } else { "" };
-    let value = format!(
-        "{VIEW_COOKIE}={token}; Path=/view/{owner_hash}/; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}"
-    );
+    let path = match subject {
+        ViewSubject::Owner(owner_hash) => format!("/view/{owner_hash}/"),
+        ViewSubject::Shared => "/".to_owned(),
+    };
+    let value = format!("{VIEW_COOKIE}={token}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}");
     HeaderValue::from_str(&value).expect("token and hash are URL-safe")
 }
 
@@ -580,22 +642,52 @@ mod tests {
     }
 
     #[test]
+    fn the_shared_view_and_an_owners_view_never_open_each_other() {
+        let alice = OwnerHash::of("alice");
+        let a = auth(SECRET, None);
+        let shared = a.sign_view(ViewSubject::Shared, None);
+        assert!(shared.starts_with("shared."));
+        assert!(a.check_view(ViewSubject::Shared, &shared).is_ok());
+        assert_eq!(a.check_view(alice, &shared), Err(AuthError::WrongOwner));
+        let alices = a.sign_view(alice, None);
+        assert_eq!(a.check_view(ViewSubject::Shared, &alices), Err(AuthError::WrongOwner));
+        // The shared view's cookie covers noVNC at the root; an owner's only its view.
+        let cookie = view_cookie(ViewSubject::Shared, &shared, unix_now() + 60, false);
+        assert!(cookie.to_str().unwrap().contains("; Path=/;"));
+        let cookie = view_cookie(ViewSubject::Owner(alice), &alices, unix_now() + 60, true);
+        assert!(cookie.to_str().unwrap().contains(&format!("; Path=/view/{alice}/;")));
+        assert!(cookie.to_str().unwrap().ends_with("; Secure"));
+        // A request with both cookies (an owner's view inside the shared one's path) is
+        // admitted by the one that fits.
+        let mut h = HeaderMap::new();
+        let both = format!("{VIEW_COOKIE}={alices}; {VIEW_COOKIE}={shared}");
+        h.insert(header::COOKIE, HeaderValue::from_str(&both).unwrap());
+        assert_eq!(a.check_view_request(ViewSubject::Shared, None, &h), Ok(None));
+        assert_eq!(a.check_view_request(ViewSubject::Owner(alice), None, &h), Ok(None));
+        let bob = OwnerHash::of("bob");
+        assert_eq!(
+            a.check_view_request(ViewSubject::Owner(bob), None, &h),
+            Err(AuthError::WrongOwner)
+        );
+    }
+
+    #[test]
     fn view_tokens_sign_verify_expire_and_rotate() {
         let alice = OwnerHash::of("alice");
         let bob = OwnerHash::of("bob");
         let a = auth(SECRET, None);
-        let token = a.sign_view(&alice, None);
-        assert!(a.check_view(&alice, &token).is_ok());
-        assert_eq!(a.check_view(&bob, &token), Err(AuthError::WrongOwner));
+        let token = a.sign_view(alice, None);
+        assert!(a.check_view(alice, &token).is_ok());
+        assert_eq!(a.check_view(bob, &token), Err(AuthError::WrongOwner));
         let forged = token.replace(alice.as_str(), bob.as_str());
-        assert_eq!(a.check_view(&bob, &forged), Err(AuthError::BadViewToken));
+        assert_eq!(a.check_view(bob, &forged), Err(AuthError::BadViewToken));
         // A character in the middle of the tag (the last one may only carry padding bits).
         let mut tampered: Vec<char> = token.chars().collect();
         let middle = token.rfind('.').unwrap() + 10;
         tampered[middle] = if tampered[middle] == 'A' { 'B' } else { 'A' };
         let tampered: String = tampered.into_iter().collect();
-        assert_eq!(a.check_view(&alice, &tampered), Err(AuthError::BadViewToken));
-        assert_eq!(a.check_view(&alice, "nonsense"), Err(AuthError::BadViewToken));
+        assert_eq!(a.check_view(alice, &tampered), Err(AuthError::BadViewToken));
+        assert_eq!(a.check_view(alice, "nonsense"), Err(AuthError::BadViewToken));
         // The MAC covers the number, not its spelling: other spellings of the same expiry
         // would verify, so they are refused before the MAC is checked.
         let (_, rest) = token.split_once('.').unwrap();
@@ -608,18 +700,18 @@ mod tests {
         ] {
             let respelled = format!("{alice}.{spelling}.{tag}");
             assert_eq!(
-                a.check_view(&alice, &respelled),
+                a.check_view(alice, &respelled),
                 Err(AuthError::BadViewToken),
                 "{spelling}"
             );
         }
-        let expired = a.sign_view(&alice, Some(Duration::ZERO));
-        assert_eq!(a.check_view(&alice, &expired), Err(AuthError::ExpiredViewToken));
+        let expired = a.sign_view(alice, Some(Duration::ZERO));
+        assert_eq!(a.check_view(alice, &expired), Err(AuthError::ExpiredViewToken));
         // Rotation: the old secret still admits open views; without it, they are revoked.
         let rotated = auth(OTHER, Some(SECRET));
-        assert!(rotated.check_view(&alice, &token).is_ok());
+        assert!(rotated.check_view(alice, &token).is_ok());
         assert_eq!(
-            auth(OTHER, None).check_view(&alice, &token),
+            auth(OTHER, None).check_view(alice, &token),
             Err(AuthError::BadViewToken)
         );
     }

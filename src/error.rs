@@ -49,6 +49,30 @@ pub enum RequestError {
     ImageMissing(Vec<String>),
     #[error("more than {limit} request headers")]
     TooManyHeaders { limit: usize },
+    /// The default upstream (`server.default_upstream`) could not be reached or failed.
+    #[error("the default upstream {authority} {problem}")]
+    DefaultUpstream {
+        authority: String,
+        problem: String,
+        timed_out: bool,
+    },
+}
+
+impl RequestError {
+    /// A failure to reach or hear from the default upstream at `authority`.
+    pub fn default_upstream(authority: &str, error: crate::proxy::SendError) -> RequestError {
+        use crate::proxy::SendError;
+        let (problem, timed_out) = match error {
+            SendError::Connect(message) => (format!("refused the connection: {message}"), false),
+            SendError::Timeout(waited) => (format!("did not answer within {waited:?}"), true),
+            SendError::Failed(message) => (format!("connection failed: {message}"), false),
+        };
+        RequestError::DefaultUpstream {
+            authority: authority.to_owned(),
+            problem,
+            timed_out,
+        }
+    }
 }
 
 /// How long clients are told to wait before retrying a 503.
@@ -72,6 +96,8 @@ impl RequestError {
             Provision(ProvisionError::BackingOff { code: "name_taken", .. }) => StatusCode::CONFLICT,
             Provision(_) | UpstreamRefused(_) | UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            DefaultUpstream { timed_out: true, .. } => StatusCode::GATEWAY_TIMEOUT,
+            DefaultUpstream { .. } => StatusCode::BAD_GATEWAY,
             EngineUnavailable(_) | ImageMissing(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -98,6 +124,8 @@ impl RequestError {
             ImageMissing(_) => "image_missing",
             BadHost => "invalid_host",
             TooManyHeaders { .. } => "too_many_headers",
+            DefaultUpstream { timed_out: true, .. } => "default_upstream_timeout",
+            DefaultUpstream { .. } => "default_upstream_failed",
         }
     }
 

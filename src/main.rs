@@ -34,7 +34,8 @@ enum Command {
     /// Print a signed, expiring live-view URL for an owner (uses the configured or the
     /// generated view secret, so run it with the gateway's configuration).
     ViewUrl {
-        /// The owner id (user, session or task), as in /rpc/<owner>.
+        /// The owner id (user, session or task), as in /rpc/<owner>; in shared mode any (the
+        /// shared browser's view URL is printed).
         owner: String,
         /// Lifetime of the URL in seconds, at least 1 (default: auth.view_token_ttl_seconds).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
@@ -200,8 +201,15 @@ fn view_url(owner: &str, ttl: Option<u64>, base: Option<String>, config: Option<
             let scheme = if settings.tls.is_some() { "https" } else { "http" };
             format!("{scheme}://127.0.0.1:{}", settings.listen.port())
         });
+    let ttl = ttl.map(std::time::Duration::from_secs);
+    if settings.isolation_mode == lazygate::config::IsolationMode::Shared {
+        // One browser for everyone: its view is the seed's shared URL, whoever asks.
+        let token = auth.sign_view(lazygate::auth::ViewSubject::Shared, ttl);
+        println!("{base}/vnc.html?path=websockify&autoconnect=1&token={token}");
+        return ExitCode::SUCCESS;
+    }
     let hash = lazygate::owner::OwnerHash::of(owner);
-    let token = auth.sign_view(&hash, ttl.map(std::time::Duration::from_secs));
+    let token = auth.sign_view(hash, ttl);
     println!("{base}/view/{hash}/vnc.html?path=view/{hash}/websockify&autoconnect=1&token={token}");
     ExitCode::SUCCESS
 }

@@ -39,6 +39,29 @@ pub enum Route {
     ApiEnsure,
     /// `POST /api/runtimes/cleanup`: the seed's `cleanup_browser_runtime`.
     ApiCleanup,
+    /// noVNC at the root (`/vnc.html`, its assets, `/websockify`): the seed's shared-mode
+    /// view URL, `{base}/vnc.html?path=websockify`, served by the shared browser.
+    SharedView { rest: String },
+    /// Any other path: the default upstream's (`server.default_upstream`), else 404.
+    Other,
+}
+
+/// The paths of noVNC's page, assets and WebSocket at the root, as websockify serves them
+/// (Debian's `novnc`): the shared browser's view in shared mode.
+const NOVNC_FILES: [&str; 7] = [
+    "/vnc.html",
+    "/vnc_lite.html",
+    "/vnc_auto.html",
+    "/websockify",
+    "/package.json",
+    "/defaults.json",
+    "/mandatory.json",
+];
+const NOVNC_DIRS: [&str; 4] = ["/app/", "/core/", "/vendor/", "/include/"];
+
+/// Is this one of noVNC's paths at the root?
+fn is_novnc(path: &str) -> bool {
+    NOVNC_FILES.contains(&path) || NOVNC_DIRS.iter().any(|dir| path.starts_with(dir))
 }
 
 impl Route {
@@ -53,6 +76,8 @@ impl Route {
             Route::Release { .. } => "release",
             Route::ApiEnsure => "api_ensure",
             Route::ApiCleanup => "api_cleanup",
+            Route::SharedView { .. } => "shared_view",
+            Route::Other => "other",
         }
     }
 
@@ -88,7 +113,6 @@ pub enum RouteError {
 pub fn parse(method: &Method, uri: &Uri) -> Result<Route, RouteError> {
     let path = uri.path();
     let query = uri.query();
-    let not_found = || RouteError::NotFound(truncate(path));
 
     if let Some(after) = path.strip_prefix("/view/") {
         let (hash, rest) = split_first_segment(after);
@@ -129,12 +153,17 @@ pub fn parse(method: &Method, uri: &Uri) -> Result<Route, RouteError> {
             rest: forward_path(rest.unwrap_or("/"), query)?,
         });
     }
+    if is_novnc(path) {
+        return Ok(Route::SharedView {
+            rest: forward_path(path, query)?,
+        });
+    }
     let route = match path {
         "/healthz" => Route::Health,
         "/readyz" => Route::Ready,
         "/api/runtimes/ensure" => Route::ApiEnsure,
         "/api/runtimes/cleanup" => Route::ApiCleanup,
-        _ => return Err(not_found()),
+        _ => return Ok(Route::Other),
     };
     let allowed = match route {
         Route::Health | Route::Ready => method == Method::GET || method == Method::HEAD,
@@ -188,6 +217,13 @@ fn forward_path(rest: &str, query: Option<&str>) -> Result<String, RouteError> {
         Some(q) => format!("{rest}?{q}"),
         None => rest.to_owned(),
     })
+}
+
+impl RouteError {
+    /// No route for this path (shortened for the answer and the log).
+    pub fn not_found(path: &str) -> RouteError {
+        RouteError::NotFound(truncate(path))
+    }
 }
 
 fn truncate(path: &str) -> String {
@@ -291,7 +327,27 @@ mod tests {
             ),
             (Method::POST, "/api/runtimes/ensure".into(), Ok(Route::ApiEnsure)),
             (Method::POST, "/api/runtimes/cleanup".into(), Ok(Route::ApiCleanup)),
-            (Method::GET, "/".into(), Err(RouteError::NotFound("/".into()))),
+            (Method::GET, "/".into(), Ok(Route::Other)),
+            (Method::POST, "/api/login?next=/".into(), Ok(Route::Other)),
+            (
+                Method::GET,
+                "/vnc.html?path=websockify".into(),
+                Ok(Route::SharedView {
+                    rest: "/vnc.html?path=websockify".into(),
+                }),
+            ),
+            (
+                Method::GET,
+                "/app/ui.js".into(),
+                Ok(Route::SharedView {
+                    rest: "/app/ui.js".into(),
+                }),
+            ),
+            (
+                Method::GET,
+                "/app/%2e%2e/secret".into(),
+                Err(RouteError::Path("dot segment in path")),
+            ),
             (
                 Method::GET,
                 "/view/".into(),

@@ -184,6 +184,81 @@ impl Gateway {
                 Ok(response)
             }
             Route::ApiCleanup => api::cleanup(&self.api(&auth), request).await,
+            Route::SharedView { rest } if self.settings.isolation_mode == IsolationMode::Shared => {
+                let target = Target {
+                    owner_hash: None,
+                    owner: None,
+                    service: RuntimePort::View,
+                    rest: admitted.rest.as_deref().unwrap_or(&rest),
+                };
+                let mut response = self.forward(request, peer, target, &admitted, log).await?;
+                if let Some(cookie) = admitted.view_cookie {
+                    response.headers_mut().append(header::SET_COOKIE, cookie);
+                }
+                Ok(response)
+            }
+            Route::SharedView { .. } | Route::Other => match &self.settings.default_upstream {
+                Some(authority) => self.pass_through(request, peer, authority).await,
+                None => Err(route::RouteError::not_found(request.uri().path()).into()),
+            },
+        }
+    }
+
+    /// Forwards a request that is not the gateway's to the default upstream (the
+    /// application behind the same tunnel), HTTP or WebSocket, bodies streamed both ways.
+    /// The application does its own authorisation: the client's `Authorization`, cookies,
+    /// `Host` and `Origin` go to it unchanged; only the gateway's own view cookie and
+    /// runtime key, and hop-by-hop headers, are taken out, and `X-Forwarded-*` are set.
+    async fn pass_through(
+        &self,
+        mut request: Request<Incoming>,
+        peer: SocketAddr,
+        authority: &str,
+    ) -> Result<Response<Body>, RequestError> {
+        let client_upgrade = headers::is_websocket_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
+        let (mut parts, incoming) = request.into_parts();
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+        let public_host = parts.headers.get(header::HOST).cloned();
+        headers::strip_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
+        auth::strip_gateway_credentials(&mut parts.headers);
+        let trusted = self.settings.trusted_proxies.contains(&peer.ip());
+        headers::set_forwarded(&mut parts.headers, peer.ip(), public_host, trusted);
+        if parts.extensions.get::<crate::tls::ClientTls>().is_some() {
+            parts
+                .headers
+                .insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        }
+        let failed = |error| RequestError::default_upstream(authority, error);
+        match client_upgrade {
+            Some(client_upgrade) => {
+                let (response, upgrade) =
+                    tunnel::handshake(&parts, authority, &path_and_query, self.settings.upstream_timeout)
+                        .await
+                        .map_err(failed)?;
+                Ok(match upgrade {
+                    Some(upstream_upgrade) => tunnel::splice(
+                        response,
+                        client_upgrade,
+                        upstream_upgrade,
+                        None,
+                        &self.tunnels,
+                        &self.provisioner.metrics().websockets_open,
+                    ),
+                    None => proxy::into_client_response(response, None),
+                })
+            }
+            None => {
+                let (body, _handle) = RequestBody::new(incoming, BodyLimit::unlimited());
+                let response = self
+                    .upstream
+                    .send(&parts, authority, &path_and_query, body)
+                    .await
+                    .map_err(failed)?;
+                Ok(proxy::into_client_response(response, None))
+            }
         }
     }
 
@@ -266,8 +341,10 @@ impl Gateway {
             rest,
         } = target;
         // A person opening a view whose runtime is not up gets the waiting page at once.
-        if matches!(service, RuntimePort::View)
-            && !shared
+        // In shared mode every route goes to the shared browser; no runtime is started.
+        let owner_hash = owner_hash.filter(|_| !shared);
+        if let Some(owner_hash) = owner_hash
+            && matches!(service, RuntimePort::View)
             && page::is_navigation(request.method(), request.headers())
             && !self.provisioner.is_ready(owner_hash)
         {
@@ -318,10 +395,9 @@ impl Gateway {
         let mut delay = Duration::from_millis(10);
         loop {
             let provisioning = Instant::now();
-            let lease = if shared {
-                None
-            } else {
-                Some(self.provisioner.acquire(owner_hash).await?)
+            let lease = match owner_hash {
+                None => None,
+                Some(owner_hash) => Some(self.provisioner.acquire(owner_hash).await?),
             };
             // What a start cost, for the client's devtools: only when this request waited for one.
             let timing = lease
@@ -400,7 +476,7 @@ impl Gateway {
                         return Err(error.into());
                     }
                     if resendable && !lease.has_answered(port) && Instant::now() + delay < deadline {
-                        tracing::debug!(owner_hash = %owner_hash, ?port, ?delay, "runtime port not up yet; retrying");
+                        tracing::debug!(?owner_hash, ?port, ?delay, "runtime port not up yet; retrying");
                         drop(lease);
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(Duration::from_millis(250));
@@ -422,7 +498,8 @@ impl Gateway {
 /// What a proxied request is for.
 #[derive(Clone, Copy)]
 struct Target<'a> {
-    owner_hash: OwnerHash,
+    /// The owner whose runtime serves it; `None` for the shared browser's own view paths.
+    owner_hash: Option<OwnerHash>,
     /// The raw owner id, where the route names it (RPC and CDP; views name only the hash).
     owner: Option<&'a str>,
     service: RuntimePort,
@@ -448,7 +525,7 @@ impl<'a> Target<'a> {
             _ => return None,
         };
         Some(Target {
-            owner_hash,
+            owner_hash: Some(owner_hash),
             owner,
             service,
             rest,

@@ -131,6 +131,12 @@ pub const KEYS: &[Key] = &[
         doc: "admin listener (`/metrics`, the admin API of `lazygate runtimes`); empty: off. Never expose it through the tunnel",
     },
     Key {
+        path: "server.default_upstream",
+        env: &["LAZYGATE_DEFAULT_UPSTREAM"],
+        default: Text(""),
+        doc: "where every other path goes (HTTP and WebSocket, no gateway authorisation added), e.g. the API application at `http://api:8000`; empty: 404",
+    },
+    Key {
         path: "server.upstream_timeout_seconds",
         env: &["LAZYGATE_UPSTREAM_TIMEOUT_SECONDS"],
         default: Whole(300),

@@ -172,6 +172,7 @@ pub struct RawLimits {
 pub struct RawServer {
     pub listen: String,
     pub admin_listen: String,
+    pub default_upstream: String,
     pub upstream_timeout_seconds: u64,
     pub drain_seconds: u64,
     pub workers: u64,
@@ -235,6 +236,9 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// The admin listener (metrics, the admin API); `None`: off.
     pub admin_listen: Option<SocketAddr>,
+    /// Where paths that are not the gateway's go (`host:port` of an `http://` URL), so the
+    /// gateway can be the only door behind the tunnel; `None`: 404.
+    pub default_upstream: Option<String>,
     /// Longest wait for a runtime's response head before answering 504.
     pub upstream_timeout: Duration,
     /// How long open connections may finish after shutdown is asked for.
@@ -479,6 +483,25 @@ fn http_url(path: &str, value: String) -> Result<String, ConfigError> {
     }
 }
 
+/// The `host:port` of an `http://host[:port][/]` URL with nothing after it (a path prefix
+/// would have to be added to every request and taken out of every answer's links).
+fn authority_of_base(path: &str, value: String) -> Result<String, ConfigError> {
+    let value = http_url(path, value)?;
+    let uri: http::Uri = value.parse().expect("checked by http_url");
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(invalid(
+            &label(path),
+            value,
+            "expected an http:// URL without a path, e.g. http://api:8000",
+        ));
+    }
+    let authority = uri.authority().expect("checked by http_url");
+    Ok(match authority.port_u16() {
+        Some(_) => authority.to_string(),
+        None => format!("{}:80", authority.host()),
+    })
+}
+
 fn non_empty(path: &str, value: String) -> Result<String, ConfigError> {
     let value = value.trim().to_owned();
     if value.is_empty() {
@@ -673,6 +696,9 @@ impl TryFrom<RawConfig> for Settings {
         Ok(Settings {
             listen,
             admin_listen,
+            default_upstream: optional(server.default_upstream.clone())
+                .map(|url| authority_of_base("server.default_upstream", url))
+                .transpose()?,
             upstream_timeout: seconds("server.upstream_timeout_seconds", server.upstream_timeout_seconds, 1)?,
             drain: seconds("server.drain_seconds", server.drain_seconds, 0)?,
             workers: match server.workers {

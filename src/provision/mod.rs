@@ -746,7 +746,7 @@ impl Provisioner {
             let view_url = if auth.is_insecure() {
                 view_url
             } else {
-                format!("{view_url}&token={}", auth.sign_view(&owner_hash, None))
+                format!("{view_url}&token={}", auth.sign_view(owner_hash, None))
             };
             env.insert("BROWSER_VIEW_URL".to_owned(), view_url);
         }

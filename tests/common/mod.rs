@@ -43,7 +43,7 @@ pub fn expired_view_token(owner: &str) -> String {
     ];
     let settings = lazygate::config::Settings::load(None, &env).expect("test settings");
     let auth = lazygate::auth::Auth::from_settings(&settings).expect("configured secrets");
-    auth.sign_view(&lazygate::owner::OwnerHash::of(owner), Some(Duration::ZERO))
+    auth.sign_view(lazygate::owner::OwnerHash::of(owner), Some(Duration::ZERO))
 }
 
 /// A view token signed with `secret`, with extra `view-url` arguments (e.g. `--ttl 60`).
