@@ -51,10 +51,15 @@ async fn read_identity(request: Request<Incoming>) -> Result<RunIdentity, Reques
             }
         })?
         .to_bytes();
+    parse_identity(&bytes)
+}
+
+/// The run identity in an API body; an empty body (or only whitespace) is no identity.
+fn parse_identity(bytes: &[u8]) -> Result<RunIdentity, RequestError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(RunIdentity::default());
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
+    serde_json::from_slice(bytes).map_err(|e| {
         RequestError::BadBody(format!(
             "expected {{\"task_id\": string, \"metadata\": object, \"thread_id\": string}}, all optional: {e}"
         ))
@@ -62,18 +67,20 @@ async fn read_identity(request: Request<Incoming>) -> Result<RunIdentity, Reques
 }
 
 impl RunIdentity {
-    /// The owner id, resolved like the seed's `resolve_isolation_owner`.
-    fn owner(&self, mode: IsolationMode) -> String {
+    /// The owner id, resolved like the seed's `resolve_isolation_owner`; a metadata id
+    /// that cannot be resolved as the seed would is a 400 naming the field and why.
+    fn owner(&self, mode: IsolationMode) -> Result<String, RequestError> {
         resolve_isolation_owner(
             mode,
             self.task_id.as_deref(),
             self.metadata.as_ref(),
             self.thread_id.as_deref(),
         )
+        .map_err(|error| RequestError::BadBody(error.to_string()))
     }
 
-    fn owner_hash(&self, mode: IsolationMode) -> OwnerHash {
-        OwnerHash::of(&self.owner(mode))
+    fn owner_hash(&self, mode: IsolationMode) -> Result<OwnerHash, RequestError> {
+        Ok(OwnerHash::of(&self.owner(mode)?))
     }
 }
 
@@ -107,7 +114,7 @@ pub async fn ensure(
         });
         return Ok((json_response(StatusCode::OK, &answer), false));
     }
-    let owner = identity.owner(mode);
+    let owner = identity.owner(mode)?;
     let owner_hash = OwnerHash::of(&owner);
     let provisioning = std::time::Instant::now();
     let lease = api.provisioner.acquire(owner_hash).await?;
@@ -180,7 +187,7 @@ pub async fn cleanup(api: &Api<'_>, request: Request<Incoming>) -> Result<Respon
             &json!({"isolation_mode": mode.as_str(), "removed": false}),
         ));
     }
-    let owner_hash = identity.owner_hash(mode);
+    let owner_hash = identity.owner_hash(mode)?;
     let removed = api.provisioner.release(owner_hash, Removal::Cleanup).await?;
     Ok(json_response(
         StatusCode::OK,
@@ -206,4 +213,46 @@ pub async fn release(api: &Api<'_>, owner_hash: OwnerHash) -> Result<Response<Bo
         StatusCode::OK,
         &json!({"owner_hash": owner_hash.to_string(), "removed": removed, "volume_removed": volume_removed}),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_ids_keep_their_literal_numbers_and_order() {
+        let identity =
+            parse_identity(br#"{"metadata": {"user_id": {"b": 123456789012345678901234567890, "a": -0, "b": 1e400}}}"#)
+                .unwrap();
+        // python3 -c 'import json; print(str(json.loads(
+        //     """{"metadata": {"user_id": {"b": 123456789012345678901234567890, "a": -0, "b": 1e400}}}"""
+        // )["metadata"]["user_id"]))'
+        assert_eq!(
+            identity.owner(IsolationMode::DockerPerPrincipal).unwrap(),
+            "{'b': inf, 'a': 0}"
+        );
+    }
+
+    #[test]
+    fn an_unresolvable_metadata_id_is_a_400_naming_the_field() {
+        let body = format!(r#"{{"metadata": {{"user_id": {}}}}}"#, "7".repeat(4301));
+        let identity = parse_identity(body.as_bytes()).unwrap();
+        let error = identity.owner(IsolationMode::DockerPerPrincipal).unwrap_err();
+        assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(error.code(), "invalid_body");
+        let message = error.to_string();
+        assert!(
+            message.contains("metadata.user_id") && message.contains("4301 digits"),
+            "{message}"
+        );
+        let nested = parse_identity(r#"{"metadata": {"session_id": ["\u200b"]}}"#.as_bytes()).unwrap();
+        let error = nested.owner_hash(IsolationMode::DockerPerPrincipal).unwrap_err();
+        assert_eq!(
+            (error.status(), error.code()),
+            (StatusCode::BAD_REQUEST, "invalid_body")
+        );
+        assert!(error.to_string().contains("metadata.session_id"), "{error}");
+        // The task id alone keys a per-task runtime: the metadata is not read.
+        assert!(nested.owner_hash(IsolationMode::DockerPerTask).is_ok());
+    }
 }
