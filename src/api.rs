@@ -105,9 +105,15 @@ pub async fn ensure(
     let settings = api.settings;
     let mode = settings.isolation_mode;
     if mode == IsolationMode::Shared {
+        // Through the gateway too: every /cdp/<owner> and /rpc/<owner> reaches the shared
+        // browser in shared mode, so the answer names it under "shared".
+        let (cdp_url, rpc_url) = match &base {
+            Some(base) => (format!("{base}/cdp/shared"), format!("{base}/rpc/shared")),
+            None => (settings.shared_cdp_url.clone(), settings.shared_rpc_url.clone()),
+        };
         let answer = json!({
-            "cdp_url": settings.shared_cdp_url,
-            "rpc_url": settings.shared_rpc_url,
+            "cdp_url": cdp_url,
+            "rpc_url": rpc_url,
             "browser_view": shared_view_url(api).await,
             "isolation_mode": "shared",
             "owner_hash": "",

@@ -7,7 +7,7 @@ mod common;
 use std::time::Instant;
 
 use base64::Engine;
-use common::browser::live_view_shows_agent_page;
+use common::browser::{live_view_shows_agent_page, live_view_shows_run};
 use common::*;
 use serde_json::json;
 
@@ -384,4 +384,97 @@ async fn a_person_is_told_in_words_when_a_start_fails_or_a_link_is_expired_or_fo
     let reply = get(&gateway.url(&format!("/view/{hash}/vnc.html?token={}", expired_view_token(&owner)))).await;
     assert_eq!(reply.status, 401);
     assert_eq!(reply.error_code(), "expired_token");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shared_mode_serves_the_seeds_shared_view_url_and_runs_through_the_gateway() {
+    ensure_test_network();
+    let scope = Scope::new("browser-shared");
+    // The shared `browser` of the seed's setup: the reference runtime, started once for all.
+    let browser = format!("{}-browser", scope.name);
+    let label = format!("lazygate.scope={}", scope.name);
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &browser,
+        "--network",
+        TEST_NETWORK,
+        "--label",
+        &label,
+        "--shm-size",
+        "1g",
+        BROWSER_IMAGE,
+    ])
+    .expect("the shared browser starts");
+    let ip = docker(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        &browser,
+    ])
+    .unwrap()
+    .trim()
+    .to_owned();
+    let started = Instant::now();
+    let health = format!("http://{ip}:8787/health");
+    let answers = || async {
+        let request = http::Request::get(&health).body(Default::default()).unwrap();
+        client().request(request).await.is_ok_and(|r| r.status() == 200)
+    };
+    while !answers().await {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(90),
+            "the shared browser never answered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let gateway = GatewayConfig::new(&scope)
+        .env("BROWSER_USE_ISOLATION_MODE", "shared")
+        .env("BROWSER_URL", &format!("http://{ip}:9222"))
+        .env("BROWSER_USE_RPC_URL", &format!("http://{ip}:8787/run"))
+        .env("BROWSER_VIEW_BASE_URL", "http://gateway.test")
+        .start();
+
+    // The ensure answer is the seed's shared one, its view URL signed for the shared view.
+    let answer = post(&gateway.url("/api/runtimes/ensure"), "{}").await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let answer = answer.json();
+    assert_eq!(answer["isolation_mode"], "shared");
+    let view = answer["browser_view"].as_str().unwrap();
+    assert!(
+        view.starts_with("http://gateway.test/vnc.html?path=websockify&token=shared."),
+        "{view}"
+    );
+    assert_eq!(answer["rpc_url"], gateway.url("/rpc/shared"));
+    let view = view.replace("http://gateway.test", gateway.url("").trim_end_matches('/'));
+
+    // Nobody gets the shared view without it, nor with an owner's link.
+    let bare = get(&gateway.url("/vnc.html?path=websockify")).await;
+    assert_eq!(bare.status, 401, "{}", bare.text());
+    assert_eq!(bare.error_code(), "unauthorized");
+    let owners = get(&gateway.url(&format!("/vnc.html?path=websockify&token={}", view_token("alice")))).await;
+    assert_eq!(owners.status, 403, "{}", owners.text());
+    assert_eq!(owners.error_code(), "wrong_owner");
+
+    // A person opens the seed's URL in a real browser: noVNC's page and assets come from the
+    // shared browser, its WebSocket at /websockify too, and an agent's run shows on screen.
+    let report = live_view_shows_run(
+        &format!("{view}&autoconnect=1&resize=scale"),
+        &gateway.url("/rpc/anyone"),
+    )
+    .await;
+    eprintln!("{report}");
+    let assets = gateway.log_lines("route=\"shared_view\"");
+    assert!(assets.iter().any(|l| l.contains("status=200")), "{assets:?}");
+    assert!(
+        assets.iter().any(|l| l.contains("status=101")),
+        "the WebSocket: {assets:?}"
+    );
+    // No runtime of its own was made for anyone.
+    assert!(
+        scope.containers().len() == 1,
+        "only the shared browser runs: {:?}",
+        scope.containers()
+    );
 }

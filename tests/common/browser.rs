@@ -166,13 +166,19 @@ impl std::fmt::Display for LiveViewReport {
 /// WebSocket; then the agent posts a run to `/rpc/<owner>` that opens a magenta page, and
 /// the noVNC canvas is read until that page is on the person's screen.
 pub async fn live_view_shows_agent_page(base: &str, owner: &str) -> LiveViewReport {
-    use std::time::Instant;
     let hash = crate::common::seed_hash(owner);
-    let browser = HostBrowser::launch().await;
     // A signed view URL, as the ensure API or `lazygate view-url` hands out.
     let token = crate::common::view_token(owner);
     let view =
         format!("{base}/view/{hash}/vnc.html?path=view/{hash}/websockify&autoconnect=1&resize=scale&token={token}");
+    live_view_shows_run(&view, &format!("{base}/rpc/{owner}")).await
+}
+
+/// The same with any view URL (the shared browser's, say) and the run's URL.
+pub async fn live_view_shows_run(view: &str, rpc: &str) -> LiveViewReport {
+    use std::time::Instant;
+    let view = view.to_owned();
+    let browser = HostBrowser::launch().await;
     let started = Instant::now();
     let mut page = browser.open(&view).await;
     let connected = "document.documentElement.classList.contains('noVNC_connected')";
@@ -216,7 +222,7 @@ pub async fn live_view_shows_agent_page(base: &str, owner: &str) -> LiveViewRepo
         {"action": "open", "url": "data:text/html,<title>lazygate-e2e</title><body style='margin:0;background:%23ff00ff'></body>"},
         {"action": "title"}
     ]});
-    let reply = crate::common::post(&format!("{base}/rpc/{owner}"), &run.to_string()).await;
+    let reply = crate::common::post(rpc, &run.to_string()).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["results"][1]["title"], "lazygate-e2e");
     let shown = Instant::now();
