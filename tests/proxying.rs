@@ -297,17 +297,32 @@ async fn shared_mode_answers_like_the_seed_and_starts_nothing() {
         .env("BROWSER_USE_ISOLATION_MODE", "shared")
         .env("BROWSER_VIEW_BASE_URL", "https://shared.example.test")
         .start();
-    let reply = post(&gateway.url("/api/runtimes/ensure"), "{}").await;
+    let mut reply = post(&gateway.url("/api/runtimes/ensure"), "{}").await.json();
+    // The seed's shared view URL, signed for the shared view (which it opens, see browser.rs).
+    let view = reply["browser_view"].as_str().unwrap().to_owned();
+    assert!(
+        view.starts_with("https://shared.example.test/vnc.html?path=websockify&token=shared."),
+        "{view}"
+    );
+    reply["browser_view"] = "(checked)".into();
     assert_eq!(
-        reply.json(),
+        reply,
         serde_json::json!({
-            "cdp_url": "http://browser:9222",
-            "rpc_url": "http://browser:8787/run",
-            "browser_view": "https://shared.example.test/vnc.html?path=websockify",
+            "cdp_url": gateway.url("/cdp/shared"),
+            "rpc_url": gateway.url("/rpc/shared"),
+            "browser_view": "(checked)",
             "isolation_mode": "shared",
             "owner_hash": "",
         })
     );
+    // The seed's own answer, with direct answer URLs.
+    let direct = GatewayConfig::new(&scope)
+        .env("BROWSER_USE_ISOLATION_MODE", "shared")
+        .env("LAZYGATE_ANSWER_URLS", "direct")
+        .start();
+    let reply = post(&direct.url("/api/runtimes/ensure"), "{}").await.json();
+    assert_eq!(reply["cdp_url"], "http://browser:9222");
+    assert_eq!(reply["rpc_url"], "http://browser:8787/run");
     let release = send(Method::DELETE, &gateway.url("/rpc/anyone"), "").await;
     assert_eq!(release.status, 409);
     assert_eq!(release.error_code(), "shared_mode");
