@@ -210,7 +210,7 @@ pub async fn run(
     );
     // Worker threads serve the connections; this task accepts them and keeps the control
     // plane (adoption, the reaper, certificate reloads, the shutdown signal).
-    let tunnels = tokio_util::task::TaskTracker::new();
+    let tunnels = proxy::tunnel::Tunnels::default();
     let mut workers = Vec::with_capacity(settings.workers);
     for index in 0..settings.workers {
         let worker = server::Worker {

@@ -122,6 +122,10 @@ pub struct Metrics {
     /// Holds: open WebSocket tunnels, and every lease alive (those tunnels and the
     /// requests in flight to runtimes).
     pub websockets_open: Gauge,
+    /// Pings the gateway sent to live views' clients, and tunnels it closed itself (1001),
+    /// by reason (`client_gone`, `max_age`, `drained`).
+    pub websocket_pings: Counter,
+    pub websocket_closes: Family<ReasonLabels, Counter>,
     pub holds: Gauge,
     pub removals: Family<ReasonLabels, Counter>,
     pub at_capacity: Counter,
@@ -218,6 +222,8 @@ impl Metrics {
         let starts_in_flight = Gauge::default();
         let starts_waiting = Gauge::default();
         let websockets_open = Gauge::default();
+        let websocket_pings = Counter::default();
+        let websocket_closes = Family::<ReasonLabels, Counter>::default();
         let holds = Gauge::default();
         let removals = Family::<ReasonLabels, Counter>::default();
         let at_capacity = Counter::default();
@@ -267,6 +273,16 @@ impl Metrics {
             "lazygate_websockets_open",
             "WebSocket tunnels open to runtimes (each holds its runtime)",
             websockets_open.clone(),
+        );
+        r.register(
+            "lazygate_websocket_pings",
+            "Pings sent to live views' clients (to find those that are gone)",
+            websocket_pings.clone(),
+        );
+        r.register(
+            "lazygate_websocket_closes",
+            "WebSocket tunnels the gateway closed itself (1001), by reason",
+            websocket_closes.clone(),
         );
         r.register(
             "lazygate_holds",
@@ -335,6 +351,8 @@ impl Metrics {
             starts_in_flight,
             starts_waiting,
             websockets_open,
+            websocket_pings,
+            websocket_closes,
             holds,
             removals,
             at_capacity,

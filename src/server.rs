@@ -141,19 +141,33 @@ impl Worker {
             });
         }
         // The acceptor has stopped: let open requests finish, within the deadline.
+        let deadline = tokio::time::Instant::now() + self.drain;
         drain.cancel();
         connections.close();
         tokio::select! {
             _ = connections.wait() => tracing::debug!("worker's connections drained"),
-            _ = tokio::time::sleep(self.drain) => tracing::warn!(drain = ?self.drain, "drain deadline passed; closing the rest"),
+            _ = tokio::time::sleep_until(deadline) => tracing::warn!(drain = ?self.drain, "drain deadline passed; closing the rest"),
         }
-        // WebSocket tunnels outlive their HTTP connection: they get the deadline too.
-        self.gateway.tunnels.close();
-        if tokio::time::timeout(self.drain, self.gateway.tunnels.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("closing WebSocket tunnels still open at the drain deadline");
+        // WebSocket tunnels outlive their HTTP connection: they get the same deadline, then
+        // a close frame (1001, "going away"), so that a live view reconnects instead of
+        // taking the gateway's exit for a crash.
+        let tunnels = &self.gateway.tunnels;
+        tunnels.tasks.close();
+        if tokio::time::timeout_at(deadline, tunnels.tasks.wait()).await.is_err() {
+            tracing::info!(
+                open = tunnels.tasks.len(),
+                "closing WebSocket tunnels still open at the drain deadline (1001)"
+            );
+            tunnels.closing.cancel();
+            if tokio::time::timeout(TUNNEL_CLOSE_WAIT, tunnels.tasks.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    open = tunnels.tasks.len(),
+                    "WebSocket tunnels did not close in time; dropping them"
+                );
+            }
         }
     }
 }
@@ -180,6 +194,9 @@ pub async fn serve(
             },
         };
         stream.set_nodelay(true).ok();
+        // A peer whose machine is gone (no FIN, no RST) is found by the kernel within
+        // about two minutes, even on a connection that is silent both ways.
+        socket2::SockRef::from(&stream).set_tcp_keepalive(&TCP_KEEPALIVE).ok();
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             tokio::spawn(refuse_over_capacity(stream));
             continue;
@@ -218,6 +235,15 @@ pub async fn serve(
 /// connection is closed as dead.
 const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(20);
 const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// TCP keepalive of client connections: probes after 60 s of silence, every 10 s, 6 times.
+const TCP_KEEPALIVE: socket2::TcpKeepalive = socket2::TcpKeepalive::new()
+    .with_time(Duration::from_secs(60))
+    .with_interval(Duration::from_secs(10))
+    .with_retries(6);
+
+/// How long tunnels told to close at the drain deadline get to send their close frame.
+const TUNNEL_CLOSE_WAIT: Duration = Duration::from_secs(6);
 
 /// What a connection's watchdog knows of it; written by its requests.
 #[derive(Debug)]

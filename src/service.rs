@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde_json::json;
-use tokio_util::task::TaskTracker;
 
 use crate::admit::{Admission, Admitted};
 use crate::api;
@@ -70,8 +69,9 @@ pub struct Gateway {
     pub(crate) views: Arc<ViewUrls>,
     /// Pooled connections to runtimes; one pool per worker, so they stay on its thread.
     upstream: Upstream,
-    /// Open WebSocket tunnels (of all workers), so shutdown can give them the drain deadline to finish.
-    pub(crate) tunnels: TaskTracker,
+    /// Open WebSocket tunnels (of all workers), so shutdown can give them the drain deadline
+    /// to finish and then close them.
+    pub(crate) tunnels: tunnel::Tunnels,
     /// Decides who may reach which runtime, before anything else happens; reloadable.
     pub(crate) auth: Arc<AuthStore>,
 }
@@ -82,7 +82,7 @@ impl Gateway {
         provisioner: Arc<Provisioner>,
         views: Arc<ViewUrls>,
         auth: Arc<AuthStore>,
-        tunnels: TaskTracker,
+        tunnels: tunnel::Tunnels,
     ) -> Self {
         Gateway {
             auth,
@@ -245,7 +245,8 @@ impl Gateway {
                         upstream_upgrade,
                         None,
                         &self.tunnels,
-                        &self.provisioner.metrics().websockets_open,
+                        tunnel::Watch::default(),
+                        self.provisioner.metrics(),
                     ),
                     None => proxy::into_client_response(response, None),
                 })
@@ -443,13 +444,24 @@ impl Gateway {
             match result {
                 Ok((response, Some(upstream_upgrade))) => {
                     let client_upgrade = client_upgrade.expect("upstream upgraded only when asked");
+                    // A person's view is watched for a client that is gone; an agent's CDP
+                    // session ends with its process (and TCP keepalive finds a host gone).
+                    let watch = match service {
+                        RuntimePort::View => tunnel::Watch {
+                            ping_after: self.settings.ws_ping,
+                            pong_timeout: self.settings.ws_pong_timeout,
+                            max_age: self.settings.limits.max_view,
+                        },
+                        RuntimePort::Cdp | RuntimePort::Rpc => tunnel::Watch::default(),
+                    };
                     return Ok(with_timing(tunnel::splice(
                         response,
                         client_upgrade,
                         upstream_upgrade,
                         lease,
                         &self.tunnels,
-                        &self.provisioner.metrics().websockets_open,
+                        watch,
+                        self.provisioner.metrics(),
                     )));
                 }
                 Ok((response, None)) if matches!(service, RuntimePort::Cdp) && admitted.public_host.is_some() => {

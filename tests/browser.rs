@@ -7,7 +7,7 @@ mod common;
 use std::time::Instant;
 
 use base64::Engine;
-use common::browser::{live_view_shows_agent_page, live_view_shows_run};
+use common::browser::{live_view_shows_run, live_view_shows_run_then};
 use common::*;
 use serde_json::json;
 
@@ -22,13 +22,28 @@ fn start_with_browser_runtime(scope: &Scope) -> Gateway {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_live_view_shows_the_agents_page_in_a_real_browser() {
     let scope = Scope::new("browser-view");
-    let gateway = start_with_browser_runtime(&scope);
+    // Pinged after every second of silence: a live noVNC session must never be cut by it.
+    let gateway = GatewayConfig::new(&scope)
+        .env("BROWSER_RUNTIME_IMAGE", BROWSER_IMAGE)
+        .env("BROWSER_RUNTIME_START_TIMEOUT", "60")
+        .env("LAZYGATE_WS_PING_SECONDS", "1")
+        .env("LAZYGATE_WS_PONG_TIMEOUT_SECONDS", "1")
+        .start();
     let owner = unique("viewer");
     let hash = seed_hash(&owner);
     // A cold view: the runtime does not exist until the navigation asks for it.
     assert!(inspect(&container_name(&hash)).is_none());
-    let report = live_view_shows_agent_page(&gateway.url(""), &owner).await;
+    let token = view_token(&owner);
+    let view = gateway.url(&format!(
+        "/view/{hash}/vnc.html?path=view/{hash}/websockify&autoconnect=1&resize=scale&token={token}"
+    ));
+    // Watched for three of the gateway's pings, each answered by the browser itself.
+    let report = live_view_shows_run_then(&view, &gateway.url(&format!("/rpc/{owner}")), async || {
+        metric(&gateway, "lazygate_websocket_pings_total").await >= 3.0
+    })
+    .await;
     eprintln!("{report}");
+    assert!(gateway.log_lines("closed a websocket (1001)").is_empty());
     // The first navigation got the waiting page (503), which reloaded itself into noVNC.
     let waiting = gateway.log_lines("status=503");
     assert!(

@@ -149,6 +149,18 @@ pub const KEYS: &[Key] = &[
         doc: "on SIGTERM, time open requests and WebSockets get to finish",
     },
     Key {
+        path: "server.ws_ping_seconds",
+        env: &["LAZYGATE_WS_PING_SECONDS"],
+        default: Whole(30),
+        doc: "ping a view's client after this long without hearing from it (below common tunnels' 100 s idle limit); 0: never",
+    },
+    Key {
+        path: "server.ws_pong_timeout_seconds",
+        env: &["LAZYGATE_WS_PONG_TIMEOUT_SECONDS"],
+        default: Whole(20),
+        doc: "a view's client that answers no ping within this is gone: its tunnel is closed (1001) and its hold released",
+    },
+    Key {
         path: "server.workers",
         env: &["LAZYGATE_WORKERS"],
         default: Whole(0),
@@ -405,6 +417,12 @@ pub const KEYS: &[Key] = &[
         env: &["LAZYGATE_MAX_RPC_BODY_BYTES"],
         default: Whole(16777216),
         doc: "largest `/rpc` body (413 past it)",
+    },
+    Key {
+        path: "limits.max_view_seconds",
+        env: &["LAZYGATE_MAX_VIEW_SECONDS"],
+        default: Whole(0),
+        doc: "longest a live view's WebSocket stays open, then closed (1001; noVNC can reconnect); 0: no limit",
     },
     Key {
         path: "api.answer_urls",

@@ -165,6 +165,7 @@ pub struct RawLimits {
     pub max_header_bytes: u64,
     pub header_read_timeout_seconds: u64,
     pub max_rpc_body_bytes: u64,
+    pub max_view_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -175,6 +176,8 @@ pub struct RawServer {
     pub default_upstream: String,
     pub upstream_timeout_seconds: u64,
     pub drain_seconds: u64,
+    pub ws_ping_seconds: u64,
+    pub ws_pong_timeout_seconds: u64,
     pub workers: u64,
     pub trusted_proxies: Vec<String>,
     pub tls_cert: String,
@@ -243,6 +246,10 @@ pub struct Settings {
     pub upstream_timeout: Duration,
     /// How long open connections may finish after shutdown is asked for.
     pub drain: Duration,
+    /// A view's client is pinged after this long without a word from it; `None`: never.
+    pub ws_ping: Option<Duration>,
+    /// A view's client that answers no ping within this is gone.
+    pub ws_pong_timeout: Duration,
     /// Threads serving connections, each with its own event loop (one per core by default):
     /// a connection and its upstream stay on one thread, with no cross-thread wake-ups.
     pub workers: usize,
@@ -320,6 +327,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Largest request body on /rpc (413 beyond it).
     pub max_rpc_body_bytes: u64,
+    /// Longest a live view's WebSocket stays open; `None`: no limit.
+    pub max_view: Option<Duration>,
 }
 
 /// Who may reach runtimes; see [`crate::auth`].
@@ -592,6 +601,7 @@ impl TryFrom<RawConfig> for Settings {
                 1,
             )?,
             max_rpc_body_bytes: at_least("limits.max_rpc_body_bytes", limits.max_rpc_body_bytes, 1024)?,
+            max_view: (limits.max_view_seconds > 0).then(|| Duration::from_secs(limits.max_view_seconds)),
         };
         let tls = match (optional(server.tls_cert), optional(server.tls_key)) {
             (None, None) => None,
@@ -701,6 +711,8 @@ impl TryFrom<RawConfig> for Settings {
                 .transpose()?,
             upstream_timeout: seconds("server.upstream_timeout_seconds", server.upstream_timeout_seconds, 1)?,
             drain: seconds("server.drain_seconds", server.drain_seconds, 0)?,
+            ws_ping: (server.ws_ping_seconds > 0).then(|| Duration::from_secs(server.ws_ping_seconds)),
+            ws_pong_timeout: seconds("server.ws_pong_timeout_seconds", server.ws_pong_timeout_seconds, 1)?,
             workers: match server.workers {
                 0 => std::thread::available_parallelism().map_or(1, usize::from),
                 n if n > 1024 => return Err(invalid(&label("server.workers"), n, "must be at most 1024")),

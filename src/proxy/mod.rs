@@ -5,6 +5,7 @@
 //! handshakes go through [`tunnel`].
 
 pub mod cdp;
+pub mod frames;
 pub mod headers;
 pub mod tunnel;
 

@@ -176,6 +176,11 @@ pub async fn live_view_shows_agent_page(base: &str, owner: &str) -> LiveViewRepo
 
 /// The same with any view URL (the shared browser's, say) and the run's URL.
 pub async fn live_view_shows_run(view: &str, rpc: &str) -> LiveViewReport {
+    live_view_shows_run_then(view, rpc, async || true).await
+}
+
+/// The same, and then the view stays open (noVNC connected throughout) until `done` says so.
+pub async fn live_view_shows_run_then(view: &str, rpc: &str, mut done: impl AsyncFnMut() -> bool) -> LiveViewReport {
     use std::time::Instant;
     let view = view.to_owned();
     let browser = HostBrowser::launch().await;
@@ -236,6 +241,17 @@ pub async fn live_view_shows_run(view: &str, rpc: &str) -> LiveViewReport {
         magenta_share = page.eval(MAGENTA_SHARE).await.as_f64().unwrap_or(0.0);
     }
     let to_on_screen = shown.elapsed();
+    let lingering = Instant::now();
+    while !done().await {
+        assert!(
+            page.eval(connected).await == json!(true),
+            "noVNC lost its connection after {:?} of watching",
+            lingering.elapsed()
+        );
+        assert!(lingering.elapsed() < Duration::from_secs(60), "the view was never done");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(page.eval(connected).await == json!(true), "noVNC is still connected");
     let shot = page.call("Page.captureScreenshot", json!({"format": "png"})).await;
     use base64::Engine;
     let screenshot = base64::engine::general_purpose::STANDARD

@@ -563,6 +563,14 @@ pub async fn post(url: &str, body: &str) -> Reply {
     send(Method::POST, url, body).await
 }
 
+/// The value of a sample on the gateway's `/metrics` (0 when it has none yet).
+pub async fn metric(gateway: &Gateway, sample: &str) -> f64 {
+    let text = get(&gateway.admin_url("/metrics")).await.text();
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Polls `condition` every 20 ms until it holds; panics after `limit` (a hang guard, not a
 /// performance threshold). Returns how long it took.
 pub async fn eventually(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) -> Duration {

@@ -1,0 +1,196 @@
+//! Faults users meet in production: viewers that vanish without closing (a laptop lid shut),
+//! and the gateway shut down under a run and an open view.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::BodyExt;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+/// A gateway that pings a view's client after 1 s of silence and gives it 1 s to answer.
+fn watchful(scope: &Scope) -> GatewayConfig {
+    GatewayConfig::new(scope)
+        .env("LAZYGATE_WS_PING_SECONDS", "1")
+        .env("LAZYGATE_WS_PONG_TIMEOUT_SECONDS", "1")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_viewer_that_stops_answering_is_closed_with_1001_and_releases_its_runtime() {
+    let scope = Scope::new("dead-viewer");
+    let gateway = watchful(&scope).env("BROWSER_RUNTIME_TTL_SECONDS", "2").start();
+    let owner = unique("lid-shut");
+    let hash = seed_hash(&owner);
+    // A client that completes the handshake and then neither reads nor answers anything, as
+    // a machine that went to sleep.
+    let mut socket = std::net::TcpStream::connect(gateway.addr).unwrap();
+    let handshake = format!(
+        "GET /view/{hash}/websockify?token={} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        view_token(&owner),
+        gateway.addr
+    );
+    socket.write_all(handshake.as_bytes()).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        socket.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    let name = container_name(&hash);
+    assert!(inspect(&name).is_some());
+
+    eventually(
+        "the gateway gives up on the silent client",
+        Duration::from_secs(30),
+        || {
+            gateway
+                .log_lines("closed a websocket (1001)")
+                .iter()
+                .any(|l| l.contains("client_gone") && l.contains(&hash))
+        },
+    )
+    .await;
+    // What the client would have read: a ping, then the close frame with 1001, then the end.
+    let mut seen = Vec::new();
+    socket.read_to_end(&mut seen).unwrap();
+    assert_eq!(seen, [0x89, 0x00, 0x88, 0x02, 0x03, 0xe9]);
+    assert_eq!(
+        metric(&gateway, "lazygate_websocket_closes_total{reason=\"client_gone\"}").await,
+        1.0
+    );
+    // The hold is gone with it: the runtime expires after its TTL like any idle one.
+    eventually("the released runtime is reaped", Duration::from_secs(30), || {
+        inspect(&name).is_none()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_viewer_that_answers_pings_keeps_its_view() {
+    let scope = Scope::new("live-viewer");
+    let gateway = watchful(&scope).start();
+    let owner = unique("watching");
+    let hash = seed_hash(&owner);
+    let url = format!(
+        "ws://{}/view/{hash}/websockify?token={}",
+        gateway.addr,
+        view_token(&owner)
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(&url).await.expect("a view");
+    let (mut sink, mut stream) = ws.split();
+    // The client reads all the time (so it answers each ping, as browsers do) and counts
+    // the pings it got.
+    let pings = Arc::new(AtomicUsize::new(0));
+    let (echoes_tx, mut echoes) = tokio::sync::mpsc::unbounded_channel();
+    let counted = pings.clone();
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(message)) = stream.next().await {
+            match message {
+                Message::Ping(_) => {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+                other => {
+                    let _ = echoes_tx.send(other);
+                }
+            }
+        }
+    });
+    // tungstenite queues the pong; a flush sends it.
+    let flusher = async {
+        while pings.load(Ordering::SeqCst) < 3 {
+            sink.flush().await.ok();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), flusher)
+        .await
+        .expect("three pings, each answered");
+    sink.send(Message::text("still watching")).await.unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(10), echoes.recv())
+        .await
+        .expect("the view is still open")
+        .unwrap();
+    assert_eq!(echoed, Message::text("still watching"));
+    assert!(gateway.log_lines("closed a websocket (1001)").is_empty());
+    assert!(metric(&gateway, "lazygate_websocket_pings_total").await >= 3.0);
+    sink.close().await.ok();
+    reader.await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_a_run_finish_closes_a_view_with_1001_and_stops_no_runtime() {
+    let scope = Scope::new("drain");
+    let gateway = GatewayConfig::new(&scope).env("LAZYGATE_DRAIN_SECONDS", "3").start();
+    let owner = unique("draining");
+    let hash = seed_hash(&owner);
+    let url = format!(
+        "ws://{}/view/{hash}/websockify?token={}",
+        gateway.addr,
+        view_token(&owner)
+    );
+    let (mut view, _) = tokio_tungstenite::connect_async(&url).await.expect("a view");
+    view.send(Message::text("before")).await.unwrap();
+    assert_eq!(view.next().await.unwrap().unwrap(), Message::text("before"));
+    // A run in flight: its first chunk has arrived, the rest waits for /release.
+    let held = gateway.url(&format!("/rpc/{owner}/hold?id=drain"));
+    let request = http::Request::get(&held)
+        .header("authorization", format!("Bearer {TEST_API_TOKEN}"))
+        .body(Default::default())
+        .unwrap();
+    let response = client().request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert!(!first.is_empty());
+
+    let addr = gateway.addr;
+    let pid = gateway.pid();
+    let exited = tokio::task::spawn_blocking(move || gateway.terminate());
+    // No new connections once the drain has begun.
+    eventually("the listener closes", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(addr).is_err()
+    })
+    .await;
+    // The run finishes (released at the runtime itself: the gateway takes no new requests).
+    let runtime = inspect(&container_name(&hash)).unwrap();
+    let port = runtime["NetworkSettings"]["Ports"]["8787/tcp"][0]["HostPort"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        get(&format!("http://127.0.0.1:{port}/release?id=drain")).await.status,
+        200
+    );
+    let rest = tokio::time::timeout(Duration::from_secs(10), body.collect())
+        .await
+        .expect("the run completes during the drain")
+        .unwrap()
+        .to_bytes();
+    assert!(!rest.is_empty(), "the run's answer arrives whole");
+    // The view is closed with 1001 at the drain deadline, not cut.
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(15), view.next())
+            .await
+            .expect("a close frame by the deadline")
+        {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("the view ended without a close frame: {other:?}"),
+        }
+    };
+    assert_eq!(close.map(|f| f.code), Some(CloseCode::Away));
+    assert_eq!(exited.await.unwrap(), Some(0), "gateway {pid} exits 0");
+    assert!(
+        inspect(&container_name(&hash)).unwrap()["State"]["Running"] == true,
+        "no runtime is stopped by a gateway's exit"
+    );
+}
