@@ -74,7 +74,7 @@ impl Admission<'_> {
                 }
                 return Ok(admitted);
             }
-            Route::Release { .. } | Route::ApiCleanup => {
+            Route::Release { .. } | Route::ApiCleanup | Route::RunResult { .. } => {
                 self.auth.check_api(headers)?;
                 return Ok(admitted);
             }

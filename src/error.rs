@@ -49,6 +49,10 @@ pub enum RequestError {
     ImageMissing(Vec<String>),
     #[error("more than {limit} request headers")]
     TooManyHeaders { limit: usize },
+    #[error(transparent)]
+    TooManyRuns(#[from] crate::runs::TooManyRuns),
+    #[error("no asynchronous run {0} of this owner (unknown, or its answer has expired)")]
+    RunNotFound(String),
     /// The default upstream (`server.default_upstream`) could not be reached or failed.
     #[error("the default upstream {authority} {problem}")]
     DefaultUpstream {
@@ -98,6 +102,8 @@ impl RequestError {
             UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             DefaultUpstream { timed_out: true, .. } => StatusCode::GATEWAY_TIMEOUT,
             DefaultUpstream { .. } => StatusCode::BAD_GATEWAY,
+            TooManyRuns(_) => StatusCode::TOO_MANY_REQUESTS,
+            RunNotFound(_) => StatusCode::NOT_FOUND,
             EngineUnavailable(_) | ImageMissing(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -126,6 +132,8 @@ impl RequestError {
             TooManyHeaders { .. } => "too_many_headers",
             DefaultUpstream { timed_out: true, .. } => "default_upstream_timeout",
             DefaultUpstream { .. } => "default_upstream_failed",
+            TooManyRuns(_) => "too_many_async_runs",
+            RunNotFound(_) => "run_not_found",
         }
     }
 

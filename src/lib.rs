@@ -16,7 +16,9 @@
 //!   removes runtimes idle past the TTL, and [`provision::docker`] is the one file that talks
 //!   to the container engine (it gives every runtime a network of its own, so runtimes
 //!   never reach each other).
-//! - [`proxy`] streams the request to the runtime and the answer back, and tunnels WebSockets.
+//! - [`proxy`] streams the request to the runtime and the answer back, and tunnels WebSockets
+//!   (pinging live views' clients between the runtime's frames, [`proxy::frames`]);
+//!   [`runs`] keeps the answers of asynchronous runs (`Prefer: respond-async`).
 //! - [`page`] is what a person's browser sees: the page while their runtime starts, and
 //!   errors as a page rather than JSON.
 //! - [`api`] holds the API handlers (the seed-compatible `ensure`/`cleanup`, and release);
@@ -52,6 +54,7 @@ pub mod proxy;
 pub mod reload;
 pub mod report;
 pub mod route;
+pub mod runs;
 pub mod server;
 pub mod service;
 pub mod state_dir;
@@ -211,6 +214,12 @@ pub async fn run(
     // Worker threads serve the connections; this task accepts them and keeps the control
     // plane (adoption, the reaper, certificate reloads, the shutdown signal).
     let tunnels = proxy::tunnel::Tunnels::default();
+    let limits = &settings.limits;
+    let runs = Arc::new(runs::RunStore::new(
+        limits.max_async_runs,
+        limits.max_async_run_bytes,
+        limits.async_run_lifetime,
+    ));
     let mut workers = Vec::with_capacity(settings.workers);
     for index in 0..settings.workers {
         let worker = server::Worker {
@@ -220,6 +229,7 @@ pub async fn run(
                 views.clone(),
                 auth.clone(),
                 tunnels.clone(),
+                runs.clone(),
             )),
             tls: tls.clone(),
             drain: settings.drain,

@@ -35,6 +35,8 @@ pub enum Route {
     },
     /// `DELETE /rpc/<owner>`: remove the owner's runtime now.
     Release { owner: String, owner_hash: OwnerHash },
+    /// `GET /rpc/<owner>/runs/<id>`: an asynchronous run's state or answer ([`crate::runs`]).
+    RunResult { owner_hash: OwnerHash, id: String },
     /// `POST /api/runtimes/ensure`: the seed's `ensure_browser_runtime`.
     ApiEnsure,
     /// `POST /api/runtimes/cleanup`: the seed's `cleanup_browser_runtime`.
@@ -74,6 +76,7 @@ impl Route {
             Route::Rpc { .. } => "rpc",
             Route::Cdp { .. } => "cdp",
             Route::Release { .. } => "release",
+            Route::RunResult { .. } => "run_result",
             Route::ApiEnsure => "api_ensure",
             Route::ApiCleanup => "api_cleanup",
             Route::SharedView { .. } => "shared_view",
@@ -88,7 +91,8 @@ impl Route {
             | Route::View { owner_hash, .. }
             | Route::Rpc { owner_hash, .. }
             | Route::Cdp { owner_hash, .. }
-            | Route::Release { owner_hash, .. } => Some(*owner_hash),
+            | Route::Release { owner_hash, .. }
+            | Route::RunResult { owner_hash, .. } => Some(*owner_hash),
             _ => None,
         }
     }
@@ -129,6 +133,15 @@ pub fn parse(method: &Method, uri: &Uri) -> Result<Route, RouteError> {
         let (segment, rest) = split_first_segment(after);
         let owner = decode_owner(segment).map_err(RouteError::Owner)?;
         let owner_hash = OwnerHash::of(&owner);
+        if method == Method::GET
+            && let Some(id) = rest.and_then(|r| r.strip_prefix("/runs/"))
+            && !id.contains('/')
+        {
+            return Ok(Route::RunResult {
+                owner_hash,
+                id: id.to_owned(),
+            });
+        }
         return match rest {
             None if method == Method::DELETE => Ok(Route::Release { owner, owner_hash }),
             None => Ok(Route::Rpc {
@@ -328,6 +341,23 @@ mod tests {
             (Method::POST, "/api/runtimes/ensure".into(), Ok(Route::ApiEnsure)),
             (Method::POST, "/api/runtimes/cleanup".into(), Ok(Route::ApiCleanup)),
             (Method::GET, "/".into(), Ok(Route::Other)),
+            (
+                Method::GET,
+                "/rpc/alice/runs/abc123?x=1".into(),
+                Ok(Route::RunResult {
+                    owner_hash: alice,
+                    id: "abc123".into(),
+                }),
+            ),
+            (
+                Method::POST,
+                "/rpc/alice/runs/abc123".into(),
+                Ok(Route::Rpc {
+                    owner: "alice".into(),
+                    owner_hash: alice,
+                    rest: "/runs/abc123".into(),
+                }),
+            ),
             (Method::POST, "/api/login?next=/".into(), Ok(Route::Other)),
             (
                 Method::GET,

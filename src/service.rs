@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::json;
 
@@ -26,6 +27,7 @@ use crate::page;
 use crate::provision::{Lease, Provisioner, RuntimePort};
 use crate::proxy::{self, BodyLimit, RequestBody, SendError, Upstream, cdp, headers, tunnel};
 use crate::route::{self, Route};
+use crate::runs::{self, RunState, RunStore};
 use crate::view_url::ViewUrls;
 
 /// The one log line of a request, written when it is dropped: when the response head is
@@ -74,6 +76,9 @@ pub struct Gateway {
     pub(crate) tunnels: tunnel::Tunnels,
     /// Decides who may reach which runtime, before anything else happens; reloadable.
     pub(crate) auth: Arc<AuthStore>,
+    /// Asynchronous runs going on in the background, and the answers of finished ones (of
+    /// all workers: the run's location may be asked for on any connection).
+    runs: Arc<RunStore>,
 }
 
 impl Gateway {
@@ -83,9 +88,11 @@ impl Gateway {
         views: Arc<ViewUrls>,
         auth: Arc<AuthStore>,
         tunnels: tunnel::Tunnels,
+        runs: Arc<RunStore>,
     ) -> Self {
         Gateway {
             auth,
+            runs,
             upstream: Upstream::new(settings.upstream_timeout),
             settings,
             provisioner,
@@ -95,7 +102,7 @@ impl Gateway {
     }
 
     /// Serves one request; never fails (errors become JSON responses).
-    pub async fn handle(&self, mut request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    pub async fn handle(self: &Arc<Self>, mut request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let trusted = self.settings.trusted_proxies.contains(&peer.ip());
         let request_id = headers::request_id(request.headers(), trusted);
         // The runtime gets the same id (the request's headers go to it).
@@ -138,7 +145,7 @@ impl Gateway {
     }
 
     async fn dispatch(
-        &self,
+        self: &Arc<Self>,
         request: Request<Incoming>,
         peer: SocketAddr,
         log: &mut RequestLog,
@@ -164,6 +171,10 @@ impl Gateway {
                 }
                 Ok(response)
             }
+            Route::Rpc { .. } if request.method() == Method::POST && runs::prefers_async(request.headers()) => {
+                self.run_async(request, peer, route, admitted)
+            }
+            Route::RunResult { owner_hash, id } => self.run_result(owner_hash, &id),
             Route::View { .. } | Route::Rpc { .. } | Route::Cdp { .. } => {
                 let target = Target::of(&route).expect("a proxied route");
                 let target = Target {
@@ -201,6 +212,98 @@ impl Gateway {
                 Some(authority) => self.pass_through(request, peer, authority).await,
                 None => Err(route::RouteError::not_found(request.uri().path()).into()),
             },
+        }
+    }
+
+    /// Starts an asynchronous run: answers 202 with the run's location at once and forwards
+    /// the request in the background (holding the runtime like any run), keeping the
+    /// runtime's answer for [`Gateway::run_result`].
+    fn run_async(
+        self: &Arc<Self>,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        route: Route,
+        admitted: Admitted,
+    ) -> Result<Response<Body>, RequestError> {
+        let Route::Rpc { owner, owner_hash, .. } = &route else {
+            unreachable!("only runs are asynchronous");
+        };
+        let (id, ticket) = self.runs.begin(*owner_hash)?;
+        let location = format!("/rpc/{}/runs/{id}", crate::owner::encode_owner(owner));
+        let request_id = request.headers().get(headers::REQUEST_ID).cloned();
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut log = RequestLog {
+                method: request.method().clone(),
+                started: Instant::now(),
+                route: "rpc_async",
+                owner_hash: route.owner_hash(),
+                cold: false,
+                status: None,
+                metrics: this.provisioner.metrics().clone(),
+                request_id: request_id.clone().unwrap_or(HeaderValue::from_static("-")),
+            };
+            let target = Target::of(&route).expect("a run");
+            let target = Target {
+                rest: admitted.rest.as_deref().unwrap_or(target.rest),
+                ..target
+            };
+            let response = match this.forward(request, peer, target, &admitted, &mut log).await {
+                Ok(response) => response,
+                Err(error) => error.to_response(request_id.as_ref().and_then(|v| v.to_str().ok())),
+            };
+            let (parts, body) = response.into_parts();
+            log.status = Some(parts.status);
+            let max = ticket.max_bytes();
+            let (status, code, message) = match read_at_most(body, max).await {
+                Ok(Some(bytes)) => return ticket.finish(parts.status, parts.headers, bytes),
+                Ok(None) => (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "async_run_too_large",
+                    format!(
+                        "the run's answer is larger than {max} bytes (limits.max_async_run_bytes); run it without Prefer: respond-async to stream it"
+                    ),
+                ),
+                Err(error) => (
+                    StatusCode::BAD_GATEWAY,
+                    "runtime_connection_failed",
+                    format!("the run's answer was cut: {error}"),
+                ),
+            };
+            let body = json!({"error": {"code": code, "message": message}}).to_string();
+            ticket.finish(status, runs::json_headers(), body.into());
+        });
+        let mut response = json_response(
+            StatusCode::ACCEPTED,
+            &json!({"run": id, "status": "running", "location": location}),
+        );
+        let headers = response.headers_mut();
+        headers.insert("preference-applied", HeaderValue::from_static("respond-async"));
+        if let Ok(value) = HeaderValue::from_str(&location) {
+            headers.insert(header::LOCATION, value);
+        }
+        Ok(response)
+    }
+
+    /// An asynchronous run's state: 202 with `Retry-After` while it goes on, the runtime's
+    /// own answer once it is done; 404 when the owner has no such run (another owner's
+    /// looks the same).
+    fn run_result(&self, owner_hash: OwnerHash, id: &str) -> Result<Response<Body>, RequestError> {
+        match self.runs.get(owner_hash, id) {
+            None => Err(RequestError::RunNotFound(id.chars().take(64).collect())),
+            Some(RunState::Running) => {
+                let mut response = json_response(StatusCode::ACCEPTED, &json!({"run": id, "status": "running"}));
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                Ok(response)
+            }
+            Some(RunState::Done { status, headers, body }) => {
+                let mut response = Response::new(crate::body::full(body));
+                *response.status_mut() = status;
+                *response.headers_mut() = headers;
+                Ok(response)
+            }
         }
     }
 
@@ -543,4 +646,18 @@ impl<'a> Target<'a> {
             rest,
         })
     }
+}
+
+/// Reads a body whole, up to `max` bytes; `Ok(None)` when it is larger.
+async fn read_at_most(mut body: Body, max: usize) -> Result<Option<bytes::Bytes>, crate::body::BoxError> {
+    let mut whole = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if whole.len() + data.len() > max {
+                return Ok(None);
+            }
+            whole.extend_from_slice(&data);
+        }
+    }
+    Ok(Some(whole.freeze()))
 }

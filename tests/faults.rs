@@ -194,3 +194,150 @@ async fn sigterm_lets_a_run_finish_closes_a_view_with_1001_and_stops_no_runtime(
         "no runtime is stopped by a gateway's exit"
     );
 }
+
+/// A stand-in for a tunnel that cuts every connection `cut` after it opened (common tunnels
+/// cut a response that takes longer than about 100 s): forwards to `target`; its address.
+async fn cutting_proxy(target: std::net::SocketAddr, cut: Duration) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let _ = tokio::time::timeout(cut, tokio::io::copy_bidirectional(&mut client, &mut upstream)).await;
+            });
+        }
+    });
+    address
+}
+
+/// Sends one request through `base` with the tests' bearer token and `prefer`; `Err` when
+/// the connection was cut before the whole answer came.
+async fn through(method: http::Method, url: &str, prefer: Option<&str>, body: &str) -> Result<Reply, String> {
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("authorization", format!("Bearer {TEST_API_TOKEN}"));
+    if let Some(prefer) = prefer {
+        request = request.header("prefer", prefer);
+    }
+    let request = request
+        .body(http_body_util::Full::new(bytes::Bytes::from(body.to_owned())))
+        .unwrap();
+    let response = client().request(request).await.map_err(|e| e.to_string())?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_longer_than_the_tunnel_allows_is_answered_at_its_location() {
+    let scope = Scope::new("async-runs");
+    let gateway = GatewayConfig::new(&scope)
+        .env("BROWSER_RUNTIME_TTL_SECONDS", "2")
+        .env("LAZYGATE_MAX_ASYNC_RUNS", "3")
+        .env("LAZYGATE_MAX_ASYNC_RUN_BYTES", "1024")
+        .start();
+    let tunnel = cutting_proxy(gateway.addr, Duration::from_secs(2)).await;
+    let base = format!("http://{tunnel}");
+    let owner = unique("patient");
+    let run = format!("{base}/rpc/{owner}/sleep?ms=4000");
+
+    // Without the preference, the tunnel cuts the run's answer.
+    let cut = through(http::Method::POST, &run, None, "").await;
+    assert!(cut.is_err(), "the tunnel cut it: {cut:?}");
+
+    // With it: 202 at once, and the answer at the location once the run is done.
+    let accepted = through(http::Method::POST, &run, Some("respond-async"), "")
+        .await
+        .unwrap();
+    assert_eq!(accepted.status, 202, "{}", accepted.text());
+    assert_eq!(accepted.headers["preference-applied"], "respond-async");
+    let location = accepted.headers["location"].to_str().unwrap().to_owned();
+    let id = accepted.json()["run"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("/rpc/{owner}/runs/{id}"));
+    let running = through(http::Method::GET, &format!("{base}{location}"), None, "")
+        .await
+        .unwrap();
+    assert_eq!(running.status, 202);
+    assert_eq!(running.headers["retry-after"], "1");
+    // Another owner asking for it finds nothing, as for a run that never was.
+    let foreign = through(
+        http::Method::GET,
+        &format!("{base}/rpc/someone-else/runs/{id}"),
+        None,
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (foreign.status.as_u16(), foreign.error_code()),
+        (404, "run_not_found".to_owned())
+    );
+    let unknown = through(http::Method::GET, &format!("{base}/rpc/{owner}/runs/nothing"), None, "")
+        .await
+        .unwrap();
+    assert_eq!(unknown.status, 404);
+    let mut answer = None;
+    for _ in 0..60 {
+        let reply = through(http::Method::GET, &format!("{base}{location}"), None, "")
+            .await
+            .unwrap();
+        if reply.status != 202 {
+            answer = Some(reply);
+            break;
+        }
+        // As the 202 says: Retry-After 1.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let answer = answer.expect("the run finished");
+    // The run held its runtime past the TTL of 2 s: the runtime's own answer.
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.text(), "slept 4000 ms");
+    assert!(!answer.runtime_host().is_empty());
+
+    // Bounds: an answer larger than max_async_run_bytes is a 413; past max_async_runs, 429.
+    let big = through(
+        http::Method::POST,
+        &format!("{base}/rpc/{owner}/echo"),
+        Some("respond-async"),
+        &"x".repeat(2000),
+    )
+    .await
+    .unwrap();
+    assert_eq!(big.status, 202);
+    let big_location = big.headers["location"].to_str().unwrap().to_owned();
+    let mut too_large = None;
+    for _ in 0..100 {
+        let reply = through(http::Method::GET, &format!("{base}{big_location}"), None, "")
+            .await
+            .unwrap();
+        if reply.status != 202 {
+            too_large = Some(reply);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let too_large = too_large.expect("the echo finished");
+    assert_eq!(
+        (too_large.status.as_u16(), too_large.error_code()),
+        (413, "async_run_too_large".to_owned())
+    );
+    let third = through(http::Method::POST, &run, Some("respond-async"), "")
+        .await
+        .unwrap();
+    assert_eq!(third.status, 202);
+    let refused = through(http::Method::POST, &run, Some("respond-async"), "")
+        .await
+        .unwrap();
+    assert_eq!(
+        (refused.status.as_u16(), refused.error_code()),
+        (429, "too_many_async_runs".to_owned())
+    );
+}

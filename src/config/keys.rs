@@ -419,6 +419,24 @@ pub const KEYS: &[Key] = &[
         doc: "largest `/rpc` body (413 past it)",
     },
     Key {
+        path: "limits.max_async_runs",
+        env: &["LAZYGATE_MAX_ASYNC_RUNS"],
+        default: Whole(100),
+        doc: "asynchronous runs (`Prefer: respond-async`) kept at once, running or done (429 past it)",
+    },
+    Key {
+        path: "limits.max_async_run_bytes",
+        env: &["LAZYGATE_MAX_ASYNC_RUN_BYTES"],
+        default: Whole(16777216),
+        doc: "largest answer of an asynchronous run kept (a larger one is answered 413)",
+    },
+    Key {
+        path: "limits.async_run_seconds",
+        env: &["LAZYGATE_ASYNC_RUN_SECONDS"],
+        default: Whole(600),
+        doc: "how long a finished asynchronous run's answer is kept (then 404)",
+    },
+    Key {
         path: "limits.max_view_seconds",
         env: &["LAZYGATE_MAX_VIEW_SECONDS"],
         default: Whole(0),

@@ -165,6 +165,9 @@ pub struct RawLimits {
     pub max_header_bytes: u64,
     pub header_read_timeout_seconds: u64,
     pub max_rpc_body_bytes: u64,
+    pub max_async_runs: u64,
+    pub max_async_run_bytes: u64,
+    pub async_run_seconds: u64,
     pub max_view_seconds: u64,
 }
 
@@ -327,6 +330,11 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Largest request body on /rpc (413 beyond it).
     pub max_rpc_body_bytes: u64,
+    /// Asynchronous runs kept at once, the largest answer kept, and how long a finished
+    /// one is kept ([`crate::runs`]).
+    pub max_async_runs: usize,
+    pub max_async_run_bytes: usize,
+    pub async_run_lifetime: Duration,
     /// Longest a live view's WebSocket stays open; `None`: no limit.
     pub max_view: Option<Duration>,
 }
@@ -601,6 +609,9 @@ impl TryFrom<RawConfig> for Settings {
                 1,
             )?,
             max_rpc_body_bytes: at_least("limits.max_rpc_body_bytes", limits.max_rpc_body_bytes, 1024)?,
+            max_async_runs: at_least("limits.max_async_runs", limits.max_async_runs, 1)? as usize,
+            max_async_run_bytes: at_least("limits.max_async_run_bytes", limits.max_async_run_bytes, 1024)? as usize,
+            async_run_lifetime: seconds("limits.async_run_seconds", limits.async_run_seconds, 1)?,
             max_view: (limits.max_view_seconds > 0).then(|| Duration::from_secs(limits.max_view_seconds)),
         };
         let tls = match (optional(server.tls_cert), optional(server.tls_key)) {
