@@ -581,7 +581,14 @@ impl Gateway {
                     };
                     // The engine tells what this is: the runtime gone (start it again), the
                     // engine gone (503), or a runtime whose port is not up yet (wait for it).
-                    let resendable = client_upgrade.is_some() || handle.can_resend();
+                    // A request is sent again only if it cannot have reached the runtime (the
+                    // connection failed) or may be repeated (a handshake, GET, HEAD): a run
+                    // cut by its runtime's death answers 502 rather than running twice.
+                    let repeatable = client_upgrade.is_some()
+                        || matches!(error, SendError::Connect(_))
+                        || parts.method == Method::GET
+                        || parts.method == Method::HEAD;
+                    let resendable = repeatable && (client_upgrade.is_some() || handle.can_resend());
                     if self.provisioner.recover(&lease).await? {
                         if !retried && resendable {
                             retried = true;

@@ -341,3 +341,191 @@ async fn a_run_longer_than_the_tunnel_allows_is_answered_at_its_location() {
         (429, "too_many_async_runs".to_owned())
     );
 }
+
+/// How a runtime dies in [`a_runtime_that_dies_under_a_view_and_a_run`].
+enum Death {
+    /// `docker kill`, as an operator or the engine's restart does.
+    Killed,
+    /// Over its memory limit (the kernel's OOM killer), as a page gone wild does.
+    OutOfMemory,
+}
+
+/// A runtime dies while a view is open and a run is in flight: the view's WebSocket ends
+/// promptly (a close or the connection's end, never a hang), the run gets a 502 JSON
+/// promptly (it is not run a second time), and the next request heals with the same profile.
+async fn a_runtime_that_dies_under_a_view_and_a_run(death: Death, test: &str) {
+    let scope = Scope::new(test);
+    let gateway = GatewayConfig::new(&scope)
+        .env("LAZYGATE_RUNTIME_MEMORY_BYTES", &(64u64 << 20).to_string())
+        .start();
+    let owner = unique("doomed");
+    let hash = seed_hash(&owner);
+    let name = container_name(&hash);
+    let url = format!(
+        "ws://{}/view/{hash}/websockify?token={}",
+        gateway.addr,
+        view_token(&owner)
+    );
+    let (mut view, _) = tokio_tungstenite::connect_async(&url).await.expect("a view");
+    view.send(Message::text("hello")).await.unwrap();
+    assert_eq!(view.next().await.unwrap().unwrap(), Message::text("hello"));
+    let first = container_id(&name).unwrap();
+
+    let run = match death {
+        // A run waiting at the runtime for an answer that never comes.
+        Death::Killed => {
+            let run_url = gateway.url(&format!("/rpc/{owner}/wait?id=doomed"));
+            let run = tokio::spawn(async move { post(&run_url, "{}").await });
+            let held = gateway.url(&format!("/rpc/{owner}/held"));
+            eventually_async("the run reaches the runtime", async || {
+                get(&held).await.text().contains("doomed")
+            })
+            .await;
+            docker(&["kill", &name]).expect("runtime killed");
+            run
+        }
+        // The run itself takes the memory.
+        Death::OutOfMemory => {
+            let run_url = gateway.url(&format!("/rpc/{owner}/oom"));
+            tokio::spawn(async move { post(&run_url, "{}").await })
+        }
+    };
+    let run = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the run is answered promptly")
+        .unwrap();
+    assert_eq!(run.status, 502, "{}", run.text());
+    assert_eq!(run.error_code(), "runtime_connection_failed");
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match view.next().await {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the view ended promptly, without hanging");
+    if let Death::OutOfMemory = death {
+        let state = inspect(&name).map(|c| c["State"].clone());
+        assert!(
+            state.as_ref().is_none_or(|s| s["OOMKilled"] == true),
+            "killed by its memory limit: {state:?}"
+        );
+    }
+    // The next request starts it again, on the same profile.
+    let boots = get(&gateway.url(&format!("/rpc/{owner}/boots"))).await;
+    assert_eq!(boots.status, 200, "{}", boots.text());
+    assert_eq!(
+        boots.text().lines().count(),
+        2,
+        "the profile survived: {}",
+        boots.text()
+    );
+    assert_ne!(container_id(&name).unwrap(), first);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runtime_killed_under_a_view_and_a_run_ends_both_promptly_and_heals() {
+    a_runtime_that_dies_under_a_view_and_a_run(Death::Killed, "killed-runtime").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runtime_killed_by_its_memory_limit_ends_its_run_and_view_promptly_and_heals() {
+    a_runtime_that_dies_under_a_view_and_a_run(Death::OutOfMemory, "oom-runtime").await;
+}
+
+/// Unmounts a filesystem the test mounted, whatever happens.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        std::process::Command::new("umount").arg(&self.0).status().ok();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_state_directory_is_a_warning_and_nothing_is_lost_once_there_is_room() {
+    let scope = Scope::new("full-state");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    // A filesystem of its own for the state directory, small enough to fill.
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k,mode=0700", "lazygate-test-state"])
+        .arg(&state)
+        .status()
+        .expect("mount runs");
+    assert!(mounted.success(), "mounting a tmpfs (the tests run as root)");
+    let _unmount = Mounted(state.clone());
+    let gateway = GatewayConfig::new(&scope)
+        .env("BROWSER_RUNTIME_STATE_DIR", state.to_str().unwrap())
+        .start();
+    let filler = state.join("filler");
+    {
+        let mut file = std::fs::File::create(&filler).unwrap();
+        while file.write_all(&[0u8; 4096]).is_ok() {}
+    }
+    let owner = unique("spaceless");
+    let hash = seed_hash(&owner);
+    // Serving goes on with the registry unwritable.
+    let reply = post(&gateway.url(&format!("/rpc/{owner}")), "{}").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    eventually("a warning about the registry", Duration::from_secs(10), || {
+        !gateway.log_lines("cannot sync the runtime registry").is_empty()
+    })
+    .await;
+    let registry = state.join("docker_runtimes.json");
+    let knows = || {
+        std::fs::read_to_string(&registry)
+            .map(|text| text.contains(&format!("docker-per-principal:{hash}")))
+            .unwrap_or(false)
+    };
+    assert!(!knows());
+    // Room again: the entry is written without anything else happening.
+    std::fs::remove_file(&filler).unwrap();
+    eventually("the registry catches up", Duration::from_secs(10), knows).await;
+    assert_eq!(post(&gateway.url(&format!("/rpc/{owner}")), "{}").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_reaper_racing_requests_at_the_ttl_boundary_for_a_minute_answers_no_5xx() {
+    let scope = Scope::new("ttl-race");
+    let gateway = GatewayConfig::new(&scope)
+        .env("BROWSER_RUNTIME_TTL_SECONDS", "1")
+        .start();
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    // Each owner comes back just before, at and just after its runtime's TTL, over and over,
+    // so requests keep meeting the reaper mid-removal; one more owner never pauses.
+    let mut owners = Vec::new();
+    for (index, pauses) in [[900u64, 1000, 1100], [950, 1050, 1000], [1000, 1100, 900], [0, 0, 0]]
+        .into_iter()
+        .enumerate()
+    {
+        let url = gateway.url(&format!("/rpc/{}/health", unique(&format!("racer{index}"))));
+        owners.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            let mut turn = 0;
+            while std::time::Instant::now() < until {
+                statuses.push(get(&url).await.status.as_u16());
+                tokio::time::sleep(Duration::from_millis(pauses[turn % 3] + 10 * (turn as u64 % 5))).await;
+                turn += 1;
+            }
+            statuses
+        }));
+    }
+    let mut total = 0;
+    for owner in owners {
+        let statuses = owner.await.unwrap();
+        total += statuses.len();
+        let failed: Vec<_> = statuses.iter().filter(|s| **s >= 500).collect();
+        assert!(
+            failed.is_empty(),
+            "5xx at the TTL boundary: {failed:?} of {}",
+            statuses.len()
+        );
+    }
+    let removed = gateway.log_lines("removed idle runtime").len();
+    eprintln!("{total} requests, {removed} idle removals raced");
+    assert!(removed >= 10, "the reaper did race the requests ({removed} removals)");
+}

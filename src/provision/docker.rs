@@ -479,6 +479,9 @@ impl DockerBackend {
                 shm_size: Some(spec.shm_size_bytes as i64),
                 port_bindings,
                 memory: Some(spec.resources.memory_bytes as i64),
+                // No swap beyond it: a runtime over its memory is killed (and started again
+                // on its owner's next request), never left thrashing the host's swap.
+                memory_swap: Some(spec.resources.memory_bytes as i64),
                 nano_cpus: Some((spec.resources.cpus * 1e9) as i64),
                 pids_limit: Some(spec.resources.pids),
                 security_opt: Some(vec!["no-new-privileges".to_owned()]),

@@ -584,3 +584,16 @@ pub async fn eventually(what: &str, limit: Duration, mut condition: impl FnMut()
     }
     started.elapsed()
 }
+
+/// [`eventually`] for a condition that must await (an HTTP request, say): polled every 20 ms
+/// for at most 30 s.
+pub async fn eventually_async(what: &str, mut condition: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !condition().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "timed out after 30 s waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

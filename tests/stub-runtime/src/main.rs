@@ -4,7 +4,7 @@
 //! - RPC (BROWSER_USE_RPC_PORT, 8787): `GET /health`; `POST /run` (echoes what it got);
 //!   `GET /env`; `GET /headers`; `POST /echo` (streams the body back); `GET /ws` (a WebSocket
 //!   echo, as an application behind the default upstream has);
-//!   `GET` or `POST /sleep?ms=N`; `GET /hold?id=X` (sends one chunk, then waits for
+//!   `GET` or `POST /sleep?ms=N`; `POST /oom` (takes memory until the limit kills it); `GET /hold?id=X` (sends one chunk, then waits for
 //!   `GET /release?id=X` before finishing: proves streaming without timing); `GET /wait?id=X`
 //!   (answers nothing at all until released); `GET /held` (the ids waiting); `GET /boots`
 //!   (the boot log kept in the data volume).
@@ -105,6 +105,15 @@ async fn rpc(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         ("POST", "/echo") => Response::new(req.into_body().boxed()),
         // As an application behind the gateway's default upstream would have one.
         ("GET", "/ws") => websocket_echo(req),
+        ("POST", "/oom") => {
+            // Takes memory until the runtime's limit kills it, as a page gone wild would.
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            while hoard.len() < 512 {
+                hoard.push(vec![1u8; 8 << 20]);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Response::new(full(format!("still alive holding {} MiB", hoard.len() * 8)))
+        }
         ("GET" | "POST", "/sleep") => {
             let ms: u64 = query_param(&req, "ms").and_then(|v| v.parse().ok()).unwrap_or(1000);
             tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -121,7 +130,7 @@ async fn rpc(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             });
             Response::new(BodyExt::boxed(StreamBody::new(first.chain(rest))))
         }
-        ("GET", "/wait") => {
+        ("GET" | "POST", "/wait") => {
             // Like /hold, but nothing at all is answered until the release.
             let id = query_param(&req, "id").unwrap_or_default();
             let (tx, rx) = oneshot::channel();
