@@ -163,21 +163,7 @@ async fn an_unreachable_engine_answers_503_and_recovers_by_itself() {
     assert_eq!(run.headers.get("retry-after").unwrap(), "2");
 
     // The engine comes back (a socket that forwards to the real one).
-    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-    let links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Default::default();
-    let forwarding = links.clone();
-    let forwarder = tokio::spawn(async move {
-        loop {
-            let Ok((mut client, _)) = listener.accept().await else {
-                break;
-            };
-            forwarding.lock().unwrap().push(tokio::spawn(async move {
-                if let Ok(mut engine) = tokio::net::UnixStream::connect("/var/run/docker.sock").await {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
-                }
-            }));
-        }
-    });
+    let (forwarder, links) = forward_engine(&socket);
     let ready = get(&gateway.url("/readyz")).await;
     assert_eq!(ready.status, 200, "{}", ready.text());
     let run = post(&gateway.url(&format!("/rpc/{owner}")), "now").await;
@@ -228,6 +214,41 @@ async fn an_unreachable_engine_answers_503_and_recovers_by_itself() {
         }
         other => panic!("expected a 503 for the view WebSocket, got {other:?}"),
     }
+
+    // The engine is back (its runtimes died with it): the next request starts the runtime
+    // again, on the profile it had.
+    let (_forwarder, _links) = forward_engine(&socket);
+    let boots = get(&gateway.url(&format!("/rpc/{owner}/boots"))).await;
+    assert_eq!(boots.status, 200, "{}", boots.text());
+    assert_eq!(
+        boots.text().lines().count(),
+        2,
+        "the profile survived: {}",
+        boots.text()
+    );
+}
+
+/// Open connections through an engine socket stand-in, so that cutting it cuts them too.
+type Links = std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>;
+
+/// Serves `socket` by forwarding each connection to the real engine's socket.
+fn forward_engine(socket: &std::path::Path) -> (tokio::task::JoinHandle<()>, Links) {
+    let listener = tokio::net::UnixListener::bind(socket).unwrap();
+    let links: Links = Default::default();
+    let forwarding = links.clone();
+    let forwarder = tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                break;
+            };
+            forwarding.lock().unwrap().push(tokio::spawn(async move {
+                if let Ok(mut engine) = tokio::net::UnixStream::connect("/var/run/docker.sock").await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+                }
+            }));
+        }
+    });
+    (forwarder, links)
 }
 
 #[tokio::test(flavor = "multi_thread")]
