@@ -529,3 +529,37 @@ async fn the_reaper_racing_requests_at_the_ttl_boundary_for_a_minute_answers_no_
     eprintln!("{total} requests, {removed} idle removals raced");
     assert!(removed >= 10, "the reaper did race the requests ({removed} removals)");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_killed_in_the_middle_of_a_start_leaves_nothing_twice() {
+    let scope = Scope::new("killed-mid-start");
+    let config = GatewayConfig::new(&scope);
+    let gateway = config.start();
+    let owner = unique("half-made");
+    let hash = seed_hash(&owner);
+    let name = container_name(&hash);
+    let url = gateway.url(&format!("/rpc/{owner}"));
+    let request = tokio::spawn(async move {
+        let request = http::Request::post(&url)
+            .header("authorization", format!("Bearer {TEST_API_TOKEN}"))
+            .body(Default::default())
+            .unwrap();
+        client().request(request).await.map(|r| r.status())
+    });
+    // SIGKILL as soon as the container exists: mid-start (created, starting, being fenced
+    // or probed), before the gateway has answered.
+    eventually("the start has begun", Duration::from_secs(30), || inspect(&name).is_some()).await;
+    gateway.kill();
+    assert!(request.await.unwrap().is_err(), "the killed gateway never answered");
+
+    // The next gateway finds what the first left and makes it whole: one runtime, one
+    // network, one volume, no helper left behind.
+    let gateway = config.start();
+    let reply = post(&gateway.url(&format!("/rpc/{owner}")), "{}").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    eventually("leftovers cleaned", Duration::from_secs(30), || scope.containers().len() == 1).await;
+    assert_eq!(scope.networks().len(), 1, "{:?}", scope.networks());
+    assert_eq!(scope.volumes().len(), 1, "{:?}", scope.volumes());
+    let boots = get(&gateway.url(&format!("/rpc/{owner}/boots"))).await.text();
+    assert!(boots.lines().count() <= 2, "{boots}");
+}
