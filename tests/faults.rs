@@ -548,7 +548,10 @@ async fn a_gateway_killed_in_the_middle_of_a_start_leaves_nothing_twice() {
     });
     // SIGKILL as soon as the container exists: mid-start (created, starting, being fenced
     // or probed), before the gateway has answered.
-    eventually("the start has begun", Duration::from_secs(30), || inspect(&name).is_some()).await;
+    eventually("the start has begun", Duration::from_secs(30), || {
+        inspect(&name).is_some()
+    })
+    .await;
     gateway.kill();
     assert!(request.await.unwrap().is_err(), "the killed gateway never answered");
 
@@ -557,7 +560,10 @@ async fn a_gateway_killed_in_the_middle_of_a_start_leaves_nothing_twice() {
     let gateway = config.start();
     let reply = post(&gateway.url(&format!("/rpc/{owner}")), "{}").await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-    eventually("leftovers cleaned", Duration::from_secs(30), || scope.containers().len() == 1).await;
+    eventually("leftovers cleaned", Duration::from_secs(30), || {
+        scope.containers().len() == 1
+    })
+    .await;
     assert_eq!(scope.networks().len(), 1, "{:?}", scope.networks());
     assert_eq!(scope.volumes().len(), 1, "{:?}", scope.volumes());
     let boots = get(&gateway.url(&format!("/rpc/{owner}/boots"))).await.text();
