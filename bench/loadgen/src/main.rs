@@ -12,9 +12,13 @@
 //!   runtimes all answer at the one real runtime's address ([`many_owners`]): the warm path
 //!   with 10 000 owners in the gateway's tables, without starting 10 000 containers.
 //!
+//! - `soak`: mixed use of a running gateway for a bounded time, sampled ([`soak`]), for
+//!   `bench/soak.sh`.
+//!
 //! Every loop is bounded in count or time; all traffic goes to the address given.
 
 mod many_owners;
+mod soak;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,6 +80,27 @@ enum Command {
         #[arg(long = "header")]
         headers: Vec<String>,
     },
+    /// Soak a running gateway with views, runs, churning owners and faults; write samples.
+    Soak {
+        /// `host:port` of the gateway and of its admin listener.
+        #[arg(long)]
+        gateway: String,
+        #[arg(long)]
+        admin: String,
+        /// The gateway's process id (its memory and descriptors are read from /proc).
+        #[arg(long)]
+        pid: u32,
+        #[arg(long)]
+        minutes: f64,
+        #[arg(long)]
+        token: String,
+        #[arg(long)]
+        view_secret: String,
+        #[arg(long)]
+        scope: String,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Time `docker run -d <args>` to the container's first `/health` 200.
     Ready {
         /// Network the container joins; its address there is polled.
@@ -122,6 +147,28 @@ async fn client(command: Command) -> Result<(), Error> {
             connections,
             headers,
         } => hold(&url, connections, &headers).await,
+        Command::Soak {
+            gateway,
+            admin,
+            pid,
+            minutes,
+            token,
+            view_secret,
+            scope,
+            out,
+        } => {
+            soak::soak(soak::Soak {
+                gateway,
+                admin,
+                pid,
+                duration: Duration::from_secs_f64(minutes.clamp(0.1, 30.0) * 60.0),
+                token,
+                view_secret,
+                scope,
+                out,
+            })
+            .await
+        }
         Command::Ready {
             network,
             port,
