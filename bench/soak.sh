@@ -46,7 +46,7 @@ env -i PATH="$PATH" HOME="$HOME" \
   BROWSER_RUNTIME_IMAGE=lazygate-stub-runtime:test BROWSER_RUNTIME_NETWORK="$NET" \
   BROWSER_USE_ISOLATION_MODE=docker-per-task BROWSER_RUNTIME_TTL_SECONDS="$TTL" \
   BROWSER_RUNTIME_STATE_DIR="$work/state" LAZYGATE_SCOPE="$SCOPE" \
-  LAZYGATE_API_TOKENS="$TOKEN" LAZYGATE_VIEW_SECRET="$SECRET" \
+  LAZYGATE_API_TOKENS="$TOKEN" LAZYGATE_VIEW_SECRET="$SECRET" BROWSER_VIEW_BASE_URL=http://soak.invalid \
   LAZYGATE_WS_PING_SECONDS=5 LAZYGATE_WS_PONG_TIMEOUT_SECONDS=5 LAZYGATE_MAX_RUNTIMES=16 \
   target/release/lazygate serve 2>"$port_file" &
 gateway_pid=$!
@@ -77,6 +77,8 @@ leaked_networks=$(docker network ls -q --filter "label=lazygate.scope=$SCOPE" | 
 kill -TERM "$gateway_pid"
 wait "$gateway_pid" && exit_status=0 || exit_status=$?
 gateway_pid=""
+# The gateway's own account of every failed request, for the report.
+grep -E 'request failed|WARN' "$port_file" | tail -50 > "$work/warnings.txt" || true
 /usr/bin/python3 bench/soak_report.py "$work/soak.csv" "$MINUTES" "$summary" \
-  "$leaked_containers" "$leaked_volumes" "$leaked_networks" "$exit_status"
+  "$leaked_containers" "$leaked_volumes" "$leaked_networks" "$exit_status" "$work/warnings.txt"
 echo "wrote SOAK.md and bench/plots/soak_*.png"

@@ -1,7 +1,7 @@
 """Writes SOAK.md and bench/plots/soak_*.png from a soak's samples (bench/soak.sh).
 
     /usr/bin/python3 bench/soak_report.py SAMPLES.csv MINUTES SUMMARY_JSON LEAKED_CONTAINERS \
-        LEAKED_VOLUMES LEAKED_NETWORKS GATEWAY_EXIT_STATUS
+        LEAKED_VOLUMES LEAKED_NETWORKS GATEWAY_EXIT_STATUS WARNINGS_FILE
 
 Pass: memory and file descriptors flat after warm-up (the last third's mean within 10 % and
 16 descriptors of the second third's), no container, volume or network left, no run failed
@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 path, minutes, summary = sys.argv[1], float(sys.argv[2]), json.loads(sys.argv[3])
 leaked = dict(zip(["containers", "volumes", "networks"], map(int, sys.argv[4:7])))
 exit_status = int(sys.argv[7])
+warnings = open(sys.argv[8]).read().strip() if len(sys.argv) > 8 else ""
 
 rows = list(csv.DictReader(open(path)))
 num = lambda r, k: float(r[k]) if r[k] not in ("", "NaN", "nan") else math.nan  # noqa: E731
@@ -74,6 +75,19 @@ vanished = sum(1 for _, what in faults for f in what.split("+") if f == "vanish"
 kills = sum(1 for _, what in faults for f in what.split("+") if f == "kill")
 yes = lambda ok: "yes" if ok else "**no**"  # noqa: E731
 
+def failure_section():
+    failures = summary.get("failures", [])
+    if not failures and not warnings:
+        return ""
+    lines = ["Failed runs (time into the soak, owner, what came back, in a fault's window):", ""]
+    for f in failures[:30]:
+        what = f["what"].replace("|", "/").replace("\n", " ")
+        lines.append(f"- {f['at']:.1f} s, `{f['owner']}`: {what}{' (fault)' if f['in_fault_window'] else ''}")
+    if warnings:
+        lines += ["", "The gateway's warnings (last 50):", "", "```", warnings, "```"]
+    return "\n".join(lines) + "\n"
+
+
 with open(os.path.join(root, "SOAK.md"), "w") as out:
     out.write(f"""# Soak
 
@@ -96,6 +110,7 @@ a viewer that vanishes (handshake, then silence) every 4 minutes. Sampled every 
 | vanished viewers closed by the gateway (within the soak) | {int(closes)} of {vanished} | {yes(closes >= vanished)} |
 | gateway exit status on SIGTERM | {exit_status} | {yes(exit_status == 0)} |
 
+{failure_section()}
 ![memory](bench/plots/soak_memory.png)
 ![runtimes](bench/plots/soak_runtimes.png)
 ![latency](bench/plots/soak_latency.png)

@@ -31,7 +31,8 @@ enum Command {
         #[arg(long)]
         insecure_dev: bool,
     },
-    /// Print a signed, expiring live-view URL for an owner (uses the configured or the
+    /// Print a signed, expiring live-view URL for an owner, which connects at once and
+    /// reconnects after the gateway closes it (uses the configured or the
     /// generated view secret, so run it with the gateway's configuration).
     ViewUrl {
         /// The owner id (user, session or task), as in /rpc/<owner>; in shared mode any (the
@@ -205,12 +206,12 @@ fn view_url(owner: &str, ttl: Option<u64>, base: Option<String>, config: Option<
     if settings.isolation_mode == lazygate::config::IsolationMode::Shared {
         // One browser for everyone: its view is the seed's shared URL, whoever asks.
         let token = auth.sign_view(lazygate::auth::ViewSubject::Shared, ttl);
-        println!("{base}/vnc.html?path=websockify&autoconnect=1&token={token}");
+        println!("{base}/vnc.html?path=websockify&autoconnect=1&reconnect=1&token={token}");
         return ExitCode::SUCCESS;
     }
     let hash = lazygate::owner::OwnerHash::of(owner);
     let token = auth.sign_view(hash, ttl);
-    println!("{base}/view/{hash}/vnc.html?path=view/{hash}/websockify&autoconnect=1&token={token}");
+    println!("{base}/view/{hash}/vnc.html?path=view/{hash}/websockify&autoconnect=1&reconnect=1&token={token}");
     ExitCode::SUCCESS
 }
 

@@ -324,6 +324,10 @@ where
     let mut ending: Option<(Ending, Instant)> = None;
     // A write that makes no progress this long means the client is gone.
     let write_limit = watch.ping_after.map(|p| p + watch.pong_timeout);
+    // One timer for the tunnel's life, moved only when what is due next moves: a busy view
+    // reads many chunks between two deadlines, and each would otherwise arm a new timer.
+    let timer = tokio::time::sleep_until(began);
+    tokio::pin!(timer);
     loop {
         if let Some((_, reads)) = ping_sent
             && heard.reads() > reads
@@ -373,18 +377,24 @@ where
             ending.map(|(_, give_up)| give_up),
             watch.max_age.map(|age| began + age),
             ping_sent.map(|(sent, _)| sent + watch.pong_timeout),
+            // (Only when a ping can go: a past deadline that can do nothing would spin.)
             watch
                 .ping_after
-                .filter(|_| ping_sent.is_none())
+                .filter(|_| ping_sent.is_none() && queued.is_none() && !frames.is_lost())
                 .map(|after| heard.last().max(began) + after),
         ]
         .into_iter()
         .flatten()
         .min();
+        if let Some(next) = next
+            && timer.deadline() != next
+        {
+            timer.as_mut().reset(next);
+        }
         let read = tokio::select! {
             read = from.read(&mut buffer) => read?,
             _ = closing.cancelled(), if ending.is_none() => continue,
-            _ = tokio::time::sleep_until(next.unwrap_or(now)), if next.is_some() => {
+            _ = &mut timer, if next.is_some() => {
                 if let Some((reason, give_up)) = ending && Instant::now() >= give_up {
                     // No boundary came in time: end without the close frame.
                     to.shutdown().await.ok();

@@ -72,30 +72,57 @@ struct Window {
     faults: Vec<&'static str>,
 }
 
+/// A failed run: when (seconds into the soak), whose, what came back, and whether a fault
+/// had just been injected.
+struct Failure {
+    at: f64,
+    owner: String,
+    what: String,
+    in_fault: bool,
+}
+
 struct Shared {
     window: Mutex<Window>,
+    failures: Mutex<Vec<Failure>>,
     last_fault: Mutex<Option<Instant>>,
     started: Instant,
     deadline: Instant,
 }
 
 impl Shared {
-    fn record_run(&self, outcome: Result<u16, ()>, took: Duration) {
+    fn record_run(&self, owner: &str, outcome: Result<(u16, String), String>, took: Duration) {
         let in_fault = self
             .last_fault
             .lock()
             .unwrap()
             .is_some_and(|at| at.elapsed() < FAULT_WINDOW);
         let mut w = self.window.lock().unwrap();
-        match outcome {
-            Ok(status) if status < 400 => {
+        let what = match outcome {
+            Ok((status, _)) if status < 400 => {
                 w.ok += 1;
                 w.run_ms.push(took.as_secs_f64() * 1000.0);
+                return;
             }
-            Ok(status) if status < 500 => w.refused += 1,
-            _ if in_fault => w.failed_in_fault += 1,
-            _ => w.failed += 1,
+            Ok((status, body)) if status < 500 => {
+                w.refused += 1;
+                format!("{status} {body}")
+            }
+            Ok((status, body)) => format!("{status} {body}"),
+            Err(error) => format!("cut: {error}"),
+        };
+        if what.starts_with('4') {
+            // Refusals are counted, not failures.
+        } else if in_fault {
+            w.failed_in_fault += 1;
+        } else {
+            w.failed += 1;
         }
+        self.failures.lock().unwrap().push(Failure {
+            at: self.started.elapsed().as_secs_f64(),
+            owner: owner.to_owned(),
+            what: what.chars().take(300).collect(),
+            in_fault,
+        });
     }
 
     fn fault(&self, what: &'static str) {
@@ -111,6 +138,7 @@ pub async fn soak(soak: Soak) -> Result<(), Error> {
     let started = Instant::now();
     let shared = Arc::new(Shared {
         window: Mutex::new(Window::default()),
+        failures: Mutex::new(Vec::new()),
         last_fault: Mutex::new(None),
         started,
         deadline: started + soak.duration,
@@ -200,8 +228,8 @@ async fn view(
     Ok(())
 }
 
-/// One run: its status (or `Err` for a cut connection) and how long it took.
-async fn run(client: &HttpClient, soak: &Soak, owner: &str) -> (Result<u16, ()>, Duration) {
+/// One run: its status and body (or `Err` for a cut connection) and how long it took.
+async fn run(client: &HttpClient, soak: &Soak, owner: &str) -> (Result<(u16, String), String>, Duration) {
     let started = Instant::now();
     let request = hyper::Request::post(format!("http://{}/rpc/{owner}", soak.gateway))
         .header("authorization", format!("Bearer {}", soak.token))
@@ -212,11 +240,12 @@ async fn run(client: &HttpClient, soak: &Soak, owner: &str) -> (Result<u16, ()>,
         Ok(Ok(response)) => {
             let status = response.status().as_u16();
             match response.into_body().collect().await {
-                Ok(_) => Ok(status),
-                Err(_) => Err(()),
+                Ok(body) => Ok((status, String::from_utf8_lossy(&body.to_bytes()).into_owned())),
+                Err(error) => Err(format!("the answer's body: {error}")),
             }
         }
-        _ => Err(()),
+        Ok(Err(error)) => Err(format!("{error:?}")),
+        Err(_) => Err("no answer within 60 s".to_owned()),
     };
     (outcome, started.elapsed())
 }
@@ -233,7 +262,7 @@ async fn runs(soak: Arc<Soak>, shared: Arc<Shared>, client: HttpClient) -> Resul
         let (soak, shared, client) = (soak.clone(), shared.clone(), client.clone());
         in_flight.spawn(async move {
             let (outcome, took) = run(&client, &soak, &owner).await;
-            shared.record_run(outcome, took);
+            shared.record_run(&owner, outcome, took);
         });
         while in_flight.try_join_next().is_some() {}
     }
@@ -248,8 +277,9 @@ async fn churn(soak: Arc<Soak>, shared: Arc<Shared>, client: HttpClient) -> Resu
     while Instant::now() < shared.deadline {
         tick.tick().await;
         count += 1;
-        let (outcome, took) = run(&client, &soak, &format!("soak-churn-{count}")).await;
-        shared.record_run(outcome, took);
+        let owner = format!("soak-churn-{count}");
+        let (outcome, took) = run(&client, &soak, &owner).await;
+        shared.record_run(&owner, outcome, took);
     }
     Ok(())
 }
@@ -375,7 +405,15 @@ async fn sample(soak: Arc<Soak>, shared: Arc<Shared>, client: HttpClient) -> Res
         )?;
         out.flush()?;
     }
+    let failures: Vec<serde_json::Value> = shared
+        .failures
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|f| serde_json::json!({"at": f.at, "owner": f.owner, "what": f.what, "in_fault_window": f.in_fault}))
+        .collect();
     Ok(serde_json::json!({
+        "failures": failures,
         "runs_ok": ok,
         "runs_failed_outside_faults": failed,
         "runs_failed_in_fault_windows": failed_in_fault,
