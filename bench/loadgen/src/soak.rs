@@ -301,13 +301,13 @@ async fn faults(soak: Arc<Soak>, shared: Arc<Shared>, auth: Arc<lazygate::auth::
                 owner_hash(&format!("soak-run-{}", kills % RUN_OWNERS))
             );
             kills += 1;
-            let killed = tokio::process::Command::new("docker")
+            // Marked before the kill: runs cut by it can be answered before `docker kill`
+            // itself returns.
+            shared.fault("kill");
+            tokio::process::Command::new("docker")
                 .args(["kill", &name])
                 .output()
                 .await?;
-            if killed.status.success() {
-                shared.fault("kill");
-            }
         }
         if now >= next_vanish {
             next_vanish += VANISH_EVERY;
