@@ -62,23 +62,6 @@ pub enum RequestError {
     },
 }
 
-impl RequestError {
-    /// A failure to reach or hear from the default upstream at `authority`.
-    pub fn default_upstream(authority: &str, error: crate::proxy::SendError) -> RequestError {
-        use crate::proxy::SendError;
-        let (problem, timed_out) = match error {
-            SendError::Connect(message) => (format!("refused the connection: {message}"), false),
-            SendError::Timeout(waited) => (format!("did not answer within {waited:?}"), true),
-            SendError::Failed(message) => (format!("connection failed: {message}"), false),
-        };
-        RequestError::DefaultUpstream {
-            authority: authority.to_owned(),
-            problem,
-            timed_out,
-        }
-    }
-}
-
 /// How long clients are told to wait before retrying a 503.
 const RETRY_AFTER_SECONDS: &str = "2";
 

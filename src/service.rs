@@ -334,7 +334,7 @@ impl Gateway {
                 .headers
                 .insert("x-forwarded-proto", HeaderValue::from_static("https"));
         }
-        let failed = |error| RequestError::default_upstream(authority, error);
+        let failed = |error: SendError| error.at_default_upstream(authority);
         match client_upgrade {
             Some(client_upgrade) => {
                 let (response, upgrade) =

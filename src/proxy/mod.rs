@@ -86,6 +86,22 @@ pub enum SendError {
     Failed(String),
 }
 
+impl SendError {
+    /// The error of a request to the default upstream at `authority` (not a runtime).
+    pub fn at_default_upstream(self, authority: &str) -> RequestError {
+        let (problem, timed_out) = match self {
+            SendError::Connect(message) => (format!("refused the connection: {message}"), false),
+            SendError::Timeout(waited) => (format!("did not answer within {waited:?}"), true),
+            SendError::Failed(message) => (format!("connection failed: {message}"), false),
+        };
+        RequestError::DefaultUpstream {
+            authority: authority.to_owned(),
+            problem,
+            timed_out,
+        }
+    }
+}
+
 impl From<SendError> for RequestError {
     fn from(error: SendError) -> Self {
         match error {
