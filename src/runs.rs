@@ -77,11 +77,6 @@ impl RunStore {
         }
     }
 
-    /// The largest answer kept whole.
-    pub fn max_bytes(&self) -> usize {
-        self.max_bytes
-    }
-
     /// Starts keeping a run for `owner_hash`: its id and the ticket that delivers its result.
     pub fn begin(&self, owner_hash: OwnerHash) -> Result<(RunId, RunTicket), TooManyRuns> {
         self.purge();

@@ -46,6 +46,28 @@ pub struct RequestLog {
     request_id: HeaderValue,
 }
 
+impl RequestLog {
+    /// The line of `request`, started now.
+    fn new<B>(
+        request: &Request<B>,
+        route: &'static str,
+        owner_hash: Option<OwnerHash>,
+        metrics: &Arc<Metrics>,
+        request_id: HeaderValue,
+    ) -> Self {
+        RequestLog {
+            method: request.method().clone(),
+            started: Instant::now(),
+            route,
+            owner_hash,
+            cold: false,
+            status: None,
+            metrics: metrics.clone(),
+            request_id,
+        }
+    }
+}
+
 impl Drop for RequestLog {
     fn drop(&mut self) {
         let status = self.status.map_or(499, |s| s.as_u16());
@@ -107,16 +129,7 @@ impl Gateway {
         let request_id = headers::request_id(request.headers(), trusted);
         // The runtime gets the same id (the request's headers go to it).
         request.headers_mut().insert(headers::REQUEST_ID, request_id.clone());
-        let mut log = RequestLog {
-            method: request.method().clone(),
-            started: Instant::now(),
-            route: "-",
-            owner_hash: None,
-            cold: false,
-            status: None,
-            metrics: self.provisioner.metrics().clone(),
-            request_id: request_id.clone(),
-        };
+        let mut log = RequestLog::new(&request, "-", None, self.provisioner.metrics(), request_id.clone());
         // A person's browser gets an error as a page, anything else as JSON.
         let navigation = page::is_navigation(request.method(), request.headers());
         let mut response = match self.dispatch(request, peer, &mut log).await {
@@ -233,16 +246,14 @@ impl Gateway {
         let request_id = request.headers().get(headers::REQUEST_ID).cloned();
         let this = self.clone();
         tokio::spawn(async move {
-            let mut log = RequestLog {
-                method: request.method().clone(),
-                started: Instant::now(),
-                route: "rpc_async",
-                owner_hash: route.owner_hash(),
-                cold: false,
-                status: None,
-                metrics: this.provisioner.metrics().clone(),
-                request_id: request_id.clone().unwrap_or(HeaderValue::from_static("-")),
-            };
+            let line_id = request_id.clone().unwrap_or(HeaderValue::from_static("-"));
+            let mut log = RequestLog::new(
+                &request,
+                "rpc_async",
+                route.owner_hash(),
+                this.provisioner.metrics(),
+                line_id,
+            );
             let target = Target::of(&route).expect("a run");
             let target = Target {
                 rest: admitted.rest.as_deref().unwrap_or(target.rest),
@@ -307,6 +318,26 @@ impl Gateway {
         }
     }
 
+    /// The head every forwarded request goes on with, to a runtime or the default upstream:
+    /// hop-by-hop headers out (`Upgrade` kept for a handshake), `X-Forwarded-For` and
+    /// `-Host` set (a trusted proxy's kept), `X-Forwarded-Proto: https` after TLS.
+    fn set_forwarding(&self, parts: &mut http::request::Parts, peer: SocketAddr, upgrade: bool) {
+        let public_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+        let trusted = self.settings.trusted_proxies.contains(&peer.ip());
+        headers::set_forwarded(&mut parts.headers, peer.ip(), public_host, trusted);
+        if parts.extensions.get::<crate::tls::ClientTls>().is_some() {
+            parts
+                .headers
+                .insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        }
+    }
+
     /// Forwards a request that is not the gateway's to the default upstream (the
     /// application behind the same tunnel), HTTP or WebSocket, bodies streamed both ways.
     /// The application does its own authorisation: the client's `Authorization`, cookies,
@@ -324,16 +355,8 @@ impl Gateway {
             .uri
             .path_and_query()
             .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
-        let public_host = parts.headers.get(header::HOST).cloned();
-        headers::strip_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
+        self.set_forwarding(&mut parts, peer, client_upgrade.is_some());
         auth::strip_gateway_credentials(&mut parts.headers);
-        let trusted = self.settings.trusted_proxies.contains(&peer.ip());
-        headers::set_forwarded(&mut parts.headers, peer.ip(), public_host, trusted);
-        if parts.extensions.get::<crate::tls::ClientTls>().is_some() {
-            parts
-                .headers
-                .insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        }
         let failed = |error: SendError| error.at_default_upstream(authority);
         match client_upgrade {
             Some(client_upgrade) => {
@@ -458,21 +481,8 @@ impl Gateway {
         }
         let client_upgrade = headers::is_websocket_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
         let (mut parts, incoming) = request.into_parts();
-        let public_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
-        headers::strip_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
+        self.set_forwarding(&mut parts, peer, client_upgrade.is_some());
         auth::strip_credentials(&mut parts.headers);
-        let trusted = self.settings.trusted_proxies.contains(&peer.ip());
-        headers::set_forwarded(&mut parts.headers, peer.ip(), public_host.clone(), trusted);
-        if parts.extensions.get::<crate::tls::ClientTls>().is_some() {
-            parts
-                .headers
-                .insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        }
         // The gateway checked the origin already; the reference runtime's CDP and VNC
         // WebSockets refuse any request that carries one (every one a web page opens).
         if matches!(service, RuntimePort::Cdp | RuntimePort::View) {

@@ -218,14 +218,7 @@ async fn an_unreachable_engine_answers_503_and_recovers_by_itself() {
     // The engine is back (its runtimes died with it): the next request starts the runtime
     // again, on the profile it had.
     let (_forwarder, _links) = forward_engine(&socket);
-    let boots = get(&gateway.url(&format!("/rpc/{owner}/boots"))).await;
-    assert_eq!(boots.status, 200, "{}", boots.text());
-    assert_eq!(
-        boots.text().lines().count(),
-        2,
-        "the profile survived: {}",
-        boots.text()
-    );
+    assert_eq!(boots(&gateway, &owner).await, 2, "the profile survived");
 }
 
 /// Open connections through an engine socket stand-in, so that cutting it cuts them too.

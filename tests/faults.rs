@@ -236,6 +236,19 @@ async fn through(method: http::Method, url: &str, prefer: Option<&str>, body: &s
     })
 }
 
+/// Asks an asynchronous run's location every `every` until it is no longer 202 (at most 60
+/// times): the run's answer.
+async fn run_answer(location: &str, every: Duration) -> Reply {
+    for _ in 0..60 {
+        let reply = through(http::Method::GET, location, None, "").await.unwrap();
+        if reply.status != 202 {
+            return reply;
+        }
+        tokio::time::sleep(every).await;
+    }
+    panic!("the run at {location} never finished");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_longer_than_the_tunnel_allows_is_answered_at_its_location() {
     let scope = Scope::new("async-runs");
@@ -284,19 +297,8 @@ async fn a_run_longer_than_the_tunnel_allows_is_answered_at_its_location() {
         .await
         .unwrap();
     assert_eq!(unknown.status, 404);
-    let mut answer = None;
-    for _ in 0..60 {
-        let reply = through(http::Method::GET, &format!("{base}{location}"), None, "")
-            .await
-            .unwrap();
-        if reply.status != 202 {
-            answer = Some(reply);
-            break;
-        }
-        // As the 202 says: Retry-After 1.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    let answer = answer.expect("the run finished");
+    // As the 202 says: Retry-After 1.
+    let answer = run_answer(&format!("{base}{location}"), Duration::from_secs(1)).await;
     // The run held its runtime past the TTL of 2 s: the runtime's own answer.
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(answer.text(), "slept 4000 ms");
@@ -313,18 +315,7 @@ async fn a_run_longer_than_the_tunnel_allows_is_answered_at_its_location() {
     .unwrap();
     assert_eq!(big.status, 202);
     let big_location = big.headers["location"].to_str().unwrap().to_owned();
-    let mut too_large = None;
-    for _ in 0..100 {
-        let reply = through(http::Method::GET, &format!("{base}{big_location}"), None, "")
-            .await
-            .unwrap();
-        if reply.status != 202 {
-            too_large = Some(reply);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let too_large = too_large.expect("the echo finished");
+    let too_large = run_answer(&format!("{base}{big_location}"), Duration::from_millis(100)).await;
     assert_eq!(
         (too_large.status.as_u16(), too_large.error_code()),
         (413, "async_run_too_large".to_owned())
@@ -414,14 +405,7 @@ async fn a_runtime_that_dies_under_a_view_and_a_run(death: Death, test: &str) {
         );
     }
     // The next request starts it again, on the same profile.
-    let boots = get(&gateway.url(&format!("/rpc/{owner}/boots"))).await;
-    assert_eq!(boots.status, 200, "{}", boots.text());
-    assert_eq!(
-        boots.text().lines().count(),
-        2,
-        "the profile survived: {}",
-        boots.text()
-    );
+    assert_eq!(boots(&gateway, &owner).await, 2, "the profile survived");
     assert_ne!(container_id(&name).unwrap(), first);
 }
 
@@ -566,6 +550,5 @@ async fn a_gateway_killed_in_the_middle_of_a_start_leaves_nothing_twice() {
     .await;
     assert_eq!(scope.networks().len(), 1, "{:?}", scope.networks());
     assert_eq!(scope.volumes().len(), 1, "{:?}", scope.volumes());
-    let boots = get(&gateway.url(&format!("/rpc/{owner}/boots"))).await.text();
-    assert!(boots.lines().count() <= 2, "{boots}");
+    assert!(boots(&gateway, &owner).await <= 2);
 }

@@ -563,6 +563,14 @@ pub async fn post(url: &str, body: &str) -> Reply {
     send(Method::POST, url, body).await
 }
 
+/// How many times `owner`'s runtime has booted on its profile (the stub's boot log in the
+/// volume), asked through the gateway.
+pub async fn boots(gateway: &Gateway, owner: &str) -> usize {
+    let boots = get(&gateway.url(&format!("/rpc/{owner}/boots"))).await;
+    assert_eq!(boots.status, 200, "{}", boots.text());
+    boots.text().lines().count()
+}
+
 /// The value of a sample on the gateway's `/metrics` (0 when it has none yet).
 pub async fn metric(gateway: &Gateway, sample: &str) -> f64 {
     let text = get(&gateway.admin_url("/metrics")).await.text();
