@@ -376,10 +376,13 @@ impl GatewayConfig {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[gateway] {line}");
-                if line_message(&line) == Some("listening".to_owned()) {
-                    let _ = tx.send(line_field(&line, "addr"));
-                }
+                let listening =
+                    (line_message(&line) == Some("listening".to_owned())).then(|| line_field(&line, "addr"));
+                // Kept before the start is announced, so the test that reads it finds it.
                 sink.lock().unwrap().push(line);
+                if let Some(addr) = listening {
+                    let _ = tx.send(addr);
+                }
             }
         });
         let addr = rx
