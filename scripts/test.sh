@@ -16,10 +16,22 @@ scripts/build-runtime-image.sh
 scripts/build-gateway-image.sh
 # Gateways under test create the network on demand; making it first keeps their races apart.
 docker network inspect lazygate-test >/dev/null 2>&1 || docker network create --label lazygate.test=1 lazygate-test >/dev/null
+leave_swarm() {
+  if [ -n "${swarm_made:-}" ]; then
+    docker swarm leave --force >/dev/null 2>&1 || true
+    docker network rm docker_gwbridge >/dev/null 2>&1 || true
+  fi
+}
+log=$(mktemp)
+trap 'rm -f "$log"; leave_swarm' EXIT
+# The Swarm backend's tests need a swarm: make this engine a single-node one for the run
+# (the Docker backend's tests run beside it undisturbed), and leave it as it was found.
+if [ "$(docker info -f '{{.Swarm.LocalNodeState}}')" = inactive ]; then
+  docker swarm init --advertise-addr 127.0.0.1 --default-addr-pool 10.214.0.0/16 >/dev/null
+  swarm_made=1
+fi
 cargo fmt --all --check
 cargo clippy --all-targets --workspace --quiet -- -D warnings
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace "$@" 2>&1 | tee "$log" || status=$?
 # The test network is shared by all tests; remove it once they are done (ignored if in use).

@@ -83,6 +83,9 @@ pub enum StartupError {
     Tls(#[from] tls::TlsError),
     #[error("cannot start a worker thread: {0}")]
     Workers(std::io::Error),
+    /// The engine cannot run the configured backend (Swarm on an engine that is no manager).
+    #[error("{0}")]
+    Engine(String),
 }
 
 impl StartupError {
@@ -90,6 +93,7 @@ impl StartupError {
     pub fn exit_code(&self) -> u8 {
         match self {
             StartupError::UnsafeStateDir(_)
+            | StartupError::Engine(_)
             | StartupError::Secrets(auth::SecretsError::Unsafe(_) | auth::SecretsError::Corrupt { .. }) => 2,
             _ => 1,
         }
@@ -158,6 +162,13 @@ pub async fn run(
     ));
     let provisioner = Provisioner::new(settings.clone(), runtimes, views.clone(), metrics.clone(), auth.clone());
     if settings.isolation_mode != config::IsolationMode::Shared {
+        // An engine that cannot run this backend is a configuration to fix, not a fault to
+        // wait out; an engine that does not answer yet is retried like any other.
+        match provisioner.backend().check_engine().await {
+            Ok(()) => {}
+            Err(provision::BackendError::Unsuitable(reason)) => return Err(StartupError::Engine(reason)),
+            Err(error) => tracing::warn!(%error, "cannot check the container engine yet"),
+        }
         // Adopt before serving, so a restarted gateway finds its runtimes rather than racing
         // requests; when the engine is down the reaper keeps trying.
         match provisioner.adopt().await {

@@ -188,7 +188,7 @@ pub const KEYS: &[Key] = &[
         path: "runtime.backend",
         env: &["LAZYGATE_BACKEND"],
         default: Text("docker"),
-        doc: "the container platform runtimes run on (only `docker` so far)",
+        doc: "the container platform runtimes run on: `docker`, or `swarm` (one service per owner, scaled to zero when idle; see Docker Swarm)",
     },
     Key {
         path: "runtime.isolation_mode",
@@ -231,6 +231,24 @@ pub const KEYS: &[Key] = &[
         env: &["LAZYGATE_FENCE_IMAGE"],
         default: Text(""),
         doc: "image of the helper that fences each runtime inside its own network namespace (needs iproute2's `ip`); empty: the gateway's own image in a container, else `lazygate:latest`",
+    },
+    Key {
+        path: "runtime.endpoint_mode",
+        env: &["LAZYGATE_ENDPOINT_MODE"],
+        default: Text("dnsrr"),
+        doc: "Swarm: how a runtime's service name resolves on its network, `dnsrr` (the task's address) or `vip` (needs IPVS in the kernel)",
+    },
+    Key {
+        path: "runtime.volume_driver",
+        env: &["LAZYGATE_VOLUME_DRIVER"],
+        default: Text(""),
+        doc: "Swarm: driver of the profile volumes (e.g. `local` with NFS options), so any node mounts a profile; empty: local volumes, each per-principal runtime pinned to its profile's node",
+    },
+    Key {
+        path: "runtime.volume_options",
+        env: &["LAZYGATE_VOLUME_OPTIONS"],
+        default: List,
+        doc: "Swarm: `key=value` options of the volume driver (e.g. `type=nfs`, `o=addr=10.0.0.5,rw`, `device=:/profiles`)",
     },
     Key {
         path: "runtime.ttl_seconds",

@@ -60,6 +60,8 @@ impl FromStr for IsolationMode {
 pub enum BackendKind {
     /// One Docker engine (`DOCKER_HOST`, else the local socket).
     Docker,
+    /// A Docker Swarm, through a manager: one service per owner, scaled to zero when idle.
+    Swarm,
 }
 
 impl FromStr for BackendKind {
@@ -67,7 +69,28 @@ impl FromStr for BackendKind {
     fn from_str(s: &str) -> Result<Self, String> {
         match s.trim().to_ascii_lowercase().as_str() {
             "docker" => Ok(BackendKind::Docker),
-            _ => Err("expected docker (the only backend so far)".into()),
+            "swarm" => Ok(BackendKind::Swarm),
+            _ => Err("expected docker or swarm".into()),
+        }
+    }
+}
+
+/// How Swarm publishes a runtime service's name on its network (`LAZYGATE_ENDPOINT_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointMode {
+    /// The name resolves to the task's own address (works without IPVS).
+    Dnsrr,
+    /// The name resolves to a virtual IP the kernel's IPVS balances.
+    Vip,
+}
+
+impl FromStr for EndpointMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "dnsrr" => Ok(EndpointMode::Dnsrr),
+            "vip" => Ok(EndpointMode::Vip),
+            _ => Err("expected dnsrr or vip".into()),
         }
     }
 }
@@ -198,6 +221,9 @@ pub struct RawRuntime {
     pub subnet_prefix: u64,
     pub gateway_container: String,
     pub fence_image: String,
+    pub endpoint_mode: String,
+    pub volume_driver: String,
+    pub volume_options: Vec<String>,
     pub ttl_seconds: u64,
     pub profile_retention_days: u64,
     pub start_timeout_seconds: u64,
@@ -272,6 +298,13 @@ pub struct Settings {
     /// Image of the helper that fences each runtime off inside its own network namespace
     /// (needs iproute2's `ip`); `None`: the gateway's own image, or `lazygate:latest`.
     pub fence_image: Option<String>,
+    /// Swarm: how a runtime service's name resolves on its overlay network.
+    pub endpoint_mode: EndpointMode,
+    /// Swarm: the profile volumes' driver and its options (e.g. the local driver with NFS
+    /// options), so that any node mounts a profile; `None`: local volumes, and each
+    /// per-principal runtime is pinned to the node that holds its profile.
+    pub volume_driver: Option<String>,
+    pub volume_options: std::collections::BTreeMap<String, String>,
     /// Idle time after which a runtime without holds is removed.
     pub ttl: Duration,
     /// Time after an owner's last request when its per-principal profile volume is removed;
@@ -383,6 +416,12 @@ impl Settings {
 
     /// How often the reaper looks for idle runtimes: a tenth of the TTL, at most a second,
     /// so a runtime goes within TTL × 1.1 + 1 s.
+    /// How often a shared backend's last-use label of a runtime in use is rewritten: a
+    /// quarter of the TTL, so another gateway's reaper never finds a held runtime idle.
+    pub fn use_refresh(&self) -> Duration {
+        (self.ttl / 4).clamp(Duration::from_millis(250), Duration::from_secs(300))
+    }
+
     pub fn reap_interval(&self) -> Duration {
         (self.ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
     }
@@ -541,6 +580,25 @@ fn image_reference(path: &str, value: String) -> Result<String, ConfigError> {
 }
 
 /// One of a fixed set of words.
+/// `runtime.volume_options`: `key=value` pairs, only with a volume driver to pass them to.
+fn volume_options(driver: &str, options: &[String]) -> Result<std::collections::BTreeMap<String, String>, ConfigError> {
+    let path = "runtime.volume_options";
+    if !options.is_empty() && driver.trim().is_empty() {
+        return Err(invalid(
+            &label(path),
+            options.join(","),
+            "options need a driver: set runtime.volume_driver (LAZYGATE_VOLUME_DRIVER) too",
+        ));
+    }
+    options
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_owned(), value.to_owned())),
+            _ => Err(invalid(&label(path), pair, "expected key=value, such as type=nfs")),
+        })
+        .collect()
+}
+
 fn choice<T: FromStr<Err = String>>(path: &str, value: &str) -> Result<T, ConfigError> {
     value.parse().map_err(|reason| invalid(&label(path), value, reason))
 }
@@ -704,6 +762,15 @@ impl TryFrom<RawConfig> for Settings {
             ));
         }
         let shm_size_bytes = at_least("runtime.shm_size_bytes", runtime.shm_size_bytes, 1024 * 1024)?;
+        let backend: BackendKind = choice("runtime.backend", &runtime.backend)?;
+        let upstream: UpstreamMode = choice("runtime.upstream", &runtime.upstream)?;
+        if backend == BackendKind::Swarm && upstream == UpstreamMode::Published {
+            return Err(invalid(
+                &label("runtime.upstream"),
+                &runtime.upstream,
+                "runtime.backend = swarm dials runtimes on their overlay networks: expected network",
+            ));
+        }
         let view_base_url = Some(normalize_view_base_url(&view.base_url)).filter(|u| !u.is_empty());
         if let Some(url) = &view_base_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -729,7 +796,7 @@ impl TryFrom<RawConfig> for Settings {
                 n if n > 1024 => return Err(invalid(&label("server.workers"), n, "must be at most 1024")),
                 n => n as usize,
             },
-            backend: choice("runtime.backend", &runtime.backend)?,
+            backend,
             isolation_mode: choice("runtime.isolation_mode", &runtime.isolation_mode)?,
             image: image_reference("runtime.image", non_empty("runtime.image", runtime.image)?)?,
             network: docker_name("runtime.network", non_empty("runtime.network", runtime.network)?)?,
@@ -741,11 +808,14 @@ impl TryFrom<RawConfig> for Settings {
             fence_image: optional(runtime.fence_image)
                 .map(|image| image_reference("runtime.fence_image", image))
                 .transpose()?,
+            endpoint_mode: choice("runtime.endpoint_mode", &runtime.endpoint_mode)?,
+            volume_driver: optional(runtime.volume_driver.clone()),
+            volume_options: volume_options(&runtime.volume_driver, &runtime.volume_options)?,
             ttl: seconds("runtime.ttl_seconds", runtime.ttl_seconds, 1)?,
             profile_retention: days("runtime.profile_retention_days", runtime.profile_retention_days)?,
             start_timeout: seconds("runtime.start_timeout_seconds", runtime.start_timeout_seconds, 1)?,
             enable_ui: runtime.enable_ui,
-            upstream: choice("runtime.upstream", &runtime.upstream)?,
+            upstream,
             view_port: port("runtime.view_port", runtime.view_port)?,
             rpc_port: port("runtime.rpc_port", runtime.rpc_port)?,
             cdp_port: port("runtime.cdp_port", runtime.cdp_port)?,
@@ -882,6 +952,18 @@ mod tests {
             ("", [("LAZYGATE_SUBNET_PREFIX", "30")], "LAZYGATE_SUBNET_PREFIX"),
             ("", [("LAZYGATE_ANSWER_URLS", "sideways")], "LAZYGATE_ANSWER_URLS"),
             ("", [("LAZYGATE_BACKEND", "podman")], "LAZYGATE_BACKEND"),
+            (
+                "[runtime]\nbackend = \"swarm\"\n",
+                [("LAZYGATE_UPSTREAM", "published")],
+                "LAZYGATE_UPSTREAM",
+            ),
+            ("", [("LAZYGATE_VOLUME_OPTIONS", "type=nfs")], "LAZYGATE_VOLUME_OPTIONS"),
+            (
+                "[runtime]\nvolume_driver = \"local\"\n",
+                [("LAZYGATE_VOLUME_OPTIONS", "no-equals-sign")],
+                "LAZYGATE_VOLUME_OPTIONS",
+            ),
+            ("", [("LAZYGATE_ENDPOINT_MODE", "ipvs")], "LAZYGATE_ENDPOINT_MODE"),
             (
                 "[runtime]\nsubnet_pool = \"10.213.0.0/24\"\n",
                 [("LAZYGATE_SUBNET_PREFIX", "20")],

@@ -1,8 +1,10 @@
 //! The backend trait: what the gateway needs from a container platform.
 //!
-//! Docker is the one implementation today ([`super::docker`]); a Swarm or Kubernetes backend
-//! implements the same trait in one file, is chosen by `runtime.backend` in
-//! [`super::engine`], and nothing above it changes. The trait is object-safe and held as
+//! Docker ([`super::docker`]) and Docker Swarm ([`super::swarm`]) implement it, each in one
+//! file, chosen by `runtime.backend` in [`super::engine`]; nothing above it changes. A
+//! backend whose runtimes several gateways serve at once ([`Backend::is_shared`]) keeps last
+//! use on the engine ([`Backend::record_use`]) and retires a runtime only if nobody used it
+//! since ([`Backend::retire`]). The trait is object-safe and held as
 //! `Arc<dyn Backend>`; it speaks of runtimes, specs and endpoints, never of containers,
 //! published ports or `K=V` strings.
 
@@ -19,6 +21,9 @@ pub const LABEL_MANAGED_BY: &str = "browser_use.managed_by";
 pub const MANAGED_BY: &str = "browser_runtime_manager";
 /// Extra label, only when a scope is configured: keeps several gateways on one engine apart.
 pub const LABEL_SCOPE: &str = "lazygate.scope";
+/// Label on a shared backend's runtime (Swarm: its service) with its last use, in whole
+/// seconds since the Unix epoch, written by whichever gateway saw the use.
+pub const LABEL_LAST_USED: &str = "lazygate.last_used";
 /// Label of the short-lived helper that fences a runtime (value: the owner hash), so a
 /// helper left by a gateway killed mid-fence is found and removed.
 pub const LABEL_FENCE: &str = "lazygate.fence";
@@ -103,6 +108,19 @@ pub struct RuntimeInfo {
     /// the gateway joining its network; then provisioning's `fence` and `ready`), when this
     /// gateway started it; empty otherwise.
     pub phases: Vec<(&'static str, std::time::Duration)>,
+    /// Last use as the engine records it ([`LABEL_LAST_USED`]), seconds since the Unix
+    /// epoch; `None` where last use lives in the registry file (Docker).
+    pub last_used: Option<f64>,
+}
+
+/// What [`Backend::retire`] did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Retirement {
+    /// The runtime is at rest (removed, or scaled to zero).
+    Retired,
+    /// Someone used it after the cut-off (another gateway): last use, seconds since the
+    /// Unix epoch. It stays.
+    UsedSince(f64),
 }
 
 /// A failed engine operation, named after the operation.
@@ -132,6 +150,12 @@ pub enum BackendError {
         theirs: Option<String>,
         ours: Option<String>,
     },
+    /// The engine cannot run this backend (Swarm on an engine that is no manager): a start-up refusal.
+    #[error("{0}")]
+    Unsuitable(String),
+    /// No node can take the runtime now (its pinned node is gone or full): the scheduler's reason.
+    #[error("no node can run the runtime now: {0}")]
+    Unplaceable(String),
     #[error(
         "cannot tell which container the gateway runs in, to join runtime networks: {0}; set runtime.gateway_container (LAZYGATE_GATEWAY_CONTAINER)"
     )]
@@ -173,6 +197,14 @@ pub enum Operation {
     RemoveVolume,
     ReadLogs,
     Fence,
+    InspectSwarm,
+    ListNodes,
+    CreateService,
+    InspectService,
+    UpdateService,
+    RemoveService,
+    ListServices,
+    ListTasks,
 }
 
 impl std::fmt::Display for Operation {
@@ -196,6 +228,14 @@ impl std::fmt::Display for Operation {
             Operation::RemoveVolume => "remove volume",
             Operation::ReadLogs => "read logs",
             Operation::Fence => "fence runtime",
+            Operation::InspectSwarm => "inspect swarm",
+            Operation::ListNodes => "list nodes",
+            Operation::CreateService => "create service",
+            Operation::InspectService => "inspect service",
+            Operation::UpdateService => "update service",
+            Operation::RemoveService => "remove service",
+            Operation::ListServices => "list services",
+            Operation::ListTasks => "list tasks",
         })
     }
 }
@@ -204,11 +244,12 @@ impl BackendError {
     /// True when the engine itself is unreachable (503), false when it answered with an error (502).
     pub fn is_unavailable(&self) -> bool {
         match self {
-            BackendError::Connect(_) => true,
+            BackendError::Connect(_) | BackendError::Unplaceable(_) => true,
             BackendError::Operation { unavailable, .. } => *unavailable,
             BackendError::NoEndpoint(..)
             | BackendError::NameTaken { .. }
             | BackendError::SubnetPoolExhausted { .. }
+            | BackendError::Unsuitable(_)
             | BackendError::GatewayContainerUnknown(_) => false,
         }
     }
@@ -220,6 +261,41 @@ impl BackendError {
 pub trait Backend: Send + Sync + 'static {
     /// Does the engine answer?
     async fn ping(&self) -> Result<(), BackendError>;
+
+    /// Checked once at start: can this backend run on the engine it reaches (Swarm: a
+    /// manager)? [`BackendError::Unsuitable`] says what to do; an engine that does not
+    /// answer yet is not refused here.
+    async fn check_engine(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    /// True when several gateways may serve this backend's runtimes at once with the engine
+    /// as their only shared state: last use is recorded there ([`Backend::record_use`]), and
+    /// each reaper pass adopts the runtimes other gateways started.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// Records an owner's last use (seconds since the Unix epoch) where every gateway sees
+    /// it; nothing for a backend whose last use lives in the registry file.
+    async fn record_use(&self, owner_hash: &OwnerHash, last_used: f64) -> Result<(), BackendError> {
+        let _ = (owner_hash, last_used);
+        Ok(())
+    }
+
+    /// Puts an idle runtime to rest, unless the engine says it was used after `idle_before`
+    /// (seconds since the Unix epoch). Docker removes it ([`Backend::remove`]); Swarm scales
+    /// its service to zero (or removes it, `with_volume`) with a compare-and-swap at the
+    /// version whose last use it judged, so a use recorded in between wins.
+    async fn retire(
+        &self,
+        owner_hash: &OwnerHash,
+        idle_before: f64,
+        with_volume: bool,
+    ) -> Result<Retirement, BackendError> {
+        let _ = idle_before;
+        self.remove(owner_hash, with_volume).await.map(|()| Retirement::Retired)
+    }
 
     /// The images a start needs that the engine does not have: `runtime_image`, and any the
     /// backend runs beside runtimes. A gateway that cannot start runtimes is not ready.

@@ -27,27 +27,22 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as EngineError;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig, Ipam, IpamConfig, Network,
-    NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest, PortBinding, VolumeCreateRequest,
+    NetworkCreateRequest, NetworkDisconnectRequest, PortBinding, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
-    ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
 };
 use futures_util::StreamExt;
 use ipnet::Ipv4Net;
 
 use super::backend::{
-    Backend, BackendError, Endpoints, LABEL_FENCE, LABEL_MANAGED_BY, LABEL_OWNER_HASH, LABEL_RUNTIME, LABEL_SCOPE,
-    MANAGED_BY, Operation, Ports, RUNTIME_KEY_ENV, RuntimeInfo, RuntimeSpec, TunnelLogs, container_name, network_name,
-    volume_name,
+    Backend, BackendError, Endpoints, LABEL_FENCE, LABEL_MANAGED_BY, LABEL_OWNER_HASH, LABEL_SCOPE, MANAGED_BY,
+    Operation, Ports, RUNTIME_KEY_ENV, RuntimeInfo, RuntimeSpec, TunnelLogs, container_name, network_name, volume_name,
 };
+use super::engine_client::{EngineClient, fail, message_of, status_of};
 use crate::config::{Settings, UpstreamMode};
 use crate::owner::OwnerHash;
-
-/// Longest any single engine call may take.
-const ENGINE_CALL_TIMEOUT: Duration = Duration::from_secs(60);
-/// Longest the first contact (version negotiation) may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What the Docker backend needs from the gateway's configuration.
 #[derive(Debug, Clone)]
@@ -101,18 +96,14 @@ impl From<&Settings> for DockerOptions {
 /// Docker through its API, reached like every Docker client does (DOCKER_HOST, else the
 /// local socket).
 pub struct DockerBackend {
-    /// The version-negotiated client, kept once the engine has answered: the engine may be
-    /// down when the gateway starts, so contact is retried on every call until it answers.
-    client: Mutex<Option<Docker>>,
+    /// The engine's API, shared with the Swarm backend's way of speaking it.
+    engine: EngineClient,
     /// Single-flight for picking a free subnet: owners starting in parallel would otherwise
     /// pick the same one.
     network_lock: tokio::sync::Mutex<()>,
     /// Creates hold it shared, the sweep of leftover networks exclusively: a network made a
     /// moment before its container is never taken for a leftover.
     creating: tokio::sync::RwLock<()>,
-    /// The gateway's own container id once known (`Some(None)`: not in a container, so
-    /// the host reaches every runtime network without joining it).
-    gateway: Mutex<Option<Option<String>>>,
     /// The container fenced by this process for each owner: a runtime found again
     /// (recovery, a racing request) is not fenced twice. A fence lives as long as its
     /// runtime's network namespace; a recreated runtime has another id.
@@ -154,29 +145,6 @@ impl PhaseClock {
     }
 }
 
-fn fail(operation: Operation) -> impl FnOnce(EngineError) -> BackendError {
-    move |error| BackendError::Operation {
-        operation,
-        // The engine answered with a status: it is there, the operation failed.
-        unavailable: !matches!(error, EngineError::DockerResponseServerError { .. }),
-        message: message_of(&error),
-    }
-}
-
-fn status_of(error: &EngineError) -> Option<u16> {
-    match error {
-        EngineError::DockerResponseServerError { status_code, .. } => Some(*status_code),
-        _ => None,
-    }
-}
-
-fn message_of(error: &EngineError) -> String {
-    match error {
-        EngineError::DockerResponseServerError { message, .. } => message.clone(),
-        other => other.to_string(),
-    }
-}
-
 /// True when two subnets share an address.
 fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
@@ -211,64 +179,22 @@ fn networks_of(c: &ContainerInspectResponse) -> Vec<String> {
 impl DockerBackend {
     pub fn new(options: DockerOptions) -> Self {
         DockerBackend {
-            client: Mutex::new(None),
+            engine: EngineClient::new(options.scope.clone(), options.gateway_container.clone()),
             network_lock: tokio::sync::Mutex::new(()),
             creating: tokio::sync::RwLock::new(()),
-            gateway: Mutex::new(None),
             fenced: Mutex::new(HashMap::new()),
             own_image: Mutex::new(None),
             options,
         }
     }
 
-    async fn docker(&self) -> Result<Docker, BackendError> {
-        if let Some(docker) = self.client.lock().expect("client lock").clone() {
-            return Ok(docker);
-        }
-        let docker = Docker::connect_with_defaults()
-            .map_err(|e| BackendError::Connect(e.to_string()))?
-            .with_timeout(ENGINE_CALL_TIMEOUT);
-        let docker = tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version())
-            .await
-            .map_err(|_| BackendError::Connect(format!("no answer within {CONNECT_TIMEOUT:?}")))?
-            .map_err(|e| BackendError::Connect(e.to_string()))?;
-        *self.client.lock().expect("client lock") = Some(docker.clone());
-        Ok(docker)
-    }
-
-    /// The container the gateway runs in, when it must join runtime networks: the configured
-    /// one, else the container whose hostname is ours; `None` outside a container.
+    /// The container the gateway runs in, when it must join runtime networks (network
+    /// mode, in a container); `None` otherwise: the host routes to every bridge already.
     async fn gateway_container(&self, docker: &Docker) -> Result<Option<String>, BackendError> {
         if !self.options.join_runtime_networks {
             return Ok(None);
         }
-        if let Some(known) = self.gateway.lock().expect("gateway lock").clone() {
-            return Ok(known);
-        }
-        let wanted = match &self.options.gateway_container {
-            Some(name) => Some(name.clone()),
-            // Outside a container the host routes to every bridge network already.
-            None if !std::path::Path::new("/.dockerenv").exists() => None,
-            None => Some(
-                std::fs::read_to_string("/etc/hostname")
-                    .map(|h| h.trim().to_owned())
-                    .map_err(|e| BackendError::GatewayContainerUnknown(format!("reading /etc/hostname: {e}")))?,
-            ),
-        };
-        let resolved = match wanted {
-            None => None,
-            Some(name) => match docker.inspect_container(&name, None).await {
-                Ok(c) => c.id,
-                Err(e) if status_of(&e) == Some(404) => {
-                    return Err(BackendError::GatewayContainerUnknown(format!(
-                        "no container named {name}"
-                    )));
-                }
-                Err(e) => return Err(fail(Operation::InspectContainer)(e)),
-            },
-        };
-        *self.gateway.lock().expect("gateway lock") = Some(resolved.clone());
-        Ok(resolved)
+        self.engine.gateway_container(docker).await
     }
 
     async fn networks_named(&self, docker: &Docker, name: &str) -> Result<Vec<Network>, BackendError> {
@@ -358,19 +284,6 @@ impl DockerBackend {
         Ok(())
     }
 
-    /// Attaches `container` to `network`; already attached is fine.
-    async fn connect(&self, docker: &Docker, network: &str, container: &str) -> Result<(), BackendError> {
-        let request = NetworkConnectRequest {
-            container: container.to_owned(),
-            endpoint_config: None,
-        };
-        match docker.connect_network(network, request).await {
-            Ok(()) => Ok(()),
-            Err(e) if message_of(&e).contains("already exists") => Ok(()),
-            Err(e) => Err(fail(Operation::ConnectNetwork)(e)),
-        }
-    }
-
     /// Makes a running runtime reachable by the gateway and by nothing else: on its own
     /// network only (moved there from any other), with the gateway joined in network mode.
     /// Returns the container as it is afterwards.
@@ -386,7 +299,7 @@ impl DockerBackend {
         let mut changed = false;
         if attached.iter().any(|n| n != network) || attached.is_empty() {
             self.ensure_network(docker, network, labels).await?;
-            self.connect(docker, network, &name).await?;
+            self.engine.connect(docker, network, &name).await?;
             for other in attached.iter().filter(|n| *n != network) {
                 let request = NetworkDisconnectRequest {
                     container: name.clone(),
@@ -406,7 +319,7 @@ impl DockerBackend {
             changed = true;
         }
         if let Some(gateway) = self.gateway_container(docker).await? {
-            self.connect(docker, network, &gateway).await?;
+            self.engine.connect(docker, network, &gateway).await?;
         }
         if !changed {
             return Ok(c);
@@ -446,7 +359,7 @@ impl DockerBackend {
             })
             .await
             .map_err(fail(Operation::CreateVolume))?;
-        self.check_ours(&volume, Some(&profile.labels), false)?;
+        self.engine.check_ours(&volume, Some(&profile.labels), false)?;
         phases.lap("volume");
         self.ensure_network(docker, &network, &network_labels).await?;
         phases.lap("network");
@@ -594,7 +507,7 @@ impl DockerBackend {
         let image = self.fence_image(docker).await?;
         let pool = self.options.subnet_pool.to_string();
         let mut labels = HashMap::from([(LABEL_FENCE.to_owned(), runtime.owner_hash.to_string())]);
-        if let Some(scope) = &self.options.scope {
+        if let Some(scope) = self.engine.scope() {
             labels.insert(LABEL_SCOPE.to_owned(), scope.clone());
         }
         let body = ContainerCreateBody {
@@ -654,7 +567,7 @@ impl DockerBackend {
 
     /// Removes fence helpers a gateway killed mid-fence left behind (of this scope).
     async fn sweep_fence_helpers(&self, docker: &Docker) {
-        let filters = self.scoped_filter(LABEL_FENCE.to_owned());
+        let filters = self.engine.scoped_filter(LABEL_FENCE.to_owned());
         let options = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)
@@ -663,7 +576,7 @@ impl DockerBackend {
             return;
         };
         for helper in helpers {
-            if self.is_another_scopes(&helper.labels.unwrap_or_default()) {
+            if self.engine.is_another_scopes(&helper.labels.unwrap_or_default()) {
                 continue;
             }
             // A running helper may be another gateway's fence in progress.
@@ -676,30 +589,6 @@ impl DockerBackend {
                 tracing::debug!(%id, %error, "cannot remove a leftover fence helper");
             }
         }
-    }
-
-    /// Refuses a container (`managed`: it must carry the managed label) or volume of another
-    /// gateway's scope: the seed's names carry only the owner hash, so two scopes on one
-    /// engine meet on them, and one must never wait on, adopt or remove the other's runtime
-    /// or profile.
-    fn check_ours(
-        &self,
-        name: &str,
-        labels: Option<&HashMap<String, String>>,
-        managed: bool,
-    ) -> Result<(), BackendError> {
-        let empty = HashMap::new();
-        let labels = labels.unwrap_or(&empty);
-        let theirs = labels.get(LABEL_SCOPE).cloned();
-        let is_managed = labels.get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY);
-        if (is_managed || !managed) && theirs == self.options.scope {
-            return Ok(());
-        }
-        Err(BackendError::NameTaken {
-            name: name.to_owned(),
-            theirs,
-            ours: self.options.scope.clone(),
-        })
     }
 
     /// The seed's container and volume names for an owner, and its own network's.
@@ -716,7 +605,7 @@ impl DockerBackend {
     /// the gateway attached, and not the network of a runtime that runs. Each would keep a
     /// subnet of the pool forever.
     async fn sweep_networks(&self, docker: &Docker, running: &[RuntimeInfo]) {
-        let filters = self.scoped_filter(format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+        let filters = self.engine.scoped_filter(format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
         let options = ListNetworksOptionsBuilder::default().filters(&filters).build();
         let _no_creates = self.creating.write().await;
         let Ok(networks) = docker.list_networks(Some(options)).await else {
@@ -727,7 +616,7 @@ impl DockerBackend {
             let (Some(name), Some(labels)) = (network.name, network.labels) else {
                 continue;
             };
-            if self.is_another_scopes(&labels) {
+            if self.engine.is_another_scopes(&labels) {
                 continue;
             }
             let Some(Ok(owner_hash)) = labels.get(LABEL_OWNER_HASH).map(|h| OwnerHash::parse(h)) else {
@@ -753,24 +642,9 @@ impl DockerBackend {
     }
 
     fn labels_filter(&self) -> HashMap<String, Vec<String>> {
-        let mut filters = self.scoped_filter(format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+        let mut filters = self.engine.scoped_filter(format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
         filters.insert("status".to_owned(), vec!["running".to_owned()]);
         filters
-    }
-
-    /// An engine list filter: objects with `label`, and this gateway's scope label if it has one.
-    fn scoped_filter(&self, label: String) -> HashMap<String, Vec<String>> {
-        let mut labels = vec![label];
-        if let Some(scope) = &self.options.scope {
-            labels.push(format!("{LABEL_SCOPE}={scope}"));
-        }
-        HashMap::from([("label".to_owned(), labels)])
-    }
-
-    /// Without a scope of our own, what is scoped to another gateway is theirs (with one,
-    /// the list filter already kept only ours).
-    fn is_another_scopes(&self, labels: &HashMap<String, String>) -> bool {
-        self.options.scope.is_none() && labels.contains_key(LABEL_SCOPE)
     }
 }
 
@@ -860,6 +734,7 @@ fn info_of(
         adopted,
         key: key_of(c),
         phases: Vec::new(),
+        last_used: None,
     })
 }
 
@@ -892,12 +767,12 @@ fn network_labels_of(c: &ContainerInspectResponse) -> HashMap<String, String> {
 #[async_trait]
 impl Backend for DockerBackend {
     async fn ping(&self) -> Result<(), BackendError> {
-        let docker = self.docker().await?;
+        let docker = self.engine.docker().await?;
         docker.ping().await.map(drop).map_err(fail(Operation::Ping))
     }
 
     async fn missing_images(&self, runtime_image: &str) -> Result<Vec<String>, BackendError> {
-        let docker = self.docker().await?;
+        let docker = self.engine.docker().await?;
         let fence_image = self.fence_image(&docker).await?;
         let mut missing = Vec::new();
         for image in [runtime_image, fence_image.as_str()] {
@@ -912,14 +787,14 @@ impl Backend for DockerBackend {
     }
 
     async fn ensure(&self, spec: &RuntimeSpec) -> Result<RuntimeInfo, BackendError> {
-        let docker = self.docker().await?;
+        let docker = self.engine.docker().await?;
         let (name, _, network) = self.names(&spec.owner_hash);
         let (ports, publish) = (self.options.ports, self.options.publish);
         let mut created: Option<Phases> = None;
         for attempt in 0..40u32 {
             let inspected = docker.inspect_container(&name, None).await;
             if let Ok(c) = &inspected {
-                self.check_ours(&name, labels_of(c), true)?;
+                self.engine.check_ours(&name, labels_of(c), true)?;
             }
             match inspected {
                 Ok(c) if is_running(&c) => {
@@ -973,7 +848,7 @@ impl Backend for DockerBackend {
         if self.fenced.lock().expect("fenced lock").get(&runtime.owner_hash) == Some(&runtime.id) {
             return Ok(());
         }
-        let docker = self.docker().await?;
+        let docker = self.engine.docker().await?;
         let started = std::time::Instant::now();
         self.run_fence(&docker, runtime).await?;
         tracing::debug!(container = %runtime.name, ms = started.elapsed().as_millis() as u64, "fenced runtime");
@@ -990,7 +865,7 @@ impl Backend for DockerBackend {
     }
 
     async fn is_running(&self, runtime: &RuntimeInfo) -> Result<bool, BackendError> {
-        let docker = self.docker().await?;
+        let docker = self.engine.docker().await?;
         // By id: a container recreated under the same name is another runtime.
         match docker.inspect_container(&runtime.id, None).await {
             Ok(c) => Ok(is_running(&c)),
@@ -1000,16 +875,16 @@ impl Backend for DockerBackend {
     }
 
     async fn remove(&self, owner_hash: &OwnerHash, with_volume: bool) -> Result<(), BackendError> {
-        let docker = self.docker().await?;
+        let docker = self.engine.docker().await?;
         let (name, volume, network) = self.names(owner_hash);
         match docker.inspect_container(&name, None).await {
-            Ok(c) => self.check_ours(&name, labels_of(&c), true)?,
+            Ok(c) => self.engine.check_ours(&name, labels_of(&c), true)?,
             Err(e) if status_of(&e) == Some(404) => {}
             Err(e) => return Err(fail(Operation::InspectContainer)(e)),
         }
         if with_volume {
             match docker.inspect_volume(&volume).await {
-                Ok(v) => self.check_ours(&volume, Some(&v.labels), false)?,
+                Ok(v) => self.engine.check_ours(&volume, Some(&v.labels), false)?,
                 Err(e) if status_of(&e) == Some(404) => {}
                 Err(e) => return Err(fail(Operation::InspectVolume)(e)),
             }
@@ -1033,50 +908,15 @@ impl Backend for DockerBackend {
     }
 
     async fn list_profiles(&self) -> Result<Vec<OwnerHash>, BackendError> {
-        let docker = self.docker().await?;
-        // The seed labels its volumes `browser_use.runtime=true` and the owner hash, no more.
-        let options = ListVolumesOptionsBuilder::default()
-            .filters(&self.scoped_filter(format!("{LABEL_RUNTIME}=true")))
-            .build();
-        let volumes = docker
-            .list_volumes(Some(options))
-            .await
-            .map_err(fail(Operation::ListVolumes))?
-            .volumes
-            .unwrap_or_default();
-        Ok(volumes
-            .into_iter()
-            .filter(|v| !self.is_another_scopes(&v.labels))
-            .filter_map(|v| {
-                let owner_hash = OwnerHash::parse(v.labels.get(LABEL_OWNER_HASH)?).ok()?;
-                // Only the seed's name for that owner's profile: never some other volume.
-                (v.name == volume_name(&owner_hash)).then_some(owner_hash)
-            })
-            .collect())
+        self.engine.list_profiles().await
     }
 
     async fn remove_profile(&self, owner_hash: &OwnerHash) -> Result<bool, BackendError> {
-        let docker = self.docker().await?;
-        let volume = volume_name(owner_hash);
-        match docker.inspect_volume(&volume).await {
-            Ok(v) => self.check_ours(&volume, Some(&v.labels), false)?,
-            Err(e) if status_of(&e) == Some(404) => return Ok(true),
-            Err(e) => return Err(fail(Operation::InspectVolume)(e)),
-        }
-        // Not forced: the engine refuses (409) while a container uses the volume.
-        match docker
-            .remove_volume(&volume, None::<bollard::query_parameters::RemoveVolumeOptions>)
-            .await
-        {
-            Ok(()) => Ok(true),
-            Err(e) if status_of(&e) == Some(404) => Ok(true),
-            Err(e) if status_of(&e) == Some(409) => Ok(false),
-            Err(e) => Err(fail(Operation::RemoveVolume)(e)),
-        }
+        self.engine.remove_profile(owner_hash).await
     }
 
     async fn list(&self) -> Result<Vec<RuntimeInfo>, BackendError> {
-        let docker = self.docker().await?;
+        let docker = self.engine.docker().await?;
         let (ports, publish) = (self.options.ports, self.options.publish);
         let options = ListContainersOptionsBuilder::default()
             .filters(&self.labels_filter())
@@ -1088,7 +928,7 @@ impl Backend for DockerBackend {
         let mut runtimes = Vec::new();
         for summary in summaries {
             let labels = summary.labels.unwrap_or_default();
-            if self.is_another_scopes(&labels) {
+            if self.engine.is_another_scopes(&labels) {
                 continue;
             }
             let Some(Ok(owner_hash)) = labels.get(LABEL_OWNER_HASH).map(|h| OwnerHash::parse(h)) else {
@@ -1122,7 +962,7 @@ impl Backend for DockerBackend {
 #[async_trait]
 impl TunnelLogs for DockerBackend {
     async fn tail(&self, container_name: &str, lines: usize) -> Result<String, BackendError> {
-        let docker = self.docker().await?;
+        let docker = self.engine.docker().await?;
         let options = LogsOptionsBuilder::default()
             .stdout(true)
             .stderr(true)

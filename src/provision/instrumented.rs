@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use super::backend::{Backend, BackendError, RuntimeInfo, RuntimeSpec};
+use super::backend::{Backend, BackendError, Retirement, RuntimeInfo, RuntimeSpec};
 use crate::metrics::Metrics;
 use crate::owner::OwnerHash;
 
@@ -37,6 +37,29 @@ impl Instrumented {
 impl Backend for Instrumented {
     async fn ping(&self) -> Result<(), BackendError> {
         self.timed("ping", self.inner.ping()).await
+    }
+
+    async fn check_engine(&self) -> Result<(), BackendError> {
+        self.timed("check_engine", self.inner.check_engine()).await
+    }
+
+    fn is_shared(&self) -> bool {
+        self.inner.is_shared()
+    }
+
+    async fn record_use(&self, owner_hash: &OwnerHash, last_used: f64) -> Result<(), BackendError> {
+        self.timed("record_use", self.inner.record_use(owner_hash, last_used))
+            .await
+    }
+
+    async fn retire(
+        &self,
+        owner_hash: &OwnerHash,
+        idle_before: f64,
+        with_volume: bool,
+    ) -> Result<Retirement, BackendError> {
+        self.timed("retire", self.inner.retire(owner_hash, idle_before, with_volume))
+            .await
     }
 
     async fn missing_images(&self, runtime_image: &str) -> Result<Vec<String>, BackendError> {

@@ -15,11 +15,13 @@
 
 pub mod backend;
 pub mod docker;
+mod engine_client;
 pub mod instrumented;
 pub mod readiness;
 pub mod reaper;
 pub mod retention;
 pub mod state_file;
+pub mod swarm;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicUsize, Ordering};
@@ -55,6 +57,14 @@ pub fn engine(settings: &Settings) -> Engine {
             let docker = Arc::new(docker::DockerBackend::new(docker::DockerOptions::from(settings)));
             Engine {
                 runtimes: docker.clone(),
+                tunnel_logs: docker,
+            }
+        }
+        BackendKind::Swarm => {
+            // The tunnel is a container beside the gateway, on the same engine.
+            let docker = Arc::new(docker::DockerBackend::new(docker::DockerOptions::from(settings)));
+            Engine {
+                runtimes: Arc::new(swarm::SwarmBackend::new(swarm::SwarmOptions::from(settings))),
                 tunnel_logs: docker,
             }
         }
@@ -103,6 +113,7 @@ impl ProvisionError {
 
     pub fn code(&self) -> &'static str {
         match self {
+            ProvisionError::Engine(BackendError::Unplaceable(_)) => "runtime_unplaceable",
             ProvisionError::Engine(e) if e.is_unavailable() => "engine_unavailable",
             ProvisionError::Engine(BackendError::NameTaken { .. }) => "name_taken",
             ProvisionError::Engine(_) | ProvisionError::Interrupted(_) => "runtime_failed",
@@ -212,6 +223,9 @@ struct Slot {
     failure: Mutex<Option<StartFailure>>,
     /// Of the holds, the open WebSockets (views, CDP sessions), for the admin API.
     websockets: AtomicUsize,
+    /// The last use this gateway recorded on the engine (shared backends), in ms of the
+    /// clock: a use is written when it is newer by the refresh interval, not per request.
+    recorded_ms: AtomicI64,
     /// When the current runtime became ready here (started or adopted), in ms of the clock.
     ready_since_ms: AtomicI64,
     /// The isolation mode the current runtime was made in, when another than the gateway's
@@ -230,6 +244,7 @@ impl Slot {
             last_used_ms: AtomicI64::new(now_ms),
             failure: Mutex::new(None),
             websockets: AtomicUsize::new(0),
+            recorded_ms: AtomicI64::new(i64::MIN),
             ready_since_ms: AtomicI64::new(now_ms),
             adopted_mode: Mutex::new(None),
         }
@@ -886,7 +901,11 @@ impl Provisioner {
                     .lock()
                     .expect("registry lock")
                     .last_used(mode, info.owner_hash.as_str());
-                let last_used = restored.map(|t| self.clock.reading_of_unix(t).min(now)).unwrap_or(now);
+                let last_used = info
+                    .last_used
+                    .or(restored)
+                    .map(|t| self.clock.reading_of_unix(t).min(now))
+                    .unwrap_or(now);
                 *slot.adopted_mode.lock().expect("mode lock") = self.mode_on_disk(info.owner_hash);
                 slot.last_used_ms.store(last_used, Ordering::Release);
                 tracing::info!(
@@ -897,14 +916,18 @@ impl Provisioner {
                 );
                 *guard = SlotState::Ready(Arc::new(info));
                 slot.ready_since_ms.store(now, Ordering::Release);
-                // A running runtime found at start has been up a while.
-                slot.answered.store(u8::MAX, Ordering::Release);
+                // A running runtime found at start has been up a while; one another gateway
+                // started a moment ago (a shared backend's pass) may still be starting.
+                let answered = if self.is_adopted() { 0 } else { u8::MAX };
+                slot.answered.store(answered, Ordering::Release);
                 slot.ready.store(true, Ordering::Release);
                 adopted += 1;
             }
         }
+        if adopted > 0 || !self.is_adopted() {
+            self.mark_dirty();
+        }
         self.adopted.store(true, Ordering::Release);
-        self.mark_dirty();
         Ok(adopted)
     }
 
@@ -936,15 +959,22 @@ impl Provisioner {
                 return;
             }
             let with_volume = self.removes_volume(&slot);
-            match self.backend.remove(&owner_hash, with_volume).await {
-                Ok(()) => {
+            let idle_before = self.clock.to_unix(now - ttl);
+            match self.backend.retire(&owner_hash, idle_before, with_volume).await {
+                Ok(backend::Retirement::UsedSince(used)) => {
+                    // Another gateway served it since: its use counts here too.
+                    let used = self.clock.reading_of_unix(used).min(self.clock.now_ms());
+                    slot.last_used_ms.fetch_max(used, Ordering::AcqRel);
+                    tracing::debug!(owner_hash = %owner_hash, "idle here, but used through another gateway; kept");
+                }
+                Ok(backend::Retirement::Retired) => {
                     self.metrics.removed(Removal::Idle);
                     tracing::info!(
                         owner_hash = %owner_hash,
                         container = %runtime.name,
                         volume_removed = with_volume,
                         reason = "idle",
-                        "removed idle runtime"
+                        "retired idle runtime"
                     );
                     *guard = SlotState::Absent;
                     slot.ready.store(false, Ordering::Release);
@@ -971,6 +1001,43 @@ impl Provisioner {
                 || recently_failed(slot)
                 || !matches!(slot.state.try_lock().as_deref(), Ok(SlotState::Absent))
         });
+    }
+
+    /// Records on the engine the last use of every runtime this gateway serves (shared
+    /// backends only), so that other gateways' reapers see it: a held runtime counts as used
+    /// now. Written when newer than the last write by the refresh interval (TTL/4), so the
+    /// engine sees a few writes per runtime per TTL, and only while it is used.
+    pub async fn share_use(&self) {
+        if !self.backend.is_shared() {
+            return;
+        }
+        let now = self.clock.now_ms();
+        let refresh = self.settings.use_refresh().as_millis() as i64;
+        let due: Vec<(OwnerHash, Arc<Slot>, i64)> = self
+            .slots
+            .iter()
+            .filter(|e| e.value().ready.load(Ordering::Acquire))
+            .filter_map(|e| {
+                let slot = e.value();
+                let used = if slot.holds.load(Ordering::Acquire) > 0 {
+                    now
+                } else {
+                    slot.last_used_ms.load(Ordering::Acquire)
+                };
+                let recorded = slot.recorded_ms.load(Ordering::Acquire);
+                (recorded == i64::MIN || used - recorded >= refresh).then(|| (*e.key(), slot.clone(), used))
+            })
+            .collect();
+        let writes = due.into_iter().map(|(owner_hash, slot, used)| async move {
+            match self.backend.record_use(&owner_hash, self.clock.to_unix(used)).await {
+                Ok(()) => slot.recorded_ms.fetch_max(used, Ordering::AcqRel),
+                Err(error) => {
+                    tracing::warn!(%owner_hash, %error, "cannot record last use on the engine; will retry");
+                    0
+                }
+            }
+        });
+        futures_util::future::join_all(writes).await;
     }
 
     /// The gateway's own entries of the registry: one per ready runtime.
@@ -1226,6 +1293,7 @@ mod tests {
             adopted: true,
             key: None,
             phases: Vec::new(),
+            last_used: None,
         }
     }
 

@@ -9,7 +9,8 @@ use tokio_util::sync::CancellationToken;
 use super::{Provisioner, retention};
 
 /// Runs until `shutdown` is cancelled: every reap interval, adopt running runtimes (until
-/// that has worked once), remove idle ones, sync the registry file, and remove the
+/// that has worked once; every time on a shared backend), record last use on a shared
+/// backend, retire idle runtimes, sync the registry file, and remove the
 /// runtimes of other writers' expired entries (the seed's cleanup); every
 /// [`retention::SWEEP_INTERVAL`], remove profiles past the retention (when it is on).
 pub async fn run(provisioner: Arc<Provisioner>, shutdown: CancellationToken) {
@@ -21,12 +22,16 @@ pub async fn run(provisioner: Arc<Provisioner>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        if !provisioner.is_adopted() {
+        // A shared backend's runtimes may be started by other gateways at any time: each
+        // pass adopts what is new (one list of the engine).
+        if !provisioner.is_adopted() || provisioner.backend().is_shared() {
             match provisioner.adopt().await {
+                Ok(0) if provisioner.is_adopted() => {}
                 Ok(count) => tracing::info!(count, "adopted running runtimes"),
                 Err(error) => tracing::debug!(%error, "cannot list runtimes yet; will retry"),
             }
         }
+        provisioner.share_use().await;
         provisioner.reap_idle().await;
         provisioner.persist().await;
         // Other writers' entries only once ours are known: a running runtime not adopted

@@ -183,6 +183,7 @@ impl Backend for FakeEngine {
             adopted: false,
             key: None,
             phases: Vec::new(),
+            last_used: None,
         };
         let runtime = FakeRuntime {
             info: info.clone(),

@@ -175,6 +175,25 @@ pub fn connects_from(name: &str, addresses: &[String]) -> Vec<(String, bool)> {
         .collect()
 }
 
+/// From inside the runtime container `name` (the stub's `ask` command), asks each address
+/// for `/health`; returns which runtime answered (its hostname), if one did. Stronger than
+/// [`connects_from`] where something on the path accepts any connection.
+pub fn runtimes_answering_from(name: &str, addresses: &[String]) -> Vec<(String, Option<String>)> {
+    let mut args = vec!["exec", name, "/stub-runtime", "ask"];
+    args.extend(addresses.iter().map(String::as_str));
+    let out = docker(&args).expect("docker exec runs the stub's ask command");
+    eprintln!("asked from {name}:\n{out}");
+    addresses
+        .iter()
+        .map(|a| {
+            let host = out
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{a} answered by ")).map(str::to_owned));
+            (a.clone(), host)
+        })
+        .collect()
+}
+
 pub fn volume_exists(name: &str) -> bool {
     docker(&["volume", "inspect", name]).is_some()
 }
@@ -230,7 +249,21 @@ impl Scope {
         self.labelled(&["network", "ls"])
     }
 
+    /// Swarm services carrying the scope's label (the Swarm backend's runtimes).
+    pub fn services(&self) -> Vec<String> {
+        if docker(&["info", "-f", "{{.Swarm.ControlAvailable}}"]).is_none_or(|a| a.trim() != "true") {
+            return Vec::new();
+        }
+        self.labelled(&["service", "ls"])
+    }
+
     fn clean(&self) {
+        let services = self.services();
+        if !services.is_empty() {
+            let mut args = vec!["service", "rm"];
+            args.extend(services.iter().map(String::as_str));
+            docker(&args);
+        }
         let containers = self.containers();
         if !containers.is_empty() {
             let mut args = vec!["rm", "-f", "-v"];

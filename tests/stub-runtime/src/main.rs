@@ -256,12 +256,42 @@ async fn probe(addresses: &[String]) {
     }
 }
 
+/// `ask ADDR...`: one line per address, `answered by <host>` when a runtime (this stub, by
+/// its `x-runtime-host` header) answers `GET /health` there, else `no runtime: <why>`. Unlike
+/// `connect`, a connection that something else on the path accepts does not count.
+async fn ask(addresses: &[String]) {
+    let attempts = addresses.iter().map(|address| async move {
+        let exchange = async {
+            let mut stream = tokio::net::TcpStream::connect(address).await?;
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            stream
+                .write_all(b"GET /health HTTP/1.1\r\nhost: probe\r\nconnection: close\r\n\r\n")
+                .await?;
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer).await?;
+            Ok::<_, std::io::Error>(String::from_utf8_lossy(&answer).into_owned())
+        };
+        match tokio::time::timeout(Duration::from_secs(3), exchange).await {
+            Ok(Ok(answer)) => match answer.lines().find_map(|l| l.strip_prefix("x-runtime-host: ")) {
+                Some(host) => format!("{address} answered by {}", host.trim()),
+                None => format!("{address} no runtime: {:?}", answer.lines().next().unwrap_or_default()),
+            },
+            Ok(Err(error)) => format!("{address} no runtime: {error}"),
+            Err(_) => format!("{address} no runtime: timed out"),
+        }
+    });
+    for line in futures_util::future::join_all(attempts).await {
+        println!("{line}");
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("connect") {
-        probe(&args[2..]).await;
-        return;
+    match args.get(1).map(String::as_str) {
+        Some("connect") => return probe(&args[2..]).await,
+        Some("ask") => return ask(&args[2..]).await,
+        _ => {}
     }
     let hostname = std::fs::read_to_string("/etc/hostname")
         .unwrap_or_default()

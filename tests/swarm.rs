@@ -1,0 +1,418 @@
+//! The Swarm backend on a real swarm (the test command makes this engine a single-node swarm
+//! and leaves it as it found it): runtimes as services, scaled to zero when idle and back,
+//! served by two gateway replicas in containers whose only shared state is the engine — and
+//! refused, with what to do, where a swarm cannot run it.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use http::Method;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+/// The gateway image, built by scripts/build-gateway-image.sh.
+const GATEWAY_IMAGE: &str = "lazygate:latest";
+/// The TTL the replicas run with: short, so scale-to-zero is seen within a test.
+const TTL_SECONDS: u64 = 3;
+
+/// A gateway replica: a container of the gateway image on this manager, with the engine's
+/// socket, the Swarm backend and the stub runtime image; its port published on loopback.
+struct Replica {
+    name: String,
+    addr: String,
+}
+
+impl Replica {
+    async fn start(scope: &Scope, env: &[(&str, &str)]) -> Replica {
+        let name = format!("lazygate-{}", unique("swarm-gw"));
+        let mut args: Vec<String> = [
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--label",
+            &format!("lazygate.scope={}", scope.name),
+            // The gateway joins every runtime's network: it must not route between them.
+            "--sysctl",
+            "net.ipv4.ip_forward=0",
+            "-v",
+            "/var/run/docker.sock:/var/run/docker.sock",
+            "-p",
+            "127.0.0.1::8080",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let ttl = TTL_SECONDS.to_string();
+        let mut settings = vec![
+            ("LAZYGATE_BACKEND", "swarm"),
+            ("LAZYGATE_SCOPE", scope.name.as_str()),
+            ("BROWSER_RUNTIME_IMAGE", STUB_IMAGE),
+            ("BROWSER_RUNTIME_NETWORK", "lgswarm"),
+            ("BROWSER_RUNTIME_TTL_SECONDS", ttl.as_str()),
+            ("BROWSER_RUNTIME_START_TIMEOUT", "60"),
+            ("LAZYGATE_API_TOKENS", TEST_API_TOKEN),
+            ("LAZYGATE_VIEW_SECRET", TEST_VIEW_SECRET),
+            ("RUST_LOG", "info,lazygate::provision=debug"),
+        ];
+        settings.extend_from_slice(env);
+        for (key, value) in settings {
+            args.push("-e".to_owned());
+            args.push(format!("{key}={value}"));
+        }
+        args.push(GATEWAY_IMAGE.to_owned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        docker(&args).expect("gateway replica starts");
+        let port = docker(&["port", &name, "8080/tcp"]).expect("published port");
+        let addr = port.lines().next().unwrap().trim().to_owned();
+        let replica = Replica { name, addr };
+        let health = replica.url("/healthz");
+        eventually_async("the replica answers", async || {
+            let request = http::Request::get(health.as_str()).body(Default::default()).unwrap();
+            matches!(
+                tokio::time::timeout(Duration::from_secs(1), client().request(request)).await,
+                Ok(Ok(response)) if response.status() == 200
+            )
+        })
+        .await;
+        replica
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn logs(&self) -> String {
+        container_logs(&self.name)
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- log of replica {}:\n{}", self.name, self.logs());
+        }
+        docker(&["rm", "-f", "-v", &self.name]);
+    }
+}
+
+fn service(hash: &str) -> Option<Value> {
+    let out = docker(&["service", "inspect", &container_name(hash)])?;
+    serde_json::from_str::<Value>(&out).ok()?.as_array()?.first().cloned()
+}
+
+fn replicas(hash: &str) -> i64 {
+    service(hash).map_or(-1, |s| {
+        s["Spec"]["Mode"]["Replicated"]["Replicas"].as_i64().unwrap_or(-1)
+    })
+}
+
+fn last_used_label(hash: &str) -> f64 {
+    service(hash)
+        .and_then(|s| s["Spec"]["Labels"]["lazygate.last_used"].as_str()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Tasks of the owner's service: (id, desired state, current state, error).
+fn tasks(hash: &str) -> Vec<(String, String, String, String)> {
+    let out = docker(&[
+        "service",
+        "ps",
+        "--no-trunc",
+        "--format",
+        "{{.ID}}|{{.DesiredState}}|{{.CurrentState}}|{{.Error}}",
+        &container_name(hash),
+    ])
+    .unwrap_or_default();
+    out.lines()
+        .map(|line| {
+            let mut fields = line.split('|').map(str::to_owned);
+            let mut next = || fields.next().unwrap_or_default();
+            (next(), next(), next(), next())
+        })
+        .collect()
+}
+
+/// The id of the owner's one running task.
+fn running_task(hash: &str) -> String {
+    let running: Vec<_> = tasks(hash)
+        .into_iter()
+        .filter(|(_, desired, current, _)| desired == "Running" && current.starts_with("Running"))
+        .collect();
+    assert_eq!(running.len(), 1, "one running task: {running:?}");
+    running[0].0.clone()
+}
+
+/// The container of the owner's running task, on this node.
+fn task_container(hash: &str) -> String {
+    let filter = format!("label=com.docker.swarm.service.name={}", container_name(hash));
+    let ids = docker(&["ps", "-q", "--filter", &filter]).unwrap_or_default();
+    ids.lines().next().expect("a running task container").trim().to_owned()
+}
+
+/// How many times the owner's runtime has booted on its profile, asked through `replica`.
+async fn boots_via(replica: &Replica, owner: &str) -> usize {
+    let reply = get(&replica.url(&format!("/rpc/{owner}/boots"))).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.text().lines().count()
+}
+
+async fn open_view(
+    replica: &Replica,
+    owner: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let hash = seed_hash(owner);
+    let url = format!(
+        "ws://{}/view/{hash}/websockify?token={}",
+        replica.addr,
+        view_token(owner)
+    );
+    let (mut ws, response) = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect("websocket through the replica");
+    assert_eq!(response.status(), 101);
+    ws.send(Message::Binary(vec![7, 7].into())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::Binary(vec![7, 7].into()));
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_share_one_service_and_scale_it_to_zero_only_when_nobody_holds_it() {
+    let scope = Scope::new("swarm-replicas");
+    let a = Replica::start(&scope, &[]).await;
+    let b = Replica::start(&scope, &[]).await;
+    let owner = unique("swarmer");
+    let hash = seed_hash(&owner);
+
+    // 20 concurrent first hits, split across both replicas: one service, all answered.
+    let hits = (0..20).map(|i| {
+        let url = if i % 2 == 0 { &a } else { &b }.url(&format!("/rpc/{owner}/run"));
+        async move { post(&url, &format!("{{\"hit\":{i}}}")).await }
+    });
+    let replies = futures_util::future::join_all(hits).await;
+    for reply in &replies {
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    assert_eq!(scope.services().len(), 1, "exactly one service for one owner");
+    let service_json = service(&hash).expect("the owner's service");
+    let labels = &service_json["Spec"]["Labels"];
+    assert_eq!(labels["browser_use.owner_hash"], hash.as_str());
+    assert_eq!(labels["browser_use.managed_by"], "browser_runtime_manager");
+    let container_spec = &service_json["Spec"]["TaskTemplate"]["ContainerSpec"];
+    assert_eq!(container_spec["Labels"]["browser_use.runtime"], "true");
+    let env: Vec<&str> = container_spec["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(env.contains(&"BROWSER_DATA_DIR=/data"), "{env:?}");
+    let mounts = container_spec["Mounts"].to_string();
+    assert!(
+        mounts.contains(&volume_name(&hash)) && mounts.contains("/dev/shm"),
+        "{mounts}"
+    );
+    assert_eq!(boots_via(&a, &owner).await, 1);
+    let task = running_task(&hash);
+
+    // A view held open on A keeps the runtime while B (which served half the burst, and
+    // whose own last use is long past the TTL) runs its reaper: A's refreshes of the
+    // last-use label win, and rewriting the label never restarts the task.
+    let mut ws = open_view(&a, &owner).await;
+    let held_from = last_used_label(&hash);
+    let limit = Duration::from_secs(TTL_SECONDS * 6);
+    eventually(
+        "A refreshes last use past three TTLs while the view is open",
+        limit,
+        || {
+            assert_eq!(replicas(&hash), 1, "scaled down while a view was open");
+            last_used_label(&hash) >= held_from + 3.0 * TTL_SECONDS as f64
+        },
+    )
+    .await;
+    assert_eq!(running_task(&hash), task, "label updates left the task alone");
+    ws.send(Message::Text("still here".into())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::Text("still here".into()));
+
+    // Closed: scaled to zero, by whichever replica gets there first; service and volume stay.
+    ws.close(None).await.unwrap();
+    while let Some(Ok(_)) = ws.next().await {}
+    drop(ws);
+    let closed = Instant::now();
+    let took = eventually("scaled to zero", Duration::from_secs(TTL_SECONDS * 3 + 5), || {
+        replicas(&hash) == 0
+    })
+    .await;
+    eprintln!(
+        "scaled to zero {:.2} s after the view closed (TTL {TTL_SECONDS} s)",
+        closed.elapsed().as_secs_f64().min(took.as_secs_f64())
+    );
+    assert!(service(&hash).is_some(), "the service stays");
+    assert!(volume_exists(&volume_name(&hash)), "the profile stays");
+    let pinned = service(&hash).unwrap()["Spec"]["TaskTemplate"]["Placement"]["Constraints"].to_string();
+    assert!(pinned.contains("node.id=="), "pinned to its profile's node: {pinned}");
+
+    // The next request scales it back, on the profile written before: a second boot.
+    let back = Instant::now();
+    assert_eq!(boots_via(&b, &owner).await, 2, "the profile survived scale-to-zero");
+    eprintln!("scaled back from zero and answered in {:?}", back.elapsed());
+    assert_eq!(replicas(&hash), 1);
+    assert_eq!(scope.services().len(), 1, "still one service");
+    let logs = format!("{}\n{}", a.logs(), b.logs());
+    assert!(logs.contains("retired idle runtime"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_task_runtimes_leave_no_service_volume_or_network_behind() {
+    let scope = Scope::new("swarm-per-task");
+    let gateway = Replica::start(&scope, &[("BROWSER_USE_ISOLATION_MODE", "docker-per-task")]).await;
+    // Removed on request (the seed's cleanup) ...
+    let owner = unique("task");
+    let hash = seed_hash(&owner);
+    assert_eq!(post(&gateway.url(&format!("/rpc/{owner}/run")), "{}").await.status, 200);
+    assert!(volume_exists(&volume_name(&hash)));
+    let reply = send(Method::DELETE, &gateway.url(&format!("/rpc/{owner}")), "").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(service(&hash).is_none(), "service removed before the answer");
+    assert!(
+        !volume_exists(&volume_name(&hash)),
+        "per-task volume removed before the answer"
+    );
+    eventually("its network is removed", Duration::from_secs(15), || {
+        docker(&["network", "inspect", &format!("lgswarm-{hash}")]).is_none()
+    })
+    .await;
+    // ... and when idle.
+    let idle = unique("idle-task");
+    let idle_hash = seed_hash(&idle);
+    assert_eq!(post(&gateway.url(&format!("/rpc/{idle}/run")), "{}").await.status, 200);
+    eventually(
+        "the idle per-task runtime is gone with its volume",
+        Duration::from_secs(TTL_SECONDS * 3 + 15),
+        || service(&idle_hash).is_none() && !volume_exists(&volume_name(&idle_hash)),
+    )
+    .await;
+    assert!(scope.services().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runtimes_on_the_swarm_cannot_reach_each_other() {
+    let scope = Scope::new("swarm-isolation");
+    let gateway = Replica::start(&scope, &[]).await;
+    let (mallory, victim) = (unique("mallory"), unique("victim"));
+    for owner in [&mallory, &victim] {
+        assert_eq!(post(&gateway.url(&format!("/rpc/{owner}/run")), "{}").await.status, 200);
+    }
+    let (attacker, target) = (
+        task_container(&seed_hash(&mallory)),
+        task_container(&seed_hash(&victim)),
+    );
+    // Every address the victim has on this node: its overlay's and its docker_gwbridge's.
+    let mut addresses: Vec<String> = networks_of(&target)
+        .into_iter()
+        .filter(|(_, ip)| !ip.is_empty())
+        .map(|(_, ip)| format!("{ip}:8787"))
+        .collect();
+    let bridge = docker(&["network", "inspect", "docker_gwbridge", "-f", "{{json .Containers}}"]).unwrap_or_default();
+    let bridge: Value = serde_json::from_str(&bridge).unwrap_or(Value::Null);
+    let target_id = container_id(&target).unwrap();
+    if let Some(entry) = bridge.get(&target_id) {
+        let ip = entry["IPv4Address"]
+            .as_str()
+            .unwrap_or_default()
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        addresses.push(format!("{ip}:8787"));
+    }
+    assert!(
+        addresses.len() >= 2,
+        "the victim's overlay and bridge addresses: {addresses:?}"
+    );
+    // The attack's control: the attacker's own runtime answers on its own overlay address.
+    // (A bare TCP connect proves nothing here: traffic the host routes outward may be
+    // accepted by whatever is on the path; only a runtime's own answer counts.)
+    let own: Vec<String> = networks_of(&attacker)
+        .into_iter()
+        .filter(|(_, ip)| !ip.is_empty())
+        .map(|(_, ip)| format!("{ip}:8787"))
+        .collect();
+    let answered = runtimes_answering_from(&attacker, &own);
+    assert!(
+        answered.iter().all(|(_, host)| host.is_some()),
+        "the probe works: {answered:?}"
+    );
+    for (address, host) in runtimes_answering_from(&attacker, &addresses) {
+        assert!(
+            host.is_none(),
+            "one runtime reached another's port at {address} (answered by {host:?})"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_that_cannot_start_says_why_once_without_a_restart_storm() {
+    let scope = Scope::new("swarm-bad-image");
+    let gateway = Replica::start(&scope, &[("BROWSER_RUNTIME_IMAGE", "lazygate-no-such-image:none")]).await;
+    let owner = unique("broken");
+    let hash = seed_hash(&owner);
+    let reply = post(&gateway.url(&format!("/rpc/{owner}/run")), "{}").await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert_eq!(reply.error_code(), "runtime_failed");
+    let message = reply.json()["error"]["message"].as_str().unwrap_or_default().to_owned();
+    assert!(message.contains("task"), "names the task's own error: {message}");
+    // Asked again at once: the same answer, and still the one task (no restarts).
+    let again = post(&gateway.url(&format!("/rpc/{owner}/run")), "{}").await;
+    assert_eq!(again.status, 502, "{}", again.text());
+    assert_eq!(tasks(&hash).len(), 1, "no restart storm: {:?}", tasks(&hash));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_killed_mid_start_leaves_the_other_to_serve_without_a_duplicate() {
+    let scope = Scope::new("swarm-kill");
+    let a = Replica::start(&scope, &[]).await;
+    let b = Replica::start(&scope, &[]).await;
+    let owner = unique("orphan");
+    let hash = seed_hash(&owner);
+    let url = a.url(&format!("/rpc/{owner}/run"));
+    // A's own request is cut when A dies: its answer does not matter.
+    let first = tokio::spawn(async move {
+        let request = http::Request::post(url)
+            .header("authorization", format!("Bearer {TEST_API_TOKEN}"))
+            .body(Default::default())
+            .unwrap();
+        client().request(request).await.map(|r| r.status())
+    });
+    eventually("A has created the service", Duration::from_secs(30), || {
+        service(&hash).is_some()
+    })
+    .await;
+    docker(&["kill", "-s", "KILL", &a.name]).expect("replica A killed");
+    let _ = first.await;
+    let reply = post(&b.url(&format!("/rpc/{owner}/run")), "{}").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(scope.services().len(), 1, "no duplicate service");
+    running_task(&hash);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_swarm_backend_refuses_a_gateway_outside_a_container() {
+    // This engine is a manager (the test command made it one), but a gateway on the host
+    // cannot join overlay networks: refused at start, naming the key and what to do.
+    let scope = Scope::new("swarm-host");
+    let (code, output) = GatewayConfig::new(&scope)
+        .env("LAZYGATE_BACKEND", "swarm")
+        .env("LAZYGATE_UPSTREAM", "network")
+        .run_to_exit();
+    assert_eq!(code, Some(2), "{output}");
+    assert!(output.contains("runtime.backend = swarm"), "{output}");
+    assert!(output.contains("container"), "{output}");
+    // And published upstreams make no sense on a swarm: a configuration error.
+    let (code, output) = GatewayConfig::new(&scope)
+        .env("LAZYGATE_BACKEND", "swarm")
+        .run_to_exit();
+    assert_eq!(code, Some(2), "{output}");
+    assert!(output.contains("runtime.upstream"), "{output}");
+}
