@@ -254,7 +254,14 @@ async fn two_replicas_share_one_service_and_scale_it_to_zero_only_when_nobody_ho
     let pinned = service(&hash).unwrap()["Spec"]["TaskTemplate"]["Placement"]["Constraints"].to_string();
     assert!(pinned.contains("node.id=="), "pinned to its profile's node: {pinned}");
 
-    // The next request scales it back, on the profile written before: a second boot.
+    // Once its task has stopped (a request racing the stop is answered by the old task)...
+    eventually("the old task has stopped", Duration::from_secs(30), || {
+        tasks(&hash)
+            .iter()
+            .all(|(_, _, current, _)| !current.starts_with("Running"))
+    })
+    .await;
+    // ... the next request scales it back, on the profile written before: a second boot.
     let back = Instant::now();
     assert_eq!(boots_via(&b, &owner).await, 2, "the profile survived scale-to-zero");
     eprintln!("scaled back from zero and answered in {:?}", back.elapsed());
