@@ -454,3 +454,76 @@ async fn profiles_of_owners_not_seen_within_the_retention_are_removed_and_no_oth
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_gateways_sharing_a_state_directory_never_cut_each_others_runs() {
+    // Two replicas of the Docker backend on one engine, as `docker compose up --scale`
+    // makes them (one state volume): a run held through the first outlives several TTLs of
+    // the second's reaper, which knows the runtime (it adopted it), because a held
+    // runtime's registry entry is rewritten as used.
+    use http_body_util::BodyExt;
+    let scope = Scope::new("two-replicas");
+    let config = GatewayConfig::new(&scope).env("BROWSER_RUNTIME_TTL_SECONDS", "2");
+    let first = config.start();
+    let owner = unique("shared-run");
+    let hash = seed_hash(&owner);
+    assert_eq!(post(&first.url(&format!("/rpc/{owner}")), "").await.status, 200);
+    let id = container_id(&container_name(&hash)).unwrap();
+    let second = config.start();
+    assert_eq!(second.log_lines("adopted running runtime owner_hash=").len(), 1);
+
+    let held = first.url(&format!("/rpc/{owner}/hold?id=long"));
+    let request = http::Request::get(&held)
+        .header("authorization", format!("Bearer {TEST_API_TOKEN}"))
+        .body(Default::default())
+        .unwrap();
+    let response = client().request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let first_chunk = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert!(!first_chunk.is_empty());
+
+    // Three TTLs of the second gateway's reaper pass while the run is held: the shared
+    // registry's last use for it keeps moving, and the runtime stays.
+    let registry_path = config.state_dir.path().join("docker_runtimes.json");
+    let last_used = || -> f64 {
+        let text = std::fs::read_to_string(&registry_path).unwrap_or_default();
+        let registry: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        registry["runtimes"][format!("docker-per-principal:{hash}")]["last_used"]
+            .as_f64()
+            .unwrap_or(0.0)
+    };
+    let from = last_used();
+    eventually(
+        "the held run's last use moves past three TTLs",
+        Duration::from_secs(20),
+        || {
+            assert_eq!(
+                container_id(&container_name(&hash)).as_ref(),
+                Some(&id),
+                "the run's runtime was removed"
+            );
+            last_used() >= from + 6.0
+        },
+    )
+    .await;
+    assert!(
+        second.log_lines("removed idle runtime").is_empty(),
+        "the second gateway removed it"
+    );
+
+    // Released: the run completes, and then the runtime goes idle and is retired.
+    assert_eq!(
+        get(&first.url(&format!("/rpc/{owner}/release?id=long"))).await.status,
+        200
+    );
+    let rest = tokio::time::timeout(Duration::from_secs(10), body.collect())
+        .await
+        .expect("the held run completes")
+        .expect("uncut");
+    assert!(!rest.to_bytes().is_empty() || !first_chunk.is_empty());
+    eventually("retired once idle", Duration::from_secs(15), || {
+        container_id(&container_name(&hash)).is_none()
+    })
+    .await;
+}

@@ -268,7 +268,7 @@ async fn two_replicas_share_one_service_and_scale_it_to_zero_only_when_nobody_ho
     assert_eq!(replicas(&hash), 1);
     assert_eq!(scope.services().len(), 1, "still one service");
     let logs = format!("{}\n{}", a.logs(), b.logs());
-    assert!(logs.contains("retired idle runtime"), "{logs}");
+    assert!(logs.contains("scaled idle runtime to zero"), "{logs}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

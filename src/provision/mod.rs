@@ -969,12 +969,18 @@ impl Provisioner {
                 }
                 Ok(backend::Retirement::Retired) => {
                     self.metrics.removed(Removal::Idle);
+                    // A shared backend keeps a per-principal runtime at rest (Swarm: 0 replicas).
+                    let outcome = if self.backend.is_shared() && !with_volume {
+                        "scaled idle runtime to zero"
+                    } else {
+                        "removed idle runtime"
+                    };
                     tracing::info!(
                         owner_hash = %owner_hash,
                         container = %runtime.name,
                         volume_removed = with_volume,
                         reason = "idle",
-                        "retired idle runtime"
+                        "{outcome}"
                     );
                     *guard = SlotState::Absent;
                     slot.ready.store(false, Ordering::Release);
@@ -1003,14 +1009,12 @@ impl Provisioner {
         });
     }
 
-    /// Records on the engine the last use of every runtime this gateway serves (shared
-    /// backends only), so that other gateways' reapers see it: a held runtime counts as used
-    /// now. Written when newer than the last write by the refresh interval (TTL/4), so the
-    /// engine sees a few writes per runtime per TTL, and only while it is used.
+    /// Records the last use of every runtime this gateway serves where other gateways see
+    /// it — on the engine for a shared backend, in the registry file otherwise — so that
+    /// their reapers never take a runtime held here: a held runtime counts as used now.
+    /// Written when newer than the last write by the refresh interval (TTL/4), so the engine
+    /// (or the file) sees a few writes per runtime per TTL, and only while it is used.
     pub async fn share_use(&self) {
-        if !self.backend.is_shared() {
-            return;
-        }
         let now = self.clock.now_ms();
         let refresh = self.settings.use_refresh().as_millis() as i64;
         let due: Vec<(OwnerHash, Arc<Slot>, i64)> = self
@@ -1028,6 +1032,17 @@ impl Provisioner {
                 (recorded == i64::MIN || used - recorded >= refresh).then(|| (*e.key(), slot.clone(), used))
             })
             .collect();
+        if !self.backend.is_shared() {
+            // Last use lives in the registry file, which other gateways sharing the state
+            // directory read: a held runtime's entry is rewritten as used now.
+            if !due.is_empty() {
+                for (_, slot, used) in &due {
+                    slot.recorded_ms.fetch_max(*used, Ordering::AcqRel);
+                }
+                self.mark_dirty();
+            }
+            return;
+        }
         let writes = due.into_iter().map(|(owner_hash, slot, used)| async move {
             match self.backend.record_use(&owner_hash, self.clock.to_unix(used)).await {
                 Ok(()) => slot.recorded_ms.fetch_max(used, Ordering::AcqRel),
@@ -1053,7 +1068,12 @@ impl Provisioner {
                     format!("{mode}:{owner_hash}"),
                     RegistryEntry {
                         container_name: runtime.name.clone(),
-                        last_used: self.clock.to_unix(slot.last_used_ms.load(Ordering::Acquire)),
+                        // Held: in use now (another gateway's reaper reads this).
+                        last_used: self.clock.to_unix(if slot.holds.load(Ordering::Acquire) > 0 {
+                            self.clock.now_ms()
+                        } else {
+                            slot.last_used_ms.load(Ordering::Acquire)
+                        }),
                         mode: mode.to_owned(),
                         volume_name: backend::volume_name(entry.key()),
                         owner_hash,
