@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 ensure_engine
 # python3 computes the seed's owner hashes independently; chromium is the person's browser;
 # prometheus scrapes a gateway in the metrics test.
-apt_install curl python3 chromium prometheus
+apt_install curl python3 chromium prometheus iproute2 util-linux
 command -v npm >/dev/null 2>&1 || apt_install nodejs npm
 # playwright-core, the CDP client of the CDP test; it drives the runtime's own Chromium.
 npm ci --prefix tests/cdp-client --no-audit --no-fund --silent
@@ -16,20 +16,12 @@ scripts/build-runtime-image.sh
 scripts/build-gateway-image.sh
 # Gateways under test create the network on demand; making it first keeps their races apart.
 docker network inspect lazygate-test >/dev/null 2>&1 || docker network create --label lazygate.test=1 lazygate-test >/dev/null
-leave_swarm() {
-  if [ -n "${swarm_made:-}" ]; then
-    docker swarm leave --force >/dev/null 2>&1 || true
-    docker network rm docker_gwbridge >/dev/null 2>&1 || true
-  fi
-}
+# The Swarm backend's tests need a swarm: make this engine one for the run (a manager that a
+# second engine in a network namespace can join), and leave it as it was found.
+. scripts/swarm.sh
 log=$(mktemp)
-trap 'rm -f "$log"; leave_swarm' EXIT
-# The Swarm backend's tests need a swarm: make this engine a single-node one for the run
-# (the Docker backend's tests run beside it undisturbed), and leave it as it was found.
-if [ "$(docker info -f '{{.Swarm.LocalNodeState}}')" = inactive ]; then
-  docker swarm init --advertise-addr 127.0.0.1 --default-addr-pool 10.214.0.0/16 >/dev/null
-  swarm_made=1
-fi
+trap 'rm -f "$log"; swarm_down' EXIT
+swarm_up
 cargo fmt --all --check
 cargo clippy --all-targets --workspace --quiet -- -D warnings
 status=0

@@ -58,6 +58,10 @@ enum Command {
         #[arg(long, short, global = true)]
         config: Option<PathBuf>,
     },
+    /// Remove a volume on this node's engine (the Swarm backend runs it as a one-shot job on
+    /// the node that holds a per-task profile); not for people.
+    #[command(hide = true)]
+    RemoveVolume { volume: String },
     /// Check a configuration as `serve` would, without serving: exit 0 when it is valid,
     /// 2 naming the key (or the file) when it is not.
     CheckConfig {
@@ -111,6 +115,7 @@ fn main() -> ExitCode {
             config,
         } => view_url(&owner, ttl, base, config),
         Command::Runtimes { action, admin, config } => runtimes(action, admin, config),
+        Command::RemoveVolume { volume } => remove_volume(&volume),
         Command::CheckConfig { config } => match load(config) {
             Ok(settings) => {
                 let file = settings
@@ -156,6 +161,26 @@ fn runtimes(action: RuntimesAction, admin: Option<std::net::SocketAddr>, config:
         Err(error) => {
             eprintln!("lazygate: {error}");
             ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+fn remove_volume(volume: &str) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("lazygate: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(lazygate::provision::swarm::remove_local_volume(volume)) {
+        Ok(()) => {
+            println!("removed {volume}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("lazygate: {error}");
+            ExitCode::FAILURE
         }
     }
 }

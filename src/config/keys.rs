@@ -251,6 +251,12 @@ pub const KEYS: &[Key] = &[
         doc: "Swarm: `key=value` options of the volume driver (e.g. `type=nfs`, `o=addr=10.0.0.5,rw`, `device=:/profiles`)",
     },
     Key {
+        path: "runtime.node_socket",
+        env: &["LAZYGATE_NODE_SOCKET"],
+        default: Text("/var/run/docker.sock"),
+        doc: "Swarm: the engine's socket on each node, mounted into the one-shot job that removes a per-task profile volume on a node other than the gateway's",
+    },
+    Key {
         path: "runtime.ttl_seconds",
         env: &["BROWSER_RUNTIME_TTL_SECONDS"],
         default: Whole(900),

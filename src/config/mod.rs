@@ -224,6 +224,7 @@ pub struct RawRuntime {
     pub endpoint_mode: String,
     pub volume_driver: String,
     pub volume_options: Vec<String>,
+    pub node_socket: String,
     pub ttl_seconds: u64,
     pub profile_retention_days: u64,
     pub start_timeout_seconds: u64,
@@ -305,6 +306,8 @@ pub struct Settings {
     /// per-principal runtime is pinned to the node that holds its profile.
     pub volume_driver: Option<String>,
     pub volume_options: std::collections::BTreeMap<String, String>,
+    /// Swarm: the engine's socket on each node, for the job that removes a volume there.
+    pub node_socket: String,
     /// Idle time after which a runtime without holds is removed.
     pub ttl: Duration,
     /// Time after an owner's last request when its per-principal profile volume is removed;
@@ -811,6 +814,7 @@ impl TryFrom<RawConfig> for Settings {
             endpoint_mode: choice("runtime.endpoint_mode", &runtime.endpoint_mode)?,
             volume_driver: optional(runtime.volume_driver.clone()),
             volume_options: volume_options(&runtime.volume_driver, &runtime.volume_options)?,
+            node_socket: non_empty("runtime.node_socket", runtime.node_socket)?,
             ttl: seconds("runtime.ttl_seconds", runtime.ttl_seconds, 1)?,
             profile_retention: days("runtime.profile_retention_days", runtime.profile_retention_days)?,
             start_timeout: seconds("runtime.start_timeout_seconds", runtime.start_timeout_seconds, 1)?,

@@ -29,8 +29,9 @@ use bollard::Docker;
 use bollard::models::{
     EndpointSpec, EndpointSpecModeEnum, Limit, Mount, MountTmpfsOptions, MountType, MountVolumeOptions,
     MountVolumeOptionsDriverConfig, NetworkAttachmentConfig, NetworkCreateRequest, NetworkDisconnectRequest, Service,
-    ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, Task, TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement,
-    TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
+    ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecModeReplicatedJob, Task, TaskSpec,
+    TaskSpecContainerSpec, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
+    TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::{
     ListNetworksOptionsBuilder, ListServicesOptionsBuilder, ListTasksOptionsBuilder, LogsOptionsBuilder,
@@ -39,8 +40,8 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 
 use super::backend::{
-    Backend, BackendError, Endpoints, LABEL_LAST_USED, LABEL_MANAGED_BY, LABEL_OWNER_HASH, MANAGED_BY, Operation,
-    Ports, RUNTIME_KEY_ENV, Retirement, RuntimeInfo, RuntimeSpec, container_name, network_name, volume_name,
+    Backend, BackendError, Endpoints, LABEL_LAST_USED, LABEL_MANAGED_BY, LABEL_OWNER_HASH, LABEL_SCOPE, MANAGED_BY,
+    Operation, Ports, RUNTIME_KEY_ENV, Retirement, RuntimeInfo, RuntimeSpec, container_name, network_name, volume_name,
 };
 use super::engine_client::{EngineClient, fail, message_of, status_of};
 use crate::config::{EndpointMode, Settings};
@@ -53,6 +54,11 @@ const TASK_START_TIMEOUT: Duration = Duration::from_secs(60);
 const UNPLACEABLE_AFTER: Duration = Duration::from_secs(3);
 /// Compare-and-swap updates that lose this many times in a row give up until the next pass.
 const UPDATE_TRIES: usize = 5;
+/// Label of the one-shot job that removes a profile volume on another node (value: the
+/// owner hash), so one left by a gateway killed meanwhile is found.
+pub const LABEL_JANITOR: &str = "lazygate.janitor";
+/// Longest wait for that job.
+const JANITOR_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the Swarm backend needs from the gateway's configuration.
 #[derive(Debug, Clone)]
@@ -67,6 +73,8 @@ pub struct SwarmOptions {
     /// Profile volumes' driver and options; `None`: local volumes, services pinned.
     pub volume_driver: Option<String>,
     pub volume_options: HashMap<String, String>,
+    /// The engine's socket on each node (for the volume removal job).
+    pub node_socket: String,
 }
 
 impl From<&Settings> for SwarmOptions {
@@ -83,6 +91,7 @@ impl From<&Settings> for SwarmOptions {
             endpoint_mode: s.endpoint_mode,
             volume_driver: s.volume_driver.clone(),
             volume_options: s.volume_options.clone().into_iter().collect(),
+            node_socket: s.node_socket.clone(),
         }
     }
 }
@@ -547,22 +556,145 @@ impl SwarmBackend {
         }
     }
 
-    /// Removes a volume the engine may still see in use for a moment (its task's container
-    /// goes after the service): retried for a few seconds.
-    async fn remove_volume(&self, docker: &Docker, volume: &str) -> Result<(), BackendError> {
-        let mut pause = Duration::from_millis(20);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            let options = RemoveVolumeOptionsBuilder::default().build();
-            match docker.remove_volume(volume, Some(options)).await {
-                Ok(()) => return Ok(()),
-                Err(e) if status_of(&e) == Some(404) => return Ok(()),
-                Err(e) if status_of(&e) == Some(409) && tokio::time::Instant::now() < deadline => {}
-                Err(e) => return Err(fail(Operation::RemoveVolume)(e)),
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(500));
+    /// Removes the owner's profile volume wherever its tasks ran: on this node through the
+    /// engine, on another through a one-shot job pinned there (a manager's API reaches only
+    /// its own node's volumes), running the gateway's own image with that node's socket.
+    async fn remove_volume_everywhere(
+        &self,
+        docker: &Docker,
+        owner_hash: &OwnerHash,
+        nodes: &[String],
+    ) -> Result<(), BackendError> {
+        let volume = volume_name(owner_hash);
+        let own_node = docker
+            .info()
+            .await
+            .map_err(fail(Operation::InspectSwarm))?
+            .swarm
+            .and_then(|s| s.node_id)
+            .unwrap_or_default();
+        for node in nodes.iter().filter(|n| **n != own_node) {
+            self.remove_volume_on(docker, owner_hash, node, &volume).await?;
         }
+        match docker.inspect_volume(&volume).await {
+            Ok(v) => {
+                self.engine.check_ours(&volume, Some(&v.labels), false)?;
+                remove_volume(docker, &volume).await
+            }
+            Err(e) if status_of(&e) == Some(404) => Ok(()),
+            Err(e) => Err(fail(Operation::InspectVolume)(e)),
+        }
+    }
+
+    /// Runs `lazygate remove-volume <volume>` as a job on `node` and waits for it.
+    async fn remove_volume_on(
+        &self,
+        docker: &Docker,
+        owner_hash: &OwnerHash,
+        node: &str,
+        volume: &str,
+    ) -> Result<(), BackendError> {
+        let image = self.own_image(docker).await?;
+        let name = format!("lazygate-janitor-{owner_hash}");
+        let mut labels = HashMap::from([(LABEL_JANITOR.to_owned(), owner_hash.to_string())]);
+        if let Some(scope) = self.engine.scope() {
+            labels.insert(LABEL_SCOPE.to_owned(), scope.clone());
+        }
+        let spec = ServiceSpec {
+            name: Some(name.clone()),
+            labels: Some(labels),
+            task_template: Some(TaskSpec {
+                container_spec: Some(TaskSpecContainerSpec {
+                    image: Some(image),
+                    command: Some(
+                        ["/usr/local/bin/lazygate", "remove-volume", volume]
+                            .map(str::to_owned)
+                            .to_vec(),
+                    ),
+                    mounts: Some(vec![Mount {
+                        target: Some("/var/run/docker.sock".into()),
+                        source: Some(self.options.node_socket.clone()),
+                        typ: Some(MountType::BIND),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                placement: Some(TaskSpecPlacement {
+                    constraints: Some(vec![pin(node)]),
+                    ..Default::default()
+                }),
+                restart_policy: Some(TaskSpecRestartPolicy {
+                    condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            mode: Some(ServiceSpecMode {
+                replicated_job: Some(ServiceSpecModeReplicatedJob {
+                    max_concurrent: Some(1),
+                    total_completions: Some(1),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        // A job left by an earlier try (a gateway killed while it ran) goes first.
+        let _ = docker.delete_service(&name).await;
+        docker
+            .create_service(spec, None)
+            .await
+            .map_err(fail(Operation::CreateService))?;
+        let started = tokio::time::Instant::now();
+        let outcome = loop {
+            let tasks = self.tasks(docker, &name).await?;
+            match newest(&tasks).map(|t| (state_of(t), account_of(t))) {
+                Some((Some(TaskState::COMPLETE), _)) => break Ok(()),
+                Some((state, account)) if is_terminal(state) => {
+                    break Err(BackendError::Operation {
+                        operation: Operation::RemoveVolume,
+                        unavailable: false,
+                        message: format!("{volume} on node {node}: {account}"),
+                    });
+                }
+                _ if started.elapsed() >= JANITOR_TIMEOUT => {
+                    break Err(BackendError::Operation {
+                        operation: Operation::RemoveVolume,
+                        unavailable: false,
+                        message: format!(
+                            "{volume} on node {node}: the removal job did not finish in {JANITOR_TIMEOUT:?}"
+                        ),
+                    });
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        if let Err(error) = docker.delete_service(&name).await
+            && status_of(&error) != Some(404)
+        {
+            tracing::warn!(job = %name, error = %message_of(&error), "cannot remove a volume removal job");
+        }
+        outcome
+    }
+
+    /// The gateway's own image, which the volume removal job runs.
+    async fn own_image(&self, docker: &Docker) -> Result<String, BackendError> {
+        let gateway = self
+            .engine
+            .gateway_container(docker)
+            .await?
+            .ok_or_else(not_in_a_container)?;
+        let c = docker
+            .inspect_container(&gateway, None)
+            .await
+            .map_err(fail(Operation::InspectContainer))?;
+        c.config
+            .and_then(|config| config.image)
+            .or(c.image)
+            .ok_or_else(|| BackendError::Operation {
+                operation: Operation::InspectContainer,
+                unavailable: false,
+                message: format!("{gateway}: no image"),
+            })
     }
 
     /// Removes a runtime network once its task has left it (retried for a few seconds).
@@ -581,6 +713,32 @@ impl SwarmBackend {
             }
         }
     }
+}
+
+/// Removes a volume the engine may still see in use for a moment (its task's container
+/// goes after the service): retried for a few seconds. Also what the volume removal job
+/// runs on another node (`lazygate remove-volume`).
+pub async fn remove_volume(docker: &Docker, volume: &str) -> Result<(), BackendError> {
+    let mut pause = Duration::from_millis(20);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let options = RemoveVolumeOptionsBuilder::default().build();
+        match docker.remove_volume(volume, Some(options)).await {
+            Ok(()) => return Ok(()),
+            Err(e) if status_of(&e) == Some(404) => return Ok(()),
+            Err(e) if status_of(&e) == Some(409) && tokio::time::Instant::now() < deadline => {}
+            Err(e) => return Err(fail(Operation::RemoveVolume)(e)),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// `lazygate remove-volume <name>`, the volume removal job's command: removes a volume on
+/// the engine it reaches (the node's own socket), waiting while its last container goes.
+pub async fn remove_local_volume(volume: &str) -> Result<(), BackendError> {
+    let docker = EngineClient::new(None, None).docker().await?;
+    remove_volume(&docker, volume).await
 }
 
 fn not_in_a_container() -> BackendError {
@@ -853,8 +1011,26 @@ impl Backend for SwarmBackend {
         let docker = self.engine.docker().await?;
         let name = container_name(owner_hash);
         let network = network_name(&self.options.network_prefix, owner_hash);
-        let volume = volume_name(owner_hash);
+        // The nodes its tasks ran on: each may hold a copy of a local volume.
+        let mut nodes: Vec<String> = Vec::new();
         if self.service(&docker, &name).await?.is_some() {
+            if with_volume {
+                nodes = self
+                    .tasks(&docker, &name)
+                    .await?
+                    .iter()
+                    .filter(|t| {
+                        t.status
+                            .as_ref()
+                            .and_then(|s| s.container_status.as_ref())
+                            .and_then(|c| c.container_id.as_ref())
+                            .is_some()
+                    })
+                    .filter_map(|t| t.node_id.clone())
+                    .collect();
+                nodes.sort();
+                nodes.dedup();
+            }
             match docker.delete_service(&name).await {
                 Ok(()) => {}
                 Err(e) if status_of(&e) == Some(404) => {}
@@ -862,14 +1038,7 @@ impl Backend for SwarmBackend {
             }
         }
         if with_volume {
-            match docker.inspect_volume(&volume).await {
-                Ok(v) => {
-                    self.engine.check_ours(&volume, Some(&v.labels), false)?;
-                    self.remove_volume(&docker, &volume).await?;
-                }
-                Err(e) if status_of(&e) == Some(404) => {}
-                Err(e) => return Err(fail(Operation::InspectVolume)(e)),
-            }
+            self.remove_volume_everywhere(&docker, owner_hash, &nodes).await?;
         }
         self.remove_network(&docker, &network).await;
         Ok(())

@@ -23,6 +23,7 @@ use hyper_util::rt::TokioExecutor;
 
 pub mod browser;
 pub mod fake_engine;
+pub mod swarm;
 
 /// The API token and view secret every test gateway is configured with.
 pub const TEST_API_TOKEN: &str = "test-api-token-0123456789";
