@@ -1295,6 +1295,12 @@ mod tests {
         ensures: AtomicUsize,
         /// Its runtimes are gone (removed behind the gateway's back).
         gone: AtomicBool,
+        /// Plays a shared backend (Swarm): last use recorded on the engine, retire judged there.
+        shared: AtomicBool,
+        /// Last uses recorded (owner, seconds since the epoch), in order.
+        recorded: Mutex<Vec<(OwnerHash, f64)>>,
+        /// The engine's record of last use, as another gateway may have written it.
+        engine_last_used: Mutex<Option<f64>>,
     }
 
     fn info(owner_hash: OwnerHash) -> RuntimeInfo {
@@ -1362,6 +1368,27 @@ mod tests {
         async fn list(&self) -> Result<Vec<RuntimeInfo>, BackendError> {
             Ok(vec![info(OwnerHash::of("alice"))])
         }
+        fn is_shared(&self) -> bool {
+            self.shared.load(Ordering::SeqCst)
+        }
+        async fn record_use(&self, owner_hash: &OwnerHash, last_used: f64) -> Result<(), BackendError> {
+            self.recorded.lock().unwrap().push((*owner_hash, last_used));
+            let mut engine = self.engine_last_used.lock().unwrap();
+            *engine = Some(engine.map_or(last_used, |t| t.max(last_used)));
+            Ok(())
+        }
+        async fn retire(
+            &self,
+            owner_hash: &OwnerHash,
+            idle_before: f64,
+            with_volume: bool,
+        ) -> Result<backend::Retirement, BackendError> {
+            if let Some(used) = self.engine_last_used.lock().unwrap().filter(|t| *t > idle_before) {
+                return Ok(backend::Retirement::UsedSince(used));
+            }
+            self.remove(owner_hash, with_volume).await?;
+            Ok(backend::Retirement::Retired)
+        }
     }
 
     #[async_trait]
@@ -1403,6 +1430,55 @@ mod tests {
 
     async fn advance(seconds: u64) {
         tokio::time::advance(Duration::from_secs(seconds)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shared_backend_sees_held_runtimes_as_used_and_loses_to_another_gateways_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(FakeBackend::default());
+        backend.shared.store(true, Ordering::SeqCst);
+        let provisioner = provisioner(IsolationMode::DockerPerPrincipal, backend.clone(), dir.path());
+        let alice = OwnerHash::of("alice");
+        provisioner.adopt().await.unwrap();
+
+        // Held for 30 s (three TTLs): its use is recorded at once and then every TTL/4
+        // (2.5 s), never more often, each time as "now".
+        let lease = provisioner.acquire(alice).await.unwrap();
+        let start = provisioner.clock.to_unix(provisioner.clock.now_ms());
+        for _ in 0..60 {
+            provisioner.share_use().await;
+            advance_ms(500).await;
+        }
+        let recorded = backend.recorded.lock().unwrap().clone();
+        assert_eq!(recorded.len(), 12, "one write per 2.5 s while held: {recorded:?}");
+        assert!(recorded.windows(2).all(|w| w[1].1 - w[0].1 >= 2.5));
+        assert!(recorded.last().unwrap().1 >= start + 27.0, "written as used now");
+        drop(lease);
+
+        // Idle here past the TTL, but another gateway recorded a use 5 s ago: kept, and that
+        // use counts here (it goes 10 s after it, not before).
+        advance(11).await;
+        let elsewhere = provisioner.clock.to_unix(provisioner.clock.now_ms()) - 5.0;
+        *backend.engine_last_used.lock().unwrap() = Some(elsewhere);
+        provisioner.reap_idle().await;
+        assert!(
+            backend.removed.lock().unwrap().is_empty(),
+            "used through another gateway"
+        );
+        assert!(provisioner.is_ready(alice));
+        advance(4).await;
+        provisioner.reap_idle().await;
+        assert!(
+            backend.removed.lock().unwrap().is_empty(),
+            "9 s after the other gateway's use"
+        );
+        advance(1).await;
+        provisioner.reap_idle().await;
+        assert_eq!(backend.removed.lock().unwrap().len(), 1, "10 s after it: at rest");
+    }
+
+    async fn advance_ms(ms: u64) {
+        tokio::time::advance(Duration::from_millis(ms)).await;
     }
 
     #[tokio::test(start_paused = true)]
