@@ -50,7 +50,8 @@ swarm_up
 # Prints a gateway replica's published address once it answers.
 replica() { # name ttl
   docker run -d --name "$1" --label "lazygate.scope=$SCOPE" --sysctl net.ipv4.ip_forward=0 \
-    -v /var/run/docker.sock:/var/run/docker.sock -p 127.0.0.1::8080 \
+    -v /var/run/docker.sock:/var/run/docker.sock -p 127.0.0.1::8080 -p 127.0.0.1::9180 \
+    -e LAZYGATE_ADMIN_LISTEN=0.0.0.0:9180 \
     -e LAZYGATE_BACKEND=swarm -e LAZYGATE_SCOPE=$SCOPE -e BROWSER_RUNTIME_IMAGE="$IMAGE" \
     -e BROWSER_RUNTIME_NETWORK=lgbench -e BROWSER_RUNTIME_TTL_SECONDS="$2" \
     -e LAZYGATE_API_TOKENS=$TOKEN -e LAZYGATE_VIEW_SECRET=$SECRET \
@@ -99,10 +100,14 @@ for i in $(seq "$SAMPLES"); do
   record swarm-from-zero "$(seconds "http://$a/rpc/bench-swarm-$i/run")"
 done
 
+# The engine's side of a scale-up from zero, state by state (the profile of the gap),
+# with no gateway about (A would retire what the probe scales up).
+docker rm -f lazygate-bench-a >/dev/null
+python3 bench/swarm_phases.py "browser-use-browser-$(python3 -c "import hashlib,sys; print(hashlib.sha256(sys.argv[1].encode()).hexdigest()[:16])" bench-swarm-1)" 5 > "$work/phases"
+
 echo "warm: wrk $DURATION through the replicas"
 # Replicas sharing runtimes must share the TTL (each refreshes last use every TTL/4): A's
-# 3 s goes before B and C (900 s) serve, and comes back alone for the label-write row.
-docker rm -f lazygate-bench-a >/dev/null
+# 3 s went before B and C (900 s) serve, and comes back alone for the label-write row.
 b=$(replica lazygate-bench-b 900)
 c=$(replica lazygate-bench-c 900)
 owner=bench-warm
@@ -125,23 +130,50 @@ print(label, round(rps), round(max(p99(f) for f in files), 2))
 PY
 }
 hash=$(python3 -c "import hashlib,sys; print(hashlib.sha256(sys.argv[1].encode()).hexdigest()[:16])" "$owner")
-version() { docker service inspect -f '{{.Version.Index}}' "browser-use-browser-$hash"; }
-before=$(version)
+# Last-use label writes a replica made: its own count of record_use calls (/metrics).
+writes() { # replica container
+  curl -s "http://$(docker port "$1" 9180/tcp | head -1)/metrics" |
+    awk '/^lazygate_engine_calls_total\{.*operation="record_use"/ { n += $NF } END { print n + 0 }'
+}
+before=$(writes lazygate-bench-b)
 warm "replica-B-TTL-900s" "$b"
-writes_b=$(( $(version) - before ))
+writes_b=$(( $(writes lazygate-bench-b) - before ))
 warm "replica-C-TTL-900s" "$c"
 warm "B-and-C-together" "$b" "$c"
 docker rm -f lazygate-bench-b lazygate-bench-c >/dev/null
 a=$(replica lazygate-bench-a2 3)
 curl -s -o /dev/null -H "$AUTH" -X POST "http://$a/rpc/$owner/run"
 # While A serves, the runtime it holds has its label rewritten every 0.75 s.
-before=$(version)
+before=$(writes lazygate-bench-a2)
 warm "replica-A-TTL-3s" "$a"
-writes_a=$(( $(version) - before ))
+writes_a=$(( $(writes lazygate-bench-a2) - before ))
 
-python3 - "$work/cold" "$work/warm" "$IMAGE" "$SAMPLES" "$DURATION" "$writes_a" "$writes_b" > bench/SWARM.md <<'PY'
+# What one label-only update costs the manager: 50 in a row, each at the version read
+# just before (as the gateway writes them), through the engine's API.
+docker rm -f lazygate-bench-a2 >/dev/null
+python3 - "browser-use-browser-$hash" > "$work/writes" <<'PY'
+import json, subprocess, sys, time
+name = sys.argv[1]
+def api(method, path, body=None):
+    args = ["curl", "-sf", "--unix-socket", "/var/run/docker.sock", "-X", method, f"http://engine/v1.41{path}"]
+    if body is not None:
+        args += ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
+    return json.loads(subprocess.run(args, check=True, capture_output=True).stdout or b"null")
+took = []
+for i in range(50):
+    started = time.perf_counter()
+    service = api("GET", f"/services/{name}")
+    spec = service["Spec"]
+    spec["Labels"]["lazygate.last_used"] = f"{time.time():.3f}"
+    api("POST", f"/services/{name}/update?version={service['Version']['Index']}", spec)
+    took.append((time.perf_counter() - started) * 1000)
+took.sort()
+print(f"{took[len(took) // 2]:.1f} {took[int(len(took) * 0.9)]:.1f}")
+PY
+python3 - "$work/cold" "$work/warm" "$IMAGE" "$SAMPLES" "$DURATION" "$writes_a" "$writes_b" "$(cat "$work/writes")" "$work/phases" > bench/SWARM.md <<'PY'
 import statistics, sys
-cold, warm, image, samples, duration, writes_a, writes_b = sys.argv[1:8]
+cold, warm, image, samples, duration, writes_a, writes_b, write_cost, phases = sys.argv[1:10]
+import json
 rows = {}
 for line in open(cold):
     k, v = line.split()
@@ -161,11 +193,22 @@ for k in ["alone", "docker", "swarm-create", "swarm-from-zero"]:
 d, z = rows.get("docker"), rows.get("swarm-from-zero")
 if d and z:
     print(f"\nScale-up from zero / Docker backend cold start (p50): {statistics.median(z) / statistics.median(d):.2f}× (goal ≤ 1.5×).")
+rounds = [json.loads(line) for line in open(phases) if line.strip()]
+if rounds:
+    states = [s for s in ["pending", "assigned", "accepted", "preparing", "ready", "starting", "running"] if any(s in r for r in rounds)]
+    print("\n### Where a scale-up from zero goes: the engine alone (`bench/swarm_phases.py`)\n")
+    print("The service is scaled 0 → 1 through the API as the gateway does it; ms after the update when its new task first shows each state (polled every 10 ms):\n")
+    print("| state | " + " | ".join(states) + " |\n|---|" + "---|" * len(states))
+    for i, r in enumerate(rounds, 1):
+        print(f"| round {i} | " + " | ".join(str(r.get(s, "")) for s in states) + " |")
+    print("\nThe gateway's own part of a scale-up is the rest of the row above: the update, noticing the running task and the runtime's readiness.")
 print("\n## Warm small GETs through gateway replicas (wrk, 16 connections per replica)\n")
 print("| through | requests/s | p99 ms |\n|---|---|---|")
 for line in open(warm):
     label, rps, p99 = line.split()
     print(f"| {label} | {rps} | {p99} |")
-print(f"\nLast-use label writes counted during the loads (service version changes): {writes_a} with replica A (TTL 3 s), {writes_b} with replica B (TTL 900 s).")
+print(f"\nLast-use label writes during the {duration} loads (each replica's own count of them on /metrics): {writes_a} by replica A (TTL 3 s: one per 0.75 s while used), {writes_b} by replica B (TTL 900 s: one per 225 s).")
+p50, p90 = (float(x) for x in write_cost.split())
+print(f"\n## The engine's side of a label write\n\nOne label-only update (inspect + update at its version, through the engine's API, as the gateway does it): p50 {p50:.1f} ms, p90 {p90:.1f} ms over 50 in a row on this single-node swarm. A busy runtime is written once per TTL/4: with the default 900 s TTL, 10 000 runtimes all in use make about {10000 / 225:.0f} writes/s, which at the p50 above is {10000 / 225 * p50 / 1000:.2f} s of the manager's time per second if done one after another.")
 PY
 cat bench/SWARM.md
