@@ -102,7 +102,7 @@ done
 
 # The engine's side of a scale-up from zero, state by state (the profile of the gap),
 # with no gateway about (A would retire what the probe scales up).
-docker rm -f lazygate-bench-a >/dev/null
+docker rm -f -v lazygate-bench-a >/dev/null
 python3 bench/swarm_phases.py "browser-use-browser-$(python3 -c "import hashlib,sys; print(hashlib.sha256(sys.argv[1].encode()).hexdigest()[:16])" bench-swarm-1)" 5 > "$work/phases"
 
 echo "warm: wrk $DURATION through the replicas"
@@ -140,7 +140,7 @@ warm "replica-B-TTL-900s" "$b"
 writes_b=$(( $(writes lazygate-bench-b) - before ))
 warm "replica-C-TTL-900s" "$c"
 warm "B-and-C-together" "$b" "$c"
-docker rm -f lazygate-bench-b lazygate-bench-c >/dev/null
+docker rm -f -v lazygate-bench-b lazygate-bench-c >/dev/null
 a=$(replica lazygate-bench-a2 3)
 curl -s -o /dev/null -H "$AUTH" -X POST "http://$a/rpc/$owner/run"
 # While A serves, the runtime it holds has its label rewritten every 0.75 s.
@@ -150,7 +150,7 @@ writes_a=$(( $(writes lazygate-bench-a2) - before ))
 
 # What one label-only update costs the manager: 50 in a row, each at the version read
 # just before (as the gateway writes them), through the engine's API.
-docker rm -f lazygate-bench-a2 >/dev/null
+docker rm -f -v lazygate-bench-a2 >/dev/null
 python3 - "browser-use-browser-$hash" > "$work/writes" <<'PY'
 import json, subprocess, sys, time
 name = sys.argv[1]

@@ -744,7 +744,7 @@ pub async fn remove_local_volume(volume: &str) -> Result<(), BackendError> {
 fn not_in_a_container() -> BackendError {
     BackendError::Unsuitable(
         "runtime.backend = swarm (LAZYGATE_BACKEND): the gateway dials runtimes on their overlay networks, \
-         so it must run in a container on a manager node (see deploy/stack.yaml), with runtime.gateway_container \
+         so it must run in a container on a manager node (see deploy/swarm-replica.sh), with runtime.gateway_container \
          (LAZYGATE_GATEWAY_CONTAINER) naming it if its hostname does not"
             .to_owned(),
     )
