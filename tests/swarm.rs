@@ -259,3 +259,41 @@ async fn the_swarm_backend_refuses_a_gateway_outside_a_container() {
     assert_eq!(code, Some(2), "{output}");
     assert!(output.contains("runtime.upstream"), "{output}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_volume_driver_profiles_use_it_and_nothing_is_pinned() {
+    // The local driver with mount options stands in for NFS: the profile volume is made
+    // with the configured driver options, and a service at rest keeps no node pin.
+    let scope = Scope::new("swarm-driver");
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        "[runtime]\nvolume_driver = \"local\"\nvolume_options = [\"type=tmpfs\", \"device=tmpfs\", \"o=size=64m\"]\n",
+    )
+    .unwrap();
+    let mount = format!("{}:/etc/lazygate/driver.toml:ro", config.path().display());
+    let gateway = Replica::start_with(
+        &scope,
+        &[("LAZYGATE_CONFIG", "/etc/lazygate/driver.toml")],
+        &["-v", &mount],
+    )
+    .await;
+    let owner = unique("driven");
+    let hash = seed_hash(&owner);
+    assert_eq!(post(&gateway.url(&format!("/rpc/{owner}/run")), "{}").await.status, 200);
+    let volume = inspect_volume(&volume_name(&hash));
+    assert_eq!(volume["Driver"], "local");
+    assert_eq!(volume["Options"]["type"], "tmpfs", "{volume}");
+    assert_eq!(volume["Options"]["o"], "size=64m", "{volume}");
+    eventually("scaled to zero", Duration::from_secs(TTL_SECONDS * 3 + 10), || {
+        replicas(&hash) == 0
+    })
+    .await;
+    let constraints = service(&hash).unwrap()["Spec"]["TaskTemplate"]["Placement"].to_string();
+    assert!(!constraints.contains("node.id"), "not pinned: {constraints}");
+}
+
+fn inspect_volume(name: &str) -> Value {
+    let out = docker(&["volume", "inspect", name]).expect("the volume exists");
+    serde_json::from_str::<Value>(&out).unwrap()[0].clone()
+}

@@ -195,6 +195,18 @@ async fn runtimes_on_a_second_node_are_reached_kept_and_cleaned_up_there() {
     })
     .await;
 
+    // A worker is no place for the Swarm backend: refused at start, saying what to do.
+    let (code, output) = GatewayConfig::new(&scope)
+        .env("LAZYGATE_BACKEND", "swarm")
+        .env("LAZYGATE_UPSTREAM", "network")
+        .env("DOCKER_HOST", &node.socket)
+        .run_to_exit();
+    assert_eq!(code, Some(2), "{output}");
+    assert!(
+        output.contains("a worker, not a manager") && output.contains("docker swarm init"),
+        "{output}"
+    );
+
     // Placed on the second node, reached by name over the overlay: a run and a view.
     let owner = unique("remote");
     let hash = seed_hash(&owner);

@@ -23,6 +23,11 @@ pub struct Replica {
 
 impl Replica {
     pub async fn start(scope: &Scope, env: &[(&str, &str)]) -> Replica {
+        Replica::start_with(scope, env, &[]).await
+    }
+
+    /// [`Replica::start`] with more `docker run` options (a mounted file, say).
+    pub async fn start_with(scope: &Scope, env: &[(&str, &str)], run_options: &[&str]) -> Replica {
         let name = format!("lazygate-{}", unique("swarm-gw"));
         let mut args: Vec<String> = [
             "run",
@@ -41,6 +46,7 @@ impl Replica {
         ]
         .map(str::to_owned)
         .to_vec();
+        args.extend(run_options.iter().map(|o| o.to_string()));
         let ttl = TTL_SECONDS.to_string();
         let mut settings = vec![
             ("LAZYGATE_BACKEND", "swarm"),
