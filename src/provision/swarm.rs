@@ -397,12 +397,10 @@ impl SwarmBackend {
     async fn tasks(&self, docker: &Docker, service: &str) -> Result<Vec<Task>, BackendError> {
         let filters = HashMap::from([("service".to_owned(), vec![service.to_owned()])]);
         let options = ListTasksOptionsBuilder::default().filters(&filters).build();
-        let tasks = docker
+        docker
             .list_tasks(Some(options))
             .await
-            .map_err(fail(Operation::ListTasks))?;
-        // The service filter also matches by id prefix; keep this service's own.
-        Ok(tasks)
+            .map_err(fail(Operation::ListTasks))
     }
 
     /// Updates a service at the version it was read with `change` applied; `Ok(false)`
