@@ -13,9 +13,11 @@
 //!   engine before it says yes.
 //! - [`provision`] gets or creates the owner's runtime — once, however many requests race —
 //!   and hands out a [`provision::Lease`] that holds it alive; its [`provision::reaper`]
-//!   removes runtimes idle past the TTL, and [`provision::docker`] is the one file that talks
-//!   to the container engine (it gives every runtime a network of its own, so runtimes
-//!   never reach each other).
+//!   retires runtimes idle past the TTL. The backend is one file per engine behind
+//!   [`provision::Backend`]: [`provision::docker`] (a container and a network of its own per
+//!   runtime, so runtimes never reach each other) and [`provision::swarm`] (a service per
+//!   owner on an overlay of its own, scaled to zero when idle, shared by several gateways
+//!   through compare-and-swap labels); they share the engine's API client.
 //! - [`proxy`] streams the request to the runtime and the answer back, and tunnels WebSockets
 //!   (pinging live views' clients between the runtime's frames, [`proxy::frames`]);
 //!   [`runs`] keeps the answers of asynchronous runs (`Prefer: respond-async`).
