@@ -141,16 +141,7 @@ async fn sigterm_lets_a_run_finish_closes_a_view_with_1001_and_stops_no_runtime(
     view.send(Message::text("before")).await.unwrap();
     assert_eq!(view.next().await.unwrap().unwrap(), Message::text("before"));
     // A run in flight: its first chunk has arrived, the rest waits for /release.
-    let held = gateway.url(&format!("/rpc/{owner}/hold?id=drain"));
-    let request = http::Request::get(&held)
-        .header("authorization", format!("Bearer {TEST_API_TOKEN}"))
-        .body(Default::default())
-        .unwrap();
-    let response = client().request(request).await.unwrap();
-    assert_eq!(response.status(), 200);
-    let mut body = response.into_body();
-    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
-    assert!(!first.is_empty());
+    let (body, _first) = start_held_run(&gateway.url(&format!("/rpc/{owner}/hold?id=drain"))).await;
 
     let addr = gateway.addr;
     let pid = gateway.pid();

@@ -472,16 +472,7 @@ async fn two_gateways_sharing_a_state_directory_never_cut_each_others_runs() {
     let second = config.start();
     assert_eq!(second.log_lines("adopted running runtime owner_hash=").len(), 1);
 
-    let held = first.url(&format!("/rpc/{owner}/hold?id=long"));
-    let request = http::Request::get(&held)
-        .header("authorization", format!("Bearer {TEST_API_TOKEN}"))
-        .body(Default::default())
-        .unwrap();
-    let response = client().request(request).await.unwrap();
-    assert_eq!(response.status(), 200);
-    let mut body = response.into_body();
-    let first_chunk = body.frame().await.unwrap().unwrap().into_data().unwrap();
-    assert!(!first_chunk.is_empty());
+    let (body, first_chunk) = start_held_run(&first.url(&format!("/rpc/{owner}/hold?id=long"))).await;
 
     // Three TTLs of the second gateway's reaper pass while the run is held: the shared
     // registry's last use for it keeps moving, and the runtime stays.

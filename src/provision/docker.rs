@@ -197,20 +197,6 @@ impl DockerBackend {
         self.engine.gateway_container(docker).await
     }
 
-    async fn networks_named(&self, docker: &Docker, name: &str) -> Result<Vec<Network>, BackendError> {
-        let filters = HashMap::from([("name".to_owned(), vec![name.to_owned()])]);
-        let options = ListNetworksOptionsBuilder::default().filters(&filters).build();
-        let networks = docker
-            .list_networks(Some(options))
-            .await
-            .map_err(fail(Operation::ListNetworks))?;
-        // The name filter matches substrings; keep exact matches.
-        Ok(networks
-            .into_iter()
-            .filter(|n| n.name.as_deref() == Some(name))
-            .collect())
-    }
-
     /// Makes sure the runtime's own network exists: a bridge on the first free subnet of the
     /// pool. The engine accepts two networks with one name, so when gateways race to create
     /// it every racer keeps the oldest and removes the others.
@@ -271,7 +257,7 @@ impl DockerBackend {
                 message: format!("{name}: every free subnet was taken while trying"),
             });
         }
-        let mut networks = self.networks_named(docker, name).await?;
+        let mut networks = self.engine.networks_named(docker, name).await?;
         networks.sort_by(|a, b| (&a.created, &a.id).cmp(&(&b.created, &b.id)));
         for duplicate in networks.iter().skip(1) {
             if let Some(id) = &duplicate.id {

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::errors::Error as EngineError;
-use bollard::models::NetworkConnectRequest;
-use bollard::query_parameters::ListVolumesOptionsBuilder;
+use bollard::models::{Network, NetworkConnectRequest};
+use bollard::query_parameters::{ListNetworksOptionsBuilder, ListVolumesOptionsBuilder};
 
 use super::backend::{
     BackendError, LABEL_MANAGED_BY, LABEL_OWNER_HASH, LABEL_RUNTIME, LABEL_SCOPE, MANAGED_BY, Operation, volume_name,
@@ -123,6 +123,21 @@ impl EngineClient {
         };
         *self.gateway.lock().expect("gateway lock") = Some(resolved.clone());
         Ok(resolved)
+    }
+
+    /// The networks named exactly `name` (the engine may hold two of one name).
+    pub(super) async fn networks_named(&self, docker: &Docker, name: &str) -> Result<Vec<Network>, BackendError> {
+        let filters = HashMap::from([("name".to_owned(), vec![name.to_owned()])]);
+        let options = ListNetworksOptionsBuilder::default().filters(&filters).build();
+        let networks = docker
+            .list_networks(Some(options))
+            .await
+            .map_err(fail(Operation::ListNetworks))?;
+        // The name filter matches substrings; keep exact matches.
+        Ok(networks
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(name))
+            .collect())
     }
 
     /// Attaches `container` to `network`; already attached is fine.

@@ -34,8 +34,8 @@ use bollard::models::{
     TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::{
-    ListNetworksOptionsBuilder, ListServicesOptionsBuilder, ListTasksOptionsBuilder, LogsOptionsBuilder,
-    RemoveVolumeOptionsBuilder, UpdateServiceOptions,
+    ListServicesOptionsBuilder, ListTasksOptionsBuilder, LogsOptionsBuilder, RemoveVolumeOptionsBuilder,
+    UpdateServiceOptions,
 };
 use futures_util::StreamExt;
 
@@ -169,6 +169,20 @@ fn is_terminal(state: Option<TaskState>) -> bool {
     )
 }
 
+/// A task the engine runs and means to keep running (not one being stopped).
+fn is_live(task: &Task) -> bool {
+    state_of(task) == Some(TaskState::RUNNING) && task.desired_state == Some(TaskState::RUNNING)
+}
+
+/// A task that got as far as a container: it has made the profile volume on its node.
+fn had_container(task: &Task) -> bool {
+    task.status
+        .as_ref()
+        .and_then(|s| s.container_status.as_ref())
+        .and_then(|c| c.container_id.as_ref())
+        .is_some()
+}
+
 /// The task's own account of itself: its error, else its status message.
 fn account_of(task: &Task) -> String {
     let status = task.status.as_ref();
@@ -217,7 +231,7 @@ impl SwarmBackend {
         name: &str,
         labels: &HashMap<String, String>,
     ) -> Result<String, BackendError> {
-        let mut networks = self.networks_named(docker, name).await?;
+        let mut networks = self.engine.networks_named(docker, name).await?;
         if networks.is_empty() {
             let request = NetworkCreateRequest {
                 name: name.to_owned(),
@@ -232,7 +246,7 @@ impl SwarmBackend {
                 Err(e) if status_of(&e) == Some(409) || message_of(&e).contains("name conflicts") => {}
                 Err(e) => return Err(fail(Operation::CreateNetwork)(e)),
             }
-            networks = self.networks_named(docker, name).await?;
+            networks = self.engine.networks_named(docker, name).await?;
         }
         networks.sort_by(|a, b| (&a.created, &a.id).cmp(&(&b.created, &b.id)));
         networks
@@ -243,19 +257,6 @@ impl SwarmBackend {
                 unavailable: false,
                 message: format!("{name} was created but is not listed"),
             })
-    }
-
-    async fn networks_named(&self, docker: &Docker, name: &str) -> Result<Vec<bollard::models::Network>, BackendError> {
-        let filters = HashMap::from([("name".to_owned(), vec![name.to_owned()])]);
-        let options = ListNetworksOptionsBuilder::default().filters(&filters).build();
-        let networks = docker
-            .list_networks(Some(options))
-            .await
-            .map_err(fail(Operation::ListNetworks))?;
-        Ok(networks
-            .into_iter()
-            .filter(|n| n.name.as_deref() == Some(name))
-            .collect())
     }
 
     /// The gateway's container joins the runtime's network, where it resolves the service.
@@ -447,17 +448,8 @@ impl SwarmBackend {
         if pinned {
             return None;
         }
-        // Only a task that got as far as a container has made the profile on its node.
-        let ran = tasks.iter().filter(|t| {
-            t.status
-                .as_ref()
-                .and_then(|s| s.container_status.as_ref())
-                .and_then(|c| c.container_id.as_ref())
-                .is_some()
-        });
-        newest(&ran.cloned().collect::<Vec<_>>())
-            .and_then(|t| t.node_id.clone())
-            .map(|n| pin(&n))
+        let ran: Vec<Task> = tasks.iter().filter(|t| had_container(t)).cloned().collect();
+        newest(&ran).and_then(|t| t.node_id.clone()).map(|n| pin(&n))
     }
 
     /// Waits until the service's task runs; its id and node. A task that fails says why
@@ -821,9 +813,7 @@ impl Backend for SwarmBackend {
                 continue;
             };
             let tasks = self.tasks(&docker, &name).await?;
-            let running = tasks
-                .iter()
-                .find(|t| state_of(t) == Some(TaskState::RUNNING) && t.desired_state == Some(TaskState::RUNNING));
+            let running = tasks.iter().find(|t| is_live(t));
             if let Some(task) = running {
                 let mut info = self.info_of(&service, task, owner_hash, !made);
                 if made {
@@ -912,9 +902,7 @@ impl Backend for SwarmBackend {
     async fn is_running(&self, runtime: &RuntimeInfo) -> Result<bool, BackendError> {
         let docker = self.engine.docker().await?;
         match docker.inspect_task(&runtime.id).await {
-            Ok(task) => {
-                Ok(state_of(&task) == Some(TaskState::RUNNING) && task.desired_state == Some(TaskState::RUNNING))
-            }
+            Ok(task) => Ok(is_live(&task)),
             Err(e) if status_of(&e) == Some(404) => Ok(false),
             Err(e) => Err(fail(Operation::ListTasks)(e)),
         }
@@ -1017,13 +1005,7 @@ impl Backend for SwarmBackend {
                     .tasks(&docker, &name)
                     .await?
                     .iter()
-                    .filter(|t| {
-                        t.status
-                            .as_ref()
-                            .and_then(|s| s.container_status.as_ref())
-                            .and_then(|c| c.container_id.as_ref())
-                            .is_some()
-                    })
+                    .filter(|t| had_container(t))
                     .filter_map(|t| t.node_id.clone())
                     .collect();
                 nodes.sort();

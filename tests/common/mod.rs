@@ -600,6 +600,21 @@ pub async fn post(url: &str, body: &str) -> Reply {
     send(Method::POST, url, body).await
 }
 
+/// Starts a run that the stub holds open (`…/hold?id=…`) as an authenticated agent; returns
+/// once its answer is 200 and its first chunk has arrived, with the rest still to come.
+pub async fn start_held_run(url: &str) -> (hyper::body::Incoming, Bytes) {
+    let request = Request::get(url)
+        .header("authorization", format!("Bearer {TEST_API_TOKEN}"))
+        .body(Default::default())
+        .unwrap();
+    let response = client().request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert!(!first.is_empty());
+    (body, first)
+}
+
 /// How many times `owner`'s runtime has booted on its profile (the stub's boot log in the
 /// volume), asked through the gateway.
 pub async fn boots(gateway: &Gateway, owner: &str) -> usize {
