@@ -175,6 +175,11 @@ pub(crate) fn random_secret() -> std::io::Result<String> {
 /// [`crate::provision::backend::RUNTIME_KEY_ENV`]); never taken from a client.
 pub const RUNTIME_KEY_HEADER: &str = "x-lazygate-runtime-key";
 
+/// The header that tells a runtime whose it is (the owner hash), on every request the
+/// gateway forwards to it: a warm-pool runtime was started before its owner was known, so
+/// its environment cannot say. Never taken from a client.
+pub const OWNER_HASH_HEADER: &str = "x-lazygate-owner-hash";
+
 /// Where generated secrets are kept.
 pub fn secrets_path(settings: &Settings) -> PathBuf {
     settings.state_dir.join("lazygate-secrets.json")
@@ -541,6 +546,7 @@ pub fn strip_credentials(headers: &mut HeaderMap) {
 pub fn strip_gateway_credentials(headers: &mut HeaderMap) {
     // Only the gateway speaks with a runtime's key; a client's attempt is dropped.
     headers.remove(RUNTIME_KEY_HEADER);
+    headers.remove(OWNER_HASH_HEADER);
     let kept: Vec<String> = headers
         .get_all(header::COOKIE)
         .iter()

@@ -13,7 +13,8 @@
 //!   engine before it says yes.
 //! - [`provision`] gets or creates the owner's runtime — once, however many requests race —
 //!   and hands out a [`provision::Lease`] that holds it alive; its [`provision::reaper`]
-//!   retires runtimes idle past the TTL. The backend is one file per engine behind
+//!   retires runtimes idle past the TTL, and its [`provision::pool`] keeps runtimes started
+//!   ahead for new owners (`runtime.warm_pool`). The backend is one file per engine behind
 //!   [`provision::Backend`]: [`provision::docker`] (a container and a network of its own per
 //!   runtime, so runtimes never reach each other) and [`provision::swarm`] (a service per
 //!   owner on an overlay of its own, scaled to zero when idle, shared by several gateways
@@ -213,6 +214,8 @@ pub async fn run(
     let reaper_token = CancellationToken::new();
     let _reaper_guard = reaper_token.clone().drop_guard();
     let reaper = tokio::spawn(provision::reaper::run(provisioner.clone(), reaper_token.clone()));
+    // The warm pool's refill task (nothing when runtime.warm_pool is 0), cancelled with it.
+    let pool = tokio::spawn(provision::pool::run(provisioner.clone(), reaper_token.clone()));
 
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -259,5 +262,6 @@ pub async fn run(
     server.await.ok();
     reaper_token.cancel();
     reaper.await.ok();
+    pool.await.ok();
     Ok(())
 }

@@ -129,6 +129,12 @@ pub struct Metrics {
     pub holds: Gauge,
     pub removals: Family<ReasonLabels, Counter>,
     pub at_capacity: Counter,
+    /// The warm pool: ready runtimes in it, first requests of new owners that claimed one
+    /// and that found it empty, and how long one took from the first engine call to ready.
+    pub pool_ready: Gauge,
+    pub pool_claims: Counter,
+    pub pool_misses: Counter,
+    pub pool_refill_duration: Histogram,
     pub engine_calls: Family<EngineLabels, Counter>,
     pub engine_call_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     /// Set once the provisioner exists: counts runtimes at each scrape.
@@ -227,6 +233,10 @@ impl Metrics {
         let holds = Gauge::default();
         let removals = Family::<ReasonLabels, Counter>::default();
         let at_capacity = Counter::default();
+        let pool_ready = Gauge::default();
+        let pool_claims = Counter::default();
+        let pool_misses = Counter::default();
+        let pool_refill_duration = start_buckets();
         let engine_calls = Family::<EngineLabels, Counter>::default();
         let engine_call_duration: Family<RouteLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(latency_buckets);
@@ -296,6 +306,26 @@ impl Metrics {
             at_capacity.clone(),
         );
         r.register(
+            "lazygate_pool_ready",
+            "Warm-pool runtimes started and ready, not claimed yet",
+            pool_ready.clone(),
+        );
+        r.register(
+            "lazygate_pool_claims",
+            "New owners answered by a warm-pool runtime",
+            pool_claims.clone(),
+        );
+        r.register(
+            "lazygate_pool_misses",
+            "New owners that found the warm pool empty and waited for a start",
+            pool_misses.clone(),
+        );
+        r.register(
+            "lazygate_pool_refill_seconds",
+            "Time to start one warm-pool runtime, from the first engine call to ready and fenced",
+            pool_refill_duration.clone(),
+        );
+        r.register(
             "lazygate_engine_calls",
             "Calls to the container engine by operation and outcome",
             engine_calls.clone(),
@@ -356,6 +386,10 @@ impl Metrics {
             holds,
             removals,
             at_capacity,
+            pool_ready,
+            pool_claims,
+            pool_misses,
+            pool_refill_duration,
             engine_calls,
             engine_call_duration,
             runtimes,

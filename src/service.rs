@@ -519,8 +519,13 @@ impl Gateway {
                 .filter(|l| l.cold())
                 .and_then(|l| metrics::server_timing(provisioning.elapsed(), &l.runtime().phases));
             log.cold |= lease.as_ref().is_some_and(Lease::cold);
-            if let Some(key) = lease.as_ref().and_then(|l| l.runtime().key.clone()) {
-                parts.headers.insert(auth::RUNTIME_KEY_HEADER, key);
+            if let Some(lease) = &lease {
+                if let Some(key) = lease.runtime().key.clone() {
+                    parts.headers.insert(auth::RUNTIME_KEY_HEADER, key);
+                }
+                if let Ok(owner) = http::HeaderValue::from_str(lease.runtime().owner_hash.as_str()) {
+                    parts.headers.insert(auth::OWNER_HASH_HEADER, owner);
+                }
             }
             let authority = match (&lease, service) {
                 (None, _) => self.shared_authority(service),

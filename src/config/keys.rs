@@ -257,6 +257,12 @@ pub const KEYS: &[Key] = &[
         doc: "Swarm: the engine's socket on each node, mounted into the one-shot job that removes a per-task profile volume on a node other than the gateway's",
     },
     Key {
+        path: "runtime.warm_pool",
+        env: &["LAZYGATE_WARM_POOL"],
+        default: Whole(0),
+        doc: "runtimes kept started and ready for owners not seen yet, each claimed by a new owner's first request (see Warm pool); counted in `limits.max_runtimes`; 0: off",
+    },
+    Key {
         path: "runtime.ttl_seconds",
         env: &["BROWSER_RUNTIME_TTL_SECONDS"],
         default: Whole(900),

@@ -225,6 +225,7 @@ pub struct RawRuntime {
     pub volume_driver: String,
     pub volume_options: Vec<String>,
     pub node_socket: String,
+    pub warm_pool: u64,
     pub ttl_seconds: u64,
     pub profile_retention_days: u64,
     pub start_timeout_seconds: u64,
@@ -308,6 +309,9 @@ pub struct Settings {
     pub volume_options: std::collections::BTreeMap<String, String>,
     /// Swarm: the engine's socket on each node, for the job that removes a volume there.
     pub node_socket: String,
+    /// Runtimes kept started ahead for owners not seen yet (0: no pool); each counts in
+    /// `limits.max_runtimes`.
+    pub warm_pool: usize,
     /// Idle time after which a runtime without holds is removed.
     pub ttl: Duration,
     /// Time after an owner's last request when its per-principal profile volume is removed;
@@ -774,6 +778,34 @@ impl TryFrom<RawConfig> for Settings {
                 "runtime.backend = swarm dials runtimes on their overlay networks: expected network",
             ));
         }
+        let warm_pool = runtime.warm_pool as usize;
+        if warm_pool > 0 {
+            let isolation: IsolationMode = choice("runtime.isolation_mode", &runtime.isolation_mode)?;
+            if warm_pool as u64 > limits.max_runtimes as u64 {
+                return Err(invalid(
+                    &label("runtime.warm_pool"),
+                    warm_pool,
+                    format!(
+                        "is larger than limits.max_runtimes ({}): pool runtimes count in it, so no owner would ever get one of its own",
+                        limits.max_runtimes
+                    ),
+                ));
+            }
+            if isolation == IsolationMode::Shared {
+                return Err(invalid(
+                    &label("runtime.warm_pool"),
+                    warm_pool,
+                    "runtime.isolation_mode = shared starts no runtimes: expected 0",
+                ));
+            }
+            if backend == BackendKind::Swarm {
+                return Err(invalid(
+                    &label("runtime.warm_pool"),
+                    warm_pool,
+                    "the warm pool runs on runtime.backend = docker only so far: expected 0 with swarm",
+                ));
+            }
+        }
         let view_base_url = Some(normalize_view_base_url(&view.base_url)).filter(|u| !u.is_empty());
         if let Some(url) = &view_base_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -815,6 +847,7 @@ impl TryFrom<RawConfig> for Settings {
             volume_driver: optional(runtime.volume_driver.clone()),
             volume_options: volume_options(&runtime.volume_driver, &runtime.volume_options)?,
             node_socket: non_empty("runtime.node_socket", runtime.node_socket)?,
+            warm_pool,
             ttl: seconds("runtime.ttl_seconds", runtime.ttl_seconds, 1)?,
             profile_retention: days("runtime.profile_retention_days", runtime.profile_retention_days)?,
             start_timeout: seconds("runtime.start_timeout_seconds", runtime.start_timeout_seconds, 1)?,

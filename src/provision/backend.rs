@@ -28,6 +28,27 @@ pub const LABEL_LAST_USED: &str = "lazygate.last_used";
 /// helper left by a gateway killed mid-fence is found and removed.
 pub const LABEL_FENCE: &str = "lazygate.fence";
 
+/// Label of a warm-pool runtime, its container and volume and network (value: the pool id
+/// in their names). It stays after the runtime is claimed (Docker labels are fixed), which
+/// is how a claimed runtime's own network and volume are found again.
+pub const LABEL_POOL: &str = "lazygate.pool";
+
+/// A warm-pool runtime's container name before it is claimed.
+pub fn pool_container_name(pool_id: &str) -> String {
+    format!("lazygate-pool-{pool_id}")
+}
+
+/// A warm-pool runtime's profile volume, which stays its volume after the claim (volumes
+/// cannot be renamed) until the runtime is put to rest.
+pub fn pool_volume_name(pool_id: &str) -> String {
+    format!("lazygate-pool-{pool_id}")
+}
+
+/// A warm-pool runtime's own network, `<prefix>-pool-<pool_id>`, kept after the claim.
+pub fn pool_network_name(prefix: &str, pool_id: &str) -> String {
+    format!("{prefix}-pool-{pool_id}")
+}
+
 /// The seed's container name for an owner.
 pub fn container_name(owner_hash: &OwnerHash) -> String {
     format!("browser-use-browser-{owner_hash}")
@@ -60,6 +81,31 @@ pub struct RuntimeSpec {
     pub labels: HashMap<String, String>,
     pub shm_size_bytes: u64,
     pub resources: Resources,
+}
+
+/// A runtime for the warm pool: what [`RuntimeSpec`] says minus the owner, whom nobody
+/// knows yet. Its labels carry [`LABEL_POOL`] and no owner; its environment no view URL.
+#[derive(Debug, Clone)]
+pub struct PoolSpec {
+    /// Random, in its names and its [`LABEL_POOL`] label.
+    pub pool_id: String,
+    pub image: String,
+    pub env: BTreeMap<String, String>,
+    pub labels: HashMap<String, String>,
+    pub shm_size_bytes: u64,
+    pub resources: Resources,
+}
+
+/// A warm-pool runtime, started and fenced, not yet claimed by any owner. No route reaches
+/// it: routes find runtimes by owner, and it has none.
+#[derive(Debug, Clone)]
+pub struct PooledRuntime {
+    pub pool_id: String,
+    /// The backend's own id of the runtime (Docker: the container id).
+    pub id: String,
+    pub name: String,
+    /// Where the gateway dials its services (for the readiness probe).
+    pub endpoints: Endpoints,
 }
 
 /// What one runtime may use of the host.
@@ -111,6 +157,10 @@ pub struct RuntimeInfo {
     /// Last use as the engine records it ([`LABEL_LAST_USED`]), seconds since the Unix
     /// epoch; `None` where last use lives in the registry file (Docker).
     pub last_used: Option<f64>,
+    /// The profile volume, when it is not the seed's `browser-use-profile-<hash>`: a claimed
+    /// warm-pool runtime keeps the volume it was started with (the registry file's
+    /// `volume_name` says so) until it is put to rest.
+    pub profile: Option<String>,
 }
 
 /// What [`Backend::retire`] did.
@@ -197,6 +247,8 @@ pub enum Operation {
     RemoveVolume,
     ReadLogs,
     Fence,
+    MoveProfile,
+    RenameContainer,
     InspectSwarm,
     ListNodes,
     CreateService,
@@ -228,6 +280,8 @@ impl std::fmt::Display for Operation {
             Operation::RemoveVolume => "remove volume",
             Operation::ReadLogs => "read logs",
             Operation::Fence => "fence runtime",
+            Operation::MoveProfile => "move profile",
+            Operation::RenameContainer => "rename container",
             Operation::InspectSwarm => "inspect swarm",
             Operation::ListNodes => "list nodes",
             Operation::CreateService => "create service",
@@ -332,8 +386,36 @@ pub trait Backend: Send + Sync + 'static {
     async fn remove_profile(&self, owner_hash: &OwnerHash) -> Result<bool, BackendError>;
 
     /// Running runtimes that carry the managed labels (and the scope label, when set), made
-    /// reachable as [`Backend::ensure`] makes them.
+    /// reachable as [`Backend::ensure`] makes them; claimed warm-pool runtimes among them,
+    /// unclaimed ones not.
     async fn list(&self) -> Result<Vec<RuntimeInfo>, BackendError>;
+
+    /// Creates and starts one warm-pool runtime: no owner, a network and a fresh profile
+    /// volume of its own, fenced like any runtime. Readiness is the caller's to wait for.
+    async fn start_pooled(&self, spec: &PoolSpec) -> Result<PooledRuntime, BackendError> {
+        let _ = spec;
+        Err(BackendError::Unsuitable("this backend has no warm pool".to_owned()))
+    }
+
+    /// The warm pool's running, unclaimed runtimes (of this scope); pool runtimes that are
+    /// not running and were never claimed are removed on the way.
+    async fn list_pooled(&self) -> Result<Vec<PooledRuntime>, BackendError> {
+        Ok(Vec::new())
+    }
+
+    /// Makes a pooled runtime the owner's runtime, as [`Backend::ensure`] would return it.
+    /// `Ok(None)` when the owner has a runtime or a profile volume already: then it gets
+    /// those, and the pooled runtime stays in the pool.
+    async fn claim(&self, pooled: &PooledRuntime, owner_hash: &OwnerHash) -> Result<Option<RuntimeInfo>, BackendError> {
+        let _ = (pooled, owner_hash);
+        Ok(None)
+    }
+
+    /// Removes an unclaimed pool runtime with its volume and network.
+    async fn discard_pooled(&self, pooled: &PooledRuntime) -> Result<(), BackendError> {
+        let _ = pooled;
+        Ok(())
+    }
 }
 
 /// Where the tunnel announces its public URL: the tail of a container's output (the seed

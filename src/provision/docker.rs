@@ -17,7 +17,7 @@
 //! and removing runtimes on Docker, with every engine call and its error named, live here, and
 //! only here.)
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -37,8 +37,10 @@ use futures_util::StreamExt;
 use ipnet::Ipv4Net;
 
 use super::backend::{
-    Backend, BackendError, Endpoints, LABEL_FENCE, LABEL_MANAGED_BY, LABEL_OWNER_HASH, LABEL_SCOPE, MANAGED_BY,
-    Operation, Ports, RUNTIME_KEY_ENV, RuntimeInfo, RuntimeSpec, TunnelLogs, container_name, network_name, volume_name,
+    Backend, BackendError, Endpoints, LABEL_FENCE, LABEL_MANAGED_BY, LABEL_OWNER_HASH, LABEL_POOL, LABEL_RUNTIME,
+    LABEL_SCOPE, MANAGED_BY, Operation, PoolSpec, PooledRuntime, Ports, RUNTIME_KEY_ENV, Resources, RuntimeInfo,
+    RuntimeSpec, TunnelLogs, container_name, network_name, pool_container_name, pool_network_name, pool_volume_name,
+    volume_name,
 };
 use super::engine_client::{EngineClient, fail, message_of, status_of};
 use crate::config::{Settings, UpstreamMode};
@@ -116,6 +118,40 @@ pub struct DockerBackend {
 
 /// The time of each phase of a start, in order.
 type Phases = Vec<(&'static str, Duration)>;
+
+/// What a runtime's container is made of: an owner's [`RuntimeSpec`] or a [`PoolSpec`].
+#[derive(Clone, Copy)]
+struct Blueprint<'a> {
+    image: &'a str,
+    env: &'a BTreeMap<String, String>,
+    labels: &'a HashMap<String, String>,
+    shm_size_bytes: u64,
+    resources: Resources,
+}
+
+impl<'a> From<&'a RuntimeSpec> for Blueprint<'a> {
+    fn from(spec: &'a RuntimeSpec) -> Self {
+        Blueprint {
+            image: &spec.image,
+            env: &spec.env,
+            labels: &spec.labels,
+            shm_size_bytes: spec.shm_size_bytes,
+            resources: spec.resources,
+        }
+    }
+}
+
+impl<'a> From<&'a PoolSpec> for Blueprint<'a> {
+    fn from(spec: &'a PoolSpec) -> Self {
+        Blueprint {
+            image: &spec.image,
+            env: &spec.env,
+            labels: &spec.labels,
+            shm_size_bytes: spec.shm_size_bytes,
+            resources: spec.resources,
+        }
+    }
+}
 
 /// Times the phases of a start, one lap each.
 struct PhaseClock {
@@ -318,10 +354,14 @@ impl DockerBackend {
 
     /// Creates and starts the owner's runtime; `Some` with the time of each phase when this
     /// call made it, `None` when another caller's runtime won the name.
-    async fn create(&self, docker: &Docker, spec: &RuntimeSpec) -> Result<Option<Phases>, BackendError> {
+    async fn create(
+        &self,
+        docker: &Docker,
+        spec: Blueprint<'_>,
+        (name, volume, network): (String, String, String),
+    ) -> Result<Option<Phases>, BackendError> {
         let _creating = self.creating.read().await;
         let mut phases = PhaseClock::start();
-        let (name, volume, network) = self.names(&spec.owner_hash);
         let labels: HashMap<String, String> = spec
             .labels
             .iter()
@@ -368,7 +408,7 @@ impl DockerBackend {
                 .collect()
         });
         let body = ContainerCreateBody {
-            image: Some(spec.image.clone()),
+            image: Some(spec.image.to_owned()),
             env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             labels: Some(spec.labels.clone()),
             exposed_ports: Some(port_keys),
@@ -489,31 +529,54 @@ impl DockerBackend {
     /// gateway's address on another runtime's network, fails at once with "permission
     /// denied", whatever the host's forwarding rules say. The helper alone gets NET_ADMIN,
     /// only in that namespace, for one command; the runtime never has it and cannot undo it.
-    async fn run_fence(&self, docker: &Docker, runtime: &RuntimeInfo) -> Result<(), BackendError> {
-        let image = self.fence_image(docker).await?;
+    /// `tag` is the helper's [`LABEL_FENCE`] value: the owner hash, or the pool runtime's name.
+    async fn run_fence(&self, docker: &Docker, id: &str, name: &str, tag: &str) -> Result<(), BackendError> {
         let pool = self.options.subnet_pool.to_string();
-        let mut labels = HashMap::from([(LABEL_FENCE.to_owned(), runtime.owner_hash.to_string())]);
+        let host_config = HostConfig {
+            network_mode: Some(format!("container:{id}")),
+            cap_drop: Some(vec!["ALL".to_owned()]),
+            cap_add: Some(vec!["NET_ADMIN".to_owned()]),
+            security_opt: Some(vec!["no-new-privileges".to_owned()]),
+            ..Default::default()
+        };
+        let command = ["ip", "route", "replace", "prohibit", &pool]
+            .map(str::to_owned)
+            .to_vec();
+        self.run_helper(docker, Operation::Fence, name, tag, command, host_config)
+            .await
+    }
+
+    /// Runs a short-lived helper container from the fence image (the gateway's own) to its
+    /// end and removes it; a non-zero exit is an error of `operation` with the helper's last
+    /// words. Helpers carry [`LABEL_FENCE`] = `tag`, so one a killed gateway left is swept.
+    async fn run_helper(
+        &self,
+        docker: &Docker,
+        operation: Operation,
+        subject: &str,
+        tag: &str,
+        command: Vec<String>,
+        host_config: HostConfig,
+    ) -> Result<(), BackendError> {
+        let image = self.fence_image(docker).await?;
+        let mut labels = HashMap::from([(LABEL_FENCE.to_owned(), tag.to_owned())]);
         if let Some(scope) = self.engine.scope() {
             labels.insert(LABEL_SCOPE.to_owned(), scope.clone());
         }
+        let shown = command.join(" ");
+        let mut command = command.into_iter();
         let body = ContainerCreateBody {
             image: Some(image.clone()),
-            entrypoint: Some(vec!["ip".to_owned()]),
-            cmd: Some(["route", "replace", "prohibit", &pool].map(str::to_owned).to_vec()),
+            entrypoint: command.next().map(|program| vec![program]),
+            cmd: Some(command.collect()),
             labels: Some(labels),
-            host_config: Some(HostConfig {
-                network_mode: Some(format!("container:{}", runtime.id)),
-                cap_drop: Some(vec!["ALL".to_owned()]),
-                cap_add: Some(vec!["NET_ADMIN".to_owned()]),
-                security_opt: Some(vec!["no-new-privileges".to_owned()]),
-                ..Default::default()
-            }),
+            host_config: Some(host_config),
             ..Default::default()
         };
         let refuse = |message: String| BackendError::Operation {
-            operation: Operation::Fence,
+            operation,
             unavailable: false,
-            message: format!("{}: {message}", runtime.name),
+            message: format!("{subject}: {message}"),
         };
         let helper = match docker.create_container(None::<CreateContainerOptions>, body).await {
             Ok(created) => created.id,
@@ -523,30 +586,27 @@ impl DockerBackend {
                      or name an image with iproute2 in runtime.fence_image (LAZYGATE_FENCE_IMAGE)"
                 )));
             }
-            Err(e) => return Err(fail(Operation::Fence)(e)),
+            Err(e) => return Err(fail(operation)(e)),
         };
         let outcome = async {
-            docker
-                .start_container(&helper, None)
-                .await
-                .map_err(fail(Operation::Fence))?;
+            docker.start_container(&helper, None).await.map_err(fail(operation))?;
             let waited = docker.wait_container(&helper, None).next().await;
             match waited {
                 Some(Ok(_)) => Ok(()),
                 Some(Err(EngineError::DockerContainerWaitError { code, .. })) => {
                     let output = self.tail(&helper, 5).await.unwrap_or_default();
                     Err(refuse(format!(
-                        "`ip route replace prohibit {pool}` in {image} exited with {code}: {}",
+                        "`{shown}` in {image} exited with {code}: {}",
                         output.trim()
                     )))
                 }
-                Some(Err(e)) => Err(fail(Operation::Fence)(e)),
+                Some(Err(e)) => Err(fail(operation)(e)),
                 None => Err(refuse("the engine did not report the helper's exit".to_owned())),
             }
         }
         .await;
         if let Err(error) = self.remove_container(docker, &helper).await {
-            tracing::warn!(%helper, %error, "cannot remove a fence helper");
+            tracing::warn!(%helper, %error, "cannot remove a helper container");
         }
         outcome
     }
@@ -625,6 +685,130 @@ impl DockerBackend {
                 Err(error) => tracing::debug!(network = %name, %error, "cannot remove a leftover runtime network"),
             }
         }
+    }
+
+    /// A runtime's own network: the one it was started on when it came from the warm pool
+    /// (it keeps it when claimed), else `<prefix>-<owner_hash>`.
+    fn network_of(&self, c: &ContainerInspectResponse, owner_hash: &OwnerHash) -> String {
+        match pool_id_of(c) {
+            Some(pool_id) => pool_network_name(&self.options.network_prefix, &pool_id),
+            None => network_name(&self.options.network_prefix, owner_hash),
+        }
+    }
+
+    /// The labels of an owner's profile volume, as [`DockerBackend::create`] gives it.
+    fn profile_labels(&self, owner_hash: &OwnerHash) -> HashMap<String, String> {
+        let mut labels = HashMap::from([
+            (LABEL_RUNTIME.to_owned(), "true".to_owned()),
+            (LABEL_OWNER_HASH.to_owned(), owner_hash.to_string()),
+        ]);
+        if let Some(scope) = self.engine.scope() {
+            labels.insert(LABEL_SCOPE.to_owned(), scope.clone());
+        }
+        labels
+    }
+
+    /// Removes a claimed warm-pool runtime. With its volume: the container, its network and
+    /// its volume. Without (per-principal): puts it to rest under the seed's names — the
+    /// container is killed, its profile copied into the owner's `browser-use-profile-<hash>`
+    /// (where the next start, and the seed, look), and only then do the container, its
+    /// network and its pool volume go. Until the copy has worked the stopped container
+    /// stays, naming the volume that holds the profile, so a failure loses nothing and the
+    /// next removal or start tries again.
+    async fn remove_claimed(
+        &self,
+        docker: &Docker,
+        c: &ContainerInspectResponse,
+        owner_hash: &OwnerHash,
+        with_volume: bool,
+    ) -> Result<(), BackendError> {
+        let id = c.id.clone().unwrap_or_default();
+        let network = self.network_of(c, owner_hash);
+        let pool_volume = profile_of(c).or_else(|| pool_id_of(c).map(|p| pool_volume_name(&p)));
+        if !with_volume && let Some(from) = &pool_volume {
+            match docker
+                .kill_container(&id, None::<bollard::query_parameters::KillContainerOptions>)
+                .await
+            {
+                Ok(()) => {}
+                // Not running (409), or gone (404).
+                Err(e) if matches!(status_of(&e), Some(404) | Some(409)) => {}
+                Err(e) => return Err(fail(Operation::RemoveContainer)(e)),
+            }
+            let to = volume_name(owner_hash);
+            let profile = docker
+                .create_volume(VolumeCreateRequest {
+                    name: Some(to.clone()),
+                    labels: Some(self.profile_labels(owner_hash)),
+                    ..Default::default()
+                })
+                .await
+                .map_err(fail(Operation::CreateVolume))?;
+            self.engine.check_ours(&to, Some(&profile.labels), false)?;
+            let host_config = HostConfig {
+                binds: Some(vec![format!("{from}:/from:ro"), format!("{to}:/to")]),
+                network_mode: Some("none".to_owned()),
+                security_opt: Some(vec!["no-new-privileges".to_owned()]),
+                ..Default::default()
+            };
+            let command = ["cp", "-a", "/from/.", "/to/"].map(str::to_owned).to_vec();
+            let name = c.name.as_deref().unwrap_or_default().trim_start_matches('/');
+            self.run_helper(
+                docker,
+                Operation::MoveProfile,
+                name,
+                owner_hash.as_str(),
+                command,
+                host_config,
+            )
+            .await?;
+            tracing::info!(container = name, from = %from, to = %to, "moved a claimed runtime's profile to the seed's volume name");
+        }
+        self.remove_container(docker, &id).await?;
+        self.fenced.lock().expect("fenced lock").remove(owner_hash);
+        if let Err(error) = self.remove_network(docker, &network).await {
+            tracing::warn!(%network, %error, "cannot remove a runtime's network; leaving it");
+        }
+        let mut volumes: Vec<String> = pool_volume.into_iter().collect();
+        if with_volume {
+            volumes.push(volume_name(owner_hash));
+        }
+        for volume in volumes {
+            let options = RemoveVolumeOptionsBuilder::default().force(true).build();
+            match docker.remove_volume(&volume, Some(options)).await {
+                Ok(()) => {}
+                Err(e) if status_of(&e) == Some(404) => {}
+                Err(e) => return Err(fail(Operation::RemoveVolume)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes an unclaimed pool runtime (by container id or name) with its network and volume.
+    async fn remove_pooled(&self, docker: &Docker, container: &str, pool_id: &str) -> Result<(), BackendError> {
+        self.remove_container(docker, container).await?;
+        let network = pool_network_name(&self.options.network_prefix, pool_id);
+        if let Err(error) = self.remove_network(docker, &network).await {
+            tracing::warn!(%network, %error, "cannot remove a pool runtime's network; leaving it");
+        }
+        let options = RemoveVolumeOptionsBuilder::default().force(true).build();
+        match docker.remove_volume(&pool_volume_name(pool_id), Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if status_of(&e) == Some(404) => Ok(()),
+            Err(e) => Err(fail(Operation::RemoveVolume)(e)),
+        }
+    }
+
+    /// A running, unclaimed pool runtime as the pool keeps it.
+    fn pooled_of(&self, c: &ContainerInspectResponse, pool_id: String) -> Result<PooledRuntime, BackendError> {
+        let name = c.name.as_deref().unwrap_or_default().trim_start_matches('/').to_owned();
+        let network = pool_network_name(&self.options.network_prefix, &pool_id);
+        Ok(PooledRuntime {
+            endpoints: endpoints_of(c, &name, &network, self.options.ports, self.options.publish)?,
+            id: c.id.clone().unwrap_or_default(),
+            name,
+            pool_id,
+        })
     }
 
     fn labels_filter(&self) -> HashMap<String, Vec<String>> {
@@ -721,6 +905,7 @@ fn info_of(
         key: key_of(c),
         phases: Vec::new(),
         last_used: None,
+        profile: pool_id_of(c).and_then(|_| profile_of(c)),
     })
 }
 
@@ -734,6 +919,20 @@ fn is_running(c: &ContainerInspectResponse) -> bool {
 
 fn is_created_only(c: &ContainerInspectResponse) -> bool {
     c.state.as_ref().and_then(|s| s.status) == Some(ContainerStateStatusEnum::CREATED)
+}
+
+/// The warm-pool id of a runtime that came from the pool (claimed or not).
+fn pool_id_of(c: &ContainerInspectResponse) -> Option<String> {
+    labels_of(c)?.get(LABEL_POOL).cloned()
+}
+
+/// The volume mounted at the runtime's `/data`: its profile.
+fn profile_of(c: &ContainerInspectResponse) -> Option<String> {
+    c.mounts
+        .as_ref()?
+        .iter()
+        .find(|m| m.destination.as_deref() == Some("/data"))
+        .and_then(|m| m.name.clone())
 }
 
 /// Labels a runtime's network carries: the container's, for finding and cleaning it.
@@ -774,7 +973,7 @@ impl Backend for DockerBackend {
 
     async fn ensure(&self, spec: &RuntimeSpec) -> Result<RuntimeInfo, BackendError> {
         let docker = self.engine.docker().await?;
-        let (name, _, network) = self.names(&spec.owner_hash);
+        let name = container_name(&spec.owner_hash);
         let (ports, publish) = (self.options.ports, self.options.publish);
         let mut created: Option<Phases> = None;
         for attempt in 0..40u32 {
@@ -785,6 +984,7 @@ impl Backend for DockerBackend {
             match inspected {
                 Ok(c) if is_running(&c) => {
                     let labels = network_labels_of(&c);
+                    let network = self.network_of(&c, &spec.owner_hash);
                     let joining = std::time::Instant::now();
                     let c = self.isolate(&docker, c, &network, &labels).await?;
                     let adopted = created.is_none();
@@ -814,6 +1014,11 @@ impl Backend for DockerBackend {
                         ),
                     });
                 }
+                // A claimed pool runtime's profile is put where the new one will look first.
+                Ok(c) if pool_id_of(&c).is_some() => {
+                    tracing::info!(container = %name, "replacing a claimed pool runtime that is not running");
+                    self.remove_claimed(&docker, &c, &spec.owner_hash, false).await?;
+                }
                 Ok(_) => {
                     tracing::info!(container = %name, "replacing a runtime that is not running");
                     self.remove_container(&docker, &name).await?;
@@ -821,7 +1026,8 @@ impl Backend for DockerBackend {
                 Err(e) if status_of(&e) == Some(404) => {}
                 Err(e) => return Err(fail(Operation::InspectContainer)(e)),
             }
-            created = self.create(&docker, spec).await?.or(created);
+            let names = self.names(&spec.owner_hash);
+            created = self.create(&docker, Blueprint::from(spec), names).await?.or(created);
         }
         Err(BackendError::Operation {
             operation: Operation::CreateContainer,
@@ -836,7 +1042,8 @@ impl Backend for DockerBackend {
         }
         let docker = self.engine.docker().await?;
         let started = std::time::Instant::now();
-        self.run_fence(&docker, runtime).await?;
+        self.run_fence(&docker, &runtime.id, &runtime.name, runtime.owner_hash.as_str())
+            .await?;
         tracing::debug!(container = %runtime.name, ms = started.elapsed().as_millis() as u64, "fenced runtime");
         self.fenced
             .lock()
@@ -864,7 +1071,12 @@ impl Backend for DockerBackend {
         let docker = self.engine.docker().await?;
         let (name, volume, network) = self.names(owner_hash);
         match docker.inspect_container(&name, None).await {
-            Ok(c) => self.engine.check_ours(&name, labels_of(&c), true)?,
+            Ok(c) => {
+                self.engine.check_ours(&name, labels_of(&c), true)?;
+                if pool_id_of(&c).is_some() {
+                    return self.remove_claimed(&docker, &c, owner_hash, with_volume).await;
+                }
+            }
             Err(e) if status_of(&e) == Some(404) => {}
             Err(e) => return Err(fail(Operation::InspectContainer)(e)),
         }
@@ -917,13 +1129,24 @@ impl Backend for DockerBackend {
             if self.engine.is_another_scopes(&labels) {
                 continue;
             }
-            let Some(Ok(owner_hash)) = labels.get(LABEL_OWNER_HASH).map(|h| OwnerHash::parse(h)) else {
+            // A claimed pool runtime carries no owner label (labels are fixed at creation):
+            // its name is the owner's; an unclaimed one is the pool's, not listed here.
+            let owner = match (labels.get(LABEL_OWNER_HASH), labels.contains_key(LABEL_POOL)) {
+                (Some(hash), _) => Some(hash.as_str()),
+                (None, true) => summary
+                    .names
+                    .iter()
+                    .flatten()
+                    .find_map(|n| n.trim_start_matches('/').strip_prefix("browser-use-browser-")),
+                (None, false) => None,
+            };
+            let Some(Ok(owner_hash)) = owner.map(OwnerHash::parse) else {
                 continue;
             };
             let Some(id) = summary.id else { continue };
-            let network = network_name(&self.options.network_prefix, &owner_hash);
             match docker.inspect_container(&id, None).await {
                 Ok(c) if is_running(&c) => {
+                    let network = self.network_of(&c, &owner_hash);
                     let network_labels = network_labels_of(&c);
                     let adopted = self
                         .isolate(&docker, c, &network, &network_labels)
@@ -942,6 +1165,133 @@ impl Backend for DockerBackend {
         self.sweep_networks(&docker, &runtimes).await;
         self.sweep_fence_helpers(&docker).await;
         Ok(runtimes)
+    }
+
+    async fn start_pooled(&self, spec: &PoolSpec) -> Result<PooledRuntime, BackendError> {
+        let docker = self.engine.docker().await?;
+        let name = pool_container_name(&spec.pool_id);
+        let names = (
+            name.clone(),
+            pool_volume_name(&spec.pool_id),
+            pool_network_name(&self.options.network_prefix, &spec.pool_id),
+        );
+        if self.create(&docker, Blueprint::from(spec), names).await?.is_none() {
+            return Err(BackendError::Operation {
+                operation: Operation::CreateContainer,
+                unavailable: false,
+                message: format!("{name} exists already"),
+            });
+        }
+        let made = async {
+            let c = docker
+                .inspect_container(&name, None)
+                .await
+                .map_err(fail(Operation::InspectContainer))?;
+            if !is_running(&c) {
+                return Err(BackendError::Operation {
+                    operation: Operation::StartContainer,
+                    unavailable: false,
+                    message: format!("{name} stopped right after it started"),
+                });
+            }
+            let network = pool_network_name(&self.options.network_prefix, &spec.pool_id);
+            let labels = network_labels_of(&c);
+            let c = self.isolate(&docker, c, &network, &labels).await?;
+            let pooled = self.pooled_of(&c, spec.pool_id.clone())?;
+            self.run_fence(&docker, &pooled.id, &name, &name).await?;
+            Ok(pooled)
+        }
+        .await;
+        if made.is_err()
+            && let Err(error) = self.remove_pooled(&docker, &name, &spec.pool_id).await
+        {
+            tracing::warn!(container = %name, %error, "cannot remove a pool runtime that failed to start");
+        }
+        made
+    }
+
+    async fn list_pooled(&self) -> Result<Vec<PooledRuntime>, BackendError> {
+        let docker = self.engine.docker().await?;
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&self.engine.scoped_filter(LABEL_POOL.to_owned()))
+            .build();
+        let summaries = docker
+            .list_containers(Some(options))
+            .await
+            .map_err(fail(Operation::ListContainers))?;
+        let mut pooled = Vec::new();
+        for summary in summaries {
+            let labels = summary.labels.unwrap_or_default();
+            let (Some(id), Some(pool_id)) = (summary.id, labels.get(LABEL_POOL).cloned()) else {
+                continue;
+            };
+            // Claimed ones are their owners' (named after them): [`Backend::list`]'s.
+            let unclaimed = summary
+                .names
+                .iter()
+                .flatten()
+                .any(|n| n.trim_start_matches('/') == pool_container_name(&pool_id));
+            if self.engine.is_another_scopes(&labels) || !unclaimed {
+                continue;
+            }
+            match docker.inspect_container(&id, None).await {
+                Ok(c) if is_running(&c) => match self.pooled_of(&c, pool_id) {
+                    Ok(p) => pooled.push(p),
+                    Err(error) => tracing::warn!(container = %id, %error, "cannot adopt a pool runtime"),
+                },
+                // Stopped, never claimed: nobody's data is in it.
+                Ok(_) => {
+                    tracing::info!(container = %id, "removing a pool runtime that is not running");
+                    self.remove_pooled(&docker, &id, &pool_id).await?;
+                }
+                Err(e) if status_of(&e) == Some(404) => {}
+                Err(e) => return Err(fail(Operation::InspectContainer)(e)),
+            }
+        }
+        Ok(pooled)
+    }
+
+    async fn claim(&self, pooled: &PooledRuntime, owner_hash: &OwnerHash) -> Result<Option<RuntimeInfo>, BackendError> {
+        let docker = self.engine.docker().await?;
+        let claiming = std::time::Instant::now();
+        let (name, volume, _) = self.names(owner_hash);
+        // An owner with a profile gets it mounted, not a pool runtime's empty one.
+        match docker.inspect_volume(&volume).await {
+            Ok(_) => return Ok(None),
+            Err(e) if status_of(&e) == Some(404) => {}
+            Err(e) => return Err(fail(Operation::InspectVolume)(e)),
+        }
+        // The seed's name, which is also the claim: the engine gives a name once, so an
+        // owner whose runtime exists already (or a racing claim) gets a conflict.
+        let options = bollard::query_parameters::RenameContainerOptions { name: name.clone() };
+        match docker.rename_container(&pooled.id, options).await {
+            Ok(()) => {}
+            Err(e) if status_of(&e) == Some(409) => return Ok(None),
+            Err(e) => return Err(fail(Operation::RenameContainer)(e)),
+        }
+        let c = docker
+            .inspect_container(&pooled.id, None)
+            .await
+            .map_err(fail(Operation::InspectContainer))?;
+        let network = self.network_of(&c, owner_hash);
+        let (ports, publish) = (self.options.ports, self.options.publish);
+        let mut info = info_of(&c, *owner_hash, &network, ports, publish, false)?;
+        // Dialled by address, never by the new name: a renamed container's name takes a
+        // while to resolve on a user-defined network.
+        info.endpoints = pooled.endpoints.clone();
+        info.phases = vec![("claim", claiming.elapsed())];
+        // Fenced when it joined the pool.
+        self.fenced
+            .lock()
+            .expect("fenced lock")
+            .insert(*owner_hash, info.id.clone());
+        Ok(Some(info))
+    }
+
+    async fn discard_pooled(&self, pooled: &PooledRuntime) -> Result<(), BackendError> {
+        let docker = self.engine.docker().await?;
+        self.remove_pooled(&docker, &pooled.id, &pooled.pool_id).await
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use super::backend::{Backend, BackendError, Retirement, RuntimeInfo, RuntimeSpec};
+use super::backend::{Backend, BackendError, PoolSpec, PooledRuntime, Retirement, RuntimeInfo, RuntimeSpec};
 use crate::metrics::Metrics;
 use crate::owner::OwnerHash;
 
@@ -98,5 +98,21 @@ impl Backend for Instrumented {
 
     async fn list(&self) -> Result<Vec<RuntimeInfo>, BackendError> {
         self.timed("list", self.inner.list()).await
+    }
+
+    async fn start_pooled(&self, spec: &PoolSpec) -> Result<PooledRuntime, BackendError> {
+        self.timed("start_pooled", self.inner.start_pooled(spec)).await
+    }
+
+    async fn list_pooled(&self) -> Result<Vec<PooledRuntime>, BackendError> {
+        self.timed("list_pooled", self.inner.list_pooled()).await
+    }
+
+    async fn claim(&self, pooled: &PooledRuntime, owner_hash: &OwnerHash) -> Result<Option<RuntimeInfo>, BackendError> {
+        self.timed("claim", self.inner.claim(pooled, owner_hash)).await
+    }
+
+    async fn discard_pooled(&self, pooled: &PooledRuntime) -> Result<(), BackendError> {
+        self.timed("discard_pooled", self.inner.discard_pooled(pooled)).await
     }
 }

@@ -17,6 +17,7 @@ pub mod backend;
 pub mod docker;
 mod engine_client;
 pub mod instrumented;
+pub mod pool;
 pub mod readiness;
 pub mod reaper;
 pub mod retention;
@@ -409,6 +410,8 @@ pub struct Provisioner {
     metrics: Arc<Metrics>,
     /// Signs the view URL each runtime is told (`BROWSER_VIEW_URL`), so that it opens.
     auth: Arc<AuthStore>,
+    /// Runtimes started ahead for new owners (`runtime.warm_pool`), refilled by [`pool::run`].
+    pool: pool::WarmPool,
 }
 
 impl Provisioner {
@@ -437,6 +440,7 @@ impl Provisioner {
             profiles: (settings.profile_retention.is_some()
                 && settings.isolation_mode == IsolationMode::DockerPerPrincipal)
                 .then(|| retention::Ledger::load(settings.state_dir.join("lazygate-profiles.json"))),
+            pool: pool::WarmPool::new(settings.warm_pool),
             settings,
             metrics,
             auth,
@@ -546,6 +550,15 @@ impl Provisioner {
         {
             return Err(refusal);
         }
+        // A new owner takes a ready warm-pool runtime: no start, no start permit. In a task
+        // of its own, so that a requester going away never strands a runtime mid-claim.
+        if self.settings.warm_pool > 0 {
+            let this = self.clone();
+            let claimed = tokio::spawn(async move { this.claim_pooled(owner_hash).await });
+            if let Ok(Some(info)) = claimed.await {
+                return Ok(self.install(&slot, guard, info));
+            }
+        }
         let waiting = GaugeHold::new(&self.metrics.starts_waiting);
         let permit = timeout_at(deadline, self.starts.clone().acquire_owned())
             .await
@@ -576,7 +589,7 @@ impl Provisioner {
         self: Arc<Self>,
         owner_hash: OwnerHash,
         slot: Arc<Slot>,
-        mut guard: OwnedMutexGuard<SlotState>,
+        guard: OwnedMutexGuard<SlotState>,
     ) -> Result<Lease, ProvisionError> {
         let started = Instant::now();
         let info = match self.start(owner_hash).await {
@@ -597,13 +610,19 @@ impl Provisioner {
                 return Err(error);
             }
         };
+        Ok(self.install(&slot, guard, info))
+    }
+
+    /// Makes a runtime just started (or claimed from the pool) the slot's; returns the
+    /// first lease on it.
+    fn install(&self, slot: &Arc<Slot>, mut guard: OwnedMutexGuard<SlotState>, info: RuntimeInfo) -> Lease {
         *slot.failure.lock().expect("failure lock") = None;
         let runtime = Arc::new(info);
         *guard = SlotState::Ready(runtime.clone());
         // A runtime found running (the seed's, or another gateway's) keeps the mode the
         // registry file says it was made in; one this gateway made has the gateway's.
         *slot.adopted_mode.lock().expect("mode lock") = if runtime.adopted {
-            self.mode_on_disk(owner_hash)
+            self.mode_on_disk(runtime.owner_hash)
         } else {
             None
         };
@@ -611,7 +630,7 @@ impl Provisioner {
         // Readiness is the RPC port's `/health`; the other ports may still be coming up.
         slot.answered.store(RuntimePort::Rpc.bit(), Ordering::Release);
         slot.ready.store(true, Ordering::Release);
-        Ok(self.lease(&slot, runtime, true))
+        self.lease(slot, runtime, true)
     }
 
     /// Creates (or finds) the owner's runtime, fences it and waits until it answers; a
@@ -697,15 +716,13 @@ impl Provisioner {
         let max = self.settings.limits.max_runtimes;
         let _admission = self.admission.lock().await;
         loop {
-            let ready = self
-                .slots
-                .iter()
-                .filter(|e| *e.key() != owner_hash && e.value().ready.load(Ordering::Acquire))
-                .count();
-            // Starts in progress, this one included.
-            let starting = self.settings.limits.max_concurrent_starts - self.starts.available_permits();
-            if ready + starting <= max {
+            // Ready runtimes and starts in progress (this one included), the pool's too.
+            if self.runtimes_counted(Some(owner_hash)) <= max {
                 return Ok(());
+            }
+            // The pool gives way first: its runtimes are nobody's yet.
+            if self.shrink_pool().await {
+                continue;
             }
             let victim = self
                 .slots
@@ -1075,7 +1092,10 @@ impl Provisioner {
                             slot.last_used_ms.load(Ordering::Acquire)
                         }),
                         mode: mode.to_owned(),
-                        volume_name: backend::volume_name(entry.key()),
+                        volume_name: runtime
+                            .profile
+                            .clone()
+                            .unwrap_or_else(|| backend::volume_name(entry.key())),
                         owner_hash,
                         extra: Default::default(),
                     },
@@ -1320,6 +1340,7 @@ mod tests {
             key: None,
             phases: Vec::new(),
             last_used: None,
+            profile: None,
         }
     }
 

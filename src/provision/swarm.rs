@@ -543,6 +543,7 @@ impl SwarmBackend {
             key,
             phases: Vec::new(),
             last_used: last_used_of(service),
+            profile: None,
         }
     }
 

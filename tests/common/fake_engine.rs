@@ -184,6 +184,7 @@ impl Backend for FakeEngine {
             key: None,
             phases: Vec::new(),
             last_used: None,
+            profile: None,
         };
         let runtime = FakeRuntime {
             info: info.clone(),
