@@ -10,7 +10,8 @@
 //! owner with a profile already gets its profile, never a pool runtime.
 //!
 //! The refill task ([`run`]) keeps the pool at its size, each start taking one of the
-//! `limits.max_concurrent_starts` permits, and never past `limits.max_runtimes`: pool
+//! `limits.max_concurrent_starts` permits, none while an owner's start runs or waits, and
+//! never past `limits.max_runtimes`: pool
 //! runtimes count there, and a real owner that needs the room takes it from the pool first
 //! ([`Provisioner::make_room`]). A pool start that fails backs off (1 s doubling to 30 s,
 //! one warning per step) while cold starts go on as without a pool.
@@ -34,8 +35,9 @@ use super::{BACKOFF_FIRST, BACKOFF_MAX, Provisioner, readiness};
 use crate::owner::OwnerHash;
 
 /// How long a pool runtime may take to answer its health check when it is claimed: a ready
-/// one answers in about a millisecond; one that does not is not handed out.
-const CLAIM_PROBE: Duration = Duration::from_millis(300);
+/// one answers in about a millisecond (more while a burst of starts has the CPU); a dead
+/// one refuses at once; one that does not answer is not handed out.
+const CLAIM_PROBE: Duration = Duration::from_secs(2);
 
 /// While the pool is short and no start permit is free (owners are starting), how often
 /// the refill task looks again.
@@ -121,8 +123,7 @@ impl Provisioner {
                 return None;
             };
             self.metrics.pool_ready.set(self.pool.ready_count() as i64);
-            let deadline = Instant::now() + CLAIM_PROBE;
-            if let Err(last_error) = readiness::wait_ready(&self.probe, &pooled.endpoints.rpc, deadline).await {
+            if let Err(last_error) = readiness::answers(&self.probe, &pooled.endpoints.rpc, CLAIM_PROBE).await {
                 tracing::warn!(container = %pooled.name, %last_error, "a warm-pool runtime stopped answering; discarding it");
                 self.discard_pooled(pooled).await;
                 self.pool.let_go();
@@ -265,6 +266,12 @@ impl Provisioner {
         Ok(())
     }
 
+    /// Whether an owner's runtime is starting or waiting for a start permit.
+    fn owners_starting(&self) -> bool {
+        let in_use = self.settings.limits.max_concurrent_starts - self.starts.available_permits();
+        in_use > self.pool.starting.load(Ordering::Acquire) || self.metrics.starts_waiting.get() > 0
+    }
+
     /// Whether one more pool runtime fits within `limits.max_runtimes` without evicting anyone.
     fn pool_has_room(&self) -> bool {
         self.runtimes_counted(None) < self.settings.limits.max_runtimes
@@ -308,7 +315,9 @@ pub async fn run(provisioner: Arc<Provisioner>, shutdown: CancellationToken) {
         if retry_at.is_none_or(|at| Instant::now() >= at) {
             retry_at = None;
             for _ in 0..provisioner.pool.missing() {
-                if !provisioner.pool_has_room() {
+                // Owners first: no pool start while an owner's start runs or waits, so a
+                // burst of new owners larger than the pool is never slower than without one.
+                if !provisioner.pool_has_room() || provisioner.owners_starting() {
                     break;
                 }
                 let Ok(permit) = provisioner.starts.clone().try_acquire_owned() else {

@@ -60,3 +60,18 @@ pub async fn wait_ready(client: &ProbeClient, authority: &str, deadline: Instant
         delay = (delay * 2).min(MAX_DELAY);
     }
 }
+
+/// One `GET /health` on a runtime that answered before (a warm-pool runtime about to be
+/// claimed): `Ok` on 2xx within `within`. Unlike [`wait_ready`] it does not retry, so a
+/// runtime that died fails at once (connection refused) and a busy one gets all of `within`.
+pub async fn answers(client: &ProbeClient, authority: &str, within: Duration) -> Result<(), String> {
+    let uri: http::Uri = format!("http://{authority}/health")
+        .parse()
+        .map_err(|e| format!("bad health URL for {authority}: {e}"))?;
+    match timeout(within, client.get(uri)).await {
+        Ok(Ok(response)) if response.status().is_success() => Ok(()),
+        Ok(Ok(response)) => Err(format!("/health answered HTTP {}", response.status())),
+        Ok(Err(error)) => Err(crate::report::error_chain(&error)),
+        Err(_) => Err(format!("/health did not answer within {within:?}")),
+    }
+}
