@@ -143,7 +143,9 @@ async fn per_task_runtimes_leave_no_service_volume_or_network_behind() {
 #[tokio::test(flavor = "multi_thread")]
 async fn runtimes_on_the_swarm_cannot_reach_each_other() {
     let scope = Scope::new("swarm-isolation");
-    let gateway = Replica::start(&scope, &[]).await;
+    // Runtimes that outlive the probes however slow the machine is (the replicas' TTL of
+    // 3 s scaled one to zero mid-test once, on a loaded machine).
+    let gateway = Replica::start(&scope, &[("BROWSER_RUNTIME_TTL_SECONDS", "120")]).await;
     let (mallory, victim) = (unique("mallory"), unique("victim"));
     for owner in [&mallory, &victim] {
         assert_eq!(post(&gateway.url(&format!("/rpc/{owner}/run")), "{}").await.status, 200);
@@ -296,4 +298,84 @@ async fn with_a_volume_driver_profiles_use_it_and_nothing_is_pinned() {
 fn inspect_volume(name: &str) -> Value {
     let out = docker(&["volume", "inspect", name]).expect("the volume exists");
     serde_json::from_str::<Value>(&out).unwrap()[0].clone()
+}
+
+/// Pool services of the scope: (name, owner label or "") of those with a running task, and
+/// the short id of that task's container (the stub's `x-runtime-host`).
+fn pool_services(scope: &Scope) -> Vec<(String, String, String)> {
+    let filter = format!("label=lazygate.scope={}", scope.name);
+    let names = docker(&[
+        "service",
+        "ls",
+        "--filter",
+        &filter,
+        "--filter",
+        "label=lazygate.pool",
+        "--format",
+        "{{.Name}}",
+    ])
+    .unwrap_or_default();
+    names
+        .lines()
+        .filter_map(|name| {
+            let container_filter = format!("label=com.docker.swarm.service.name={name}");
+            let container = docker(&["ps", "-q", "--filter", &container_filter])?;
+            let container = container.lines().next()?.trim().to_owned();
+            let inspected = docker(&["service", "inspect", name])?;
+            let service: Value = serde_json::from_str::<Value>(&inspected)
+                .ok()?
+                .as_array()?
+                .first()?
+                .clone();
+            let owner = service["Spec"]["Labels"]["browser_use.owner_hash"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            Some((name.to_owned(), owner, container[..12].to_owned()))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_warm_pool_service_answers_a_new_owner_and_scales_to_zero_as_theirs() {
+    let scope = Scope::new("swarm-pool");
+    let replica = Replica::start(&scope, &[("LAZYGATE_WARM_POOL", "1")]).await;
+    eventually("a pool service runs", Duration::from_secs(60), || {
+        pool_services(&scope).len() == 1 && replica.logs().contains("warm-pool runtime ready")
+    })
+    .await;
+    let (pool_name, unowned, pool_host) = pool_services(&scope).remove(0);
+    assert_eq!(unowned, "", "a pool service belongs to nobody");
+
+    // A new owner is answered by the pool's task, started before the request.
+    let owner = unique("pooled");
+    let hash = seed_hash(&owner);
+    let reply = post(&replica.url(&format!("/rpc/{owner}")), "{}").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.runtime_host(), pool_host, "answered by the pool's task");
+    assert!(
+        pool_services(&scope).contains(&(pool_name.clone(), hash.clone(), pool_host.clone())),
+        "the service's labels name its owner now"
+    );
+    assert!(service(&hash).is_none(), "no second service under the seed's name");
+    // The pool refills with a service of its own.
+    eventually("the pool refills", Duration::from_secs(60), || {
+        pool_services(&scope).iter().any(|(_, owner, _)| owner.is_empty())
+    })
+    .await;
+
+    // Idle, it is scaled to zero like any per-principal service, and comes back on its profile.
+    eventually("the claimed service is scaled to zero", Duration::from_secs(30), || {
+        docker(&[
+            "service",
+            "inspect",
+            "-f",
+            "{{.Spec.Mode.Replicated.Replicas}}",
+            &pool_name,
+        ])
+        .is_some_and(|replicas| replicas.trim() == "0")
+    })
+    .await;
+    assert_eq!(boots_via(&replica, &owner).await, 2, "back on the profile it had");
+    assert!(service(&hash).is_none(), "still no service under the seed's name");
 }

@@ -798,13 +798,6 @@ impl TryFrom<RawConfig> for Settings {
                     "runtime.isolation_mode = shared starts no runtimes: expected 0",
                 ));
             }
-            if backend == BackendKind::Swarm {
-                return Err(invalid(
-                    &label("runtime.warm_pool"),
-                    warm_pool,
-                    "the warm pool runs on runtime.backend = docker only so far: expected 0 with swarm",
-                ));
-            }
         }
         let view_base_url = Some(normalize_view_base_url(&view.base_url)).filter(|u| !u.is_empty());
         if let Some(url) = &view_base_url
@@ -919,6 +912,27 @@ mod tests {
         let error = load("", &[("LAZYGATE_WORKERS", "5000")]).unwrap_err().to_string();
         assert!(error.contains("LAZYGATE_WORKERS") && error.contains("5000"), "{error}");
         assert!(load("", &[("LAZYGATE_WORKERS", "many")]).is_err());
+    }
+
+    #[test]
+    fn the_warm_pool_is_off_by_default_and_must_fit_under_the_runtime_cap() {
+        assert_eq!(load("", &[]).unwrap().warm_pool, 0);
+        assert_eq!(load("", &[("LAZYGATE_WARM_POOL", "3")]).unwrap().warm_pool, 3);
+        let env = [("LAZYGATE_WARM_POOL", "5"), ("LAZYGATE_MAX_RUNTIMES", "4")];
+        let error = load("", &env).unwrap_err().to_string();
+        assert!(
+            error.contains("runtime.warm_pool") && error.contains("limits.max_runtimes (4)"),
+            "{error}"
+        );
+        let error = load("[runtime]\nwarm_pool = 2\nisolation_mode = \"shared\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("runtime.warm_pool") && error.contains("shared"),
+            "{error}"
+        );
+        let swarm = load("[runtime]\nwarm_pool = 2\nbackend = \"swarm\"\n", &[]).unwrap();
+        assert_eq!(swarm.warm_pool, 2, "both backends have a pool");
     }
 
     #[test]

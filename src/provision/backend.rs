@@ -108,6 +108,53 @@ pub struct PooledRuntime {
     pub endpoints: Endpoints,
 }
 
+/// What a runtime is made of (image, environment, labels, resources): an owner's [`RuntimeSpec`] or a [`PoolSpec`].
+#[derive(Clone, Copy)]
+pub struct Blueprint<'a> {
+    pub image: &'a str,
+    pub env: &'a BTreeMap<String, String>,
+    pub labels: &'a HashMap<String, String>,
+    pub shm_size_bytes: u64,
+    pub resources: Resources,
+}
+
+impl<'a> From<&'a RuntimeSpec> for Blueprint<'a> {
+    fn from(spec: &'a RuntimeSpec) -> Self {
+        Blueprint {
+            image: &spec.image,
+            env: &spec.env,
+            labels: &spec.labels,
+            shm_size_bytes: spec.shm_size_bytes,
+            resources: spec.resources,
+        }
+    }
+}
+
+impl<'a> From<&'a PoolSpec> for Blueprint<'a> {
+    fn from(spec: &'a PoolSpec) -> Self {
+        Blueprint {
+            image: &spec.image,
+            env: &spec.env,
+            labels: &spec.labels,
+            shm_size_bytes: spec.shm_size_bytes,
+            resources: spec.resources,
+        }
+    }
+}
+
+/// What [`Backend::claim`] did.
+#[derive(Debug)]
+pub enum Claim {
+    /// The runtime is the owner's now.
+    Claimed(Box<RuntimeInfo>),
+    /// The owner has a runtime or a profile already: it gets those; the pooled runtime
+    /// stays in the pool.
+    OwnerHasOne,
+    /// The pooled runtime is no longer the pool's (removed, or claimed through another
+    /// gateway): forget it, remove nothing.
+    Gone,
+}
+
 /// What one runtime may use of the host.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Resources {
@@ -404,11 +451,9 @@ pub trait Backend: Send + Sync + 'static {
     }
 
     /// Makes a pooled runtime the owner's runtime, as [`Backend::ensure`] would return it.
-    /// `Ok(None)` when the owner has a runtime or a profile volume already: then it gets
-    /// those, and the pooled runtime stays in the pool.
-    async fn claim(&self, pooled: &PooledRuntime, owner_hash: &OwnerHash) -> Result<Option<RuntimeInfo>, BackendError> {
+    async fn claim(&self, pooled: &PooledRuntime, owner_hash: &OwnerHash) -> Result<Claim, BackendError> {
         let _ = (pooled, owner_hash);
-        Ok(None)
+        Ok(Claim::Gone)
     }
 
     /// Removes an unclaimed pool runtime with its volume and network.

@@ -17,7 +17,7 @@
 //! and removing runtimes on Docker, with every engine call and its error named, live here, and
 //! only here.)
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -37,8 +37,8 @@ use futures_util::StreamExt;
 use ipnet::Ipv4Net;
 
 use super::backend::{
-    Backend, BackendError, Endpoints, LABEL_FENCE, LABEL_MANAGED_BY, LABEL_OWNER_HASH, LABEL_POOL, LABEL_RUNTIME,
-    LABEL_SCOPE, MANAGED_BY, Operation, PoolSpec, PooledRuntime, Ports, RUNTIME_KEY_ENV, Resources, RuntimeInfo,
+    Backend, BackendError, Blueprint, Claim, Endpoints, LABEL_FENCE, LABEL_MANAGED_BY, LABEL_OWNER_HASH, LABEL_POOL,
+    LABEL_RUNTIME, LABEL_SCOPE, MANAGED_BY, Operation, PoolSpec, PooledRuntime, Ports, RUNTIME_KEY_ENV, RuntimeInfo,
     RuntimeSpec, TunnelLogs, container_name, network_name, pool_container_name, pool_network_name, pool_volume_name,
     volume_name,
 };
@@ -118,40 +118,6 @@ pub struct DockerBackend {
 
 /// The time of each phase of a start, in order.
 type Phases = Vec<(&'static str, Duration)>;
-
-/// What a runtime's container is made of: an owner's [`RuntimeSpec`] or a [`PoolSpec`].
-#[derive(Clone, Copy)]
-struct Blueprint<'a> {
-    image: &'a str,
-    env: &'a BTreeMap<String, String>,
-    labels: &'a HashMap<String, String>,
-    shm_size_bytes: u64,
-    resources: Resources,
-}
-
-impl<'a> From<&'a RuntimeSpec> for Blueprint<'a> {
-    fn from(spec: &'a RuntimeSpec) -> Self {
-        Blueprint {
-            image: &spec.image,
-            env: &spec.env,
-            labels: &spec.labels,
-            shm_size_bytes: spec.shm_size_bytes,
-            resources: spec.resources,
-        }
-    }
-}
-
-impl<'a> From<&'a PoolSpec> for Blueprint<'a> {
-    fn from(spec: &'a PoolSpec) -> Self {
-        Blueprint {
-            image: &spec.image,
-            env: &spec.env,
-            labels: &spec.labels,
-            shm_size_bytes: spec.shm_size_bytes,
-            resources: spec.resources,
-        }
-    }
-}
 
 /// Times the phases of a start, one lap each.
 struct PhaseClock {
@@ -1252,13 +1218,13 @@ impl Backend for DockerBackend {
         Ok(pooled)
     }
 
-    async fn claim(&self, pooled: &PooledRuntime, owner_hash: &OwnerHash) -> Result<Option<RuntimeInfo>, BackendError> {
+    async fn claim(&self, pooled: &PooledRuntime, owner_hash: &OwnerHash) -> Result<Claim, BackendError> {
         let docker = self.engine.docker().await?;
         let claiming = std::time::Instant::now();
         let (name, volume, _) = self.names(owner_hash);
         // An owner with a profile gets it mounted, not a pool runtime's empty one.
         match docker.inspect_volume(&volume).await {
-            Ok(_) => return Ok(None),
+            Ok(_) => return Ok(Claim::OwnerHasOne),
             Err(e) if status_of(&e) == Some(404) => {}
             Err(e) => return Err(fail(Operation::InspectVolume)(e)),
         }
@@ -1267,7 +1233,8 @@ impl Backend for DockerBackend {
         let options = bollard::query_parameters::RenameContainerOptions { name: name.clone() };
         match docker.rename_container(&pooled.id, options).await {
             Ok(()) => {}
-            Err(e) if status_of(&e) == Some(409) => return Ok(None),
+            Err(e) if status_of(&e) == Some(409) => return Ok(Claim::OwnerHasOne),
+            Err(e) if status_of(&e) == Some(404) => return Ok(Claim::Gone),
             Err(e) => return Err(fail(Operation::RenameContainer)(e)),
         }
         let c = docker
@@ -1286,7 +1253,7 @@ impl Backend for DockerBackend {
             .lock()
             .expect("fenced lock")
             .insert(*owner_hash, info.id.clone());
-        Ok(Some(info))
+        Ok(Claim::Claimed(Box::new(info)))
     }
 
     async fn discard_pooled(&self, pooled: &PooledRuntime) -> Result<(), BackendError> {

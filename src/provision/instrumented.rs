@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use super::backend::{Backend, BackendError, PoolSpec, PooledRuntime, Retirement, RuntimeInfo, RuntimeSpec};
+use super::backend::{Backend, BackendError, Claim, PoolSpec, PooledRuntime, Retirement, RuntimeInfo, RuntimeSpec};
 use crate::metrics::Metrics;
 use crate::owner::OwnerHash;
 
@@ -108,7 +108,7 @@ impl Backend for Instrumented {
         self.timed("list_pooled", self.inner.list_pooled()).await
     }
 
-    async fn claim(&self, pooled: &PooledRuntime, owner_hash: &OwnerHash) -> Result<Option<RuntimeInfo>, BackendError> {
+    async fn claim(&self, pooled: &PooledRuntime, owner_hash: &OwnerHash) -> Result<Claim, BackendError> {
         self.timed("claim", self.inner.claim(pooled, owner_hash)).await
     }
 

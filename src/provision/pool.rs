@@ -28,8 +28,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::backend::{
-    LABEL_MANAGED_BY, LABEL_POOL, LABEL_RUNTIME, LABEL_SCOPE, MANAGED_BY, PoolSpec, PooledRuntime, RUNTIME_KEY_ENV,
-    Resources, RuntimeInfo,
+    Claim, LABEL_MANAGED_BY, LABEL_POOL, LABEL_RUNTIME, LABEL_SCOPE, MANAGED_BY, PoolSpec, PooledRuntime,
+    RUNTIME_KEY_ENV, Resources, RuntimeInfo,
 };
 use super::{BACKOFF_FIRST, BACKOFF_MAX, Provisioner, readiness};
 use crate::owner::OwnerHash;
@@ -130,7 +130,7 @@ impl Provisioner {
                 continue;
             }
             match self.backend.claim(&pooled, &owner_hash).await {
-                Ok(Some(info)) => {
+                Ok(Claim::Claimed(info)) => {
                     self.pool.let_go();
                     self.metrics.pool_claims.inc();
                     tracing::info!(
@@ -140,9 +140,13 @@ impl Provisioner {
                         profile = info.profile.as_deref().unwrap_or_default(),
                         "claimed a warm-pool runtime"
                     );
-                    return Some(info);
+                    return Some(*info);
                 }
-                Ok(None) => {
+                Ok(Claim::Gone) => {
+                    tracing::info!(pool_runtime = %pooled.name, "a warm-pool runtime was taken elsewhere; forgetting it");
+                    self.pool.let_go();
+                }
+                Ok(Claim::OwnerHasOne) => {
                     // The owner has a runtime or a profile of its own: it keeps those.
                     self.pool.give_back(pooled);
                     self.metrics.pool_ready.set(self.pool.ready_count() as i64);
@@ -194,8 +198,11 @@ impl Provisioner {
         let mut adopted = 0;
         for pooled in found {
             if self.pool.ready_count() >= self.pool.target {
-                tracing::info!(container = %pooled.name, "removing a warm-pool runtime beyond runtime.warm_pool");
-                self.discard_pooled(pooled).await;
+                // On a shared backend the rest may be other gateways' pools.
+                if !self.backend.is_shared() {
+                    tracing::info!(container = %pooled.name, "removing a warm-pool runtime beyond runtime.warm_pool");
+                    self.discard_pooled(pooled).await;
+                }
                 continue;
             }
             tracing::info!(container = %pooled.name, "adopted a warm-pool runtime");

@@ -40,8 +40,10 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 
 use super::backend::{
-    Backend, BackendError, Endpoints, LABEL_LAST_USED, LABEL_MANAGED_BY, LABEL_OWNER_HASH, LABEL_SCOPE, MANAGED_BY,
-    Operation, Ports, RUNTIME_KEY_ENV, Retirement, RuntimeInfo, RuntimeSpec, container_name, network_name, volume_name,
+    Backend, BackendError, Blueprint, Claim, Endpoints, LABEL_LAST_USED, LABEL_MANAGED_BY, LABEL_OWNER_HASH,
+    LABEL_POOL, LABEL_SCOPE, MANAGED_BY, Operation, PoolSpec, PooledRuntime, Ports, RUNTIME_KEY_ENV, Retirement,
+    RuntimeInfo, RuntimeSpec, container_name, network_name, pool_container_name, pool_network_name, pool_volume_name,
+    volume_name,
 };
 use super::engine_client::{EngineClient, fail, message_of, status_of};
 use crate::config::{EndpointMode, Settings};
@@ -129,6 +131,27 @@ fn last_used_of(service: &Service) -> Option<f64> {
         .get(LABEL_LAST_USED)?
         .parse()
         .ok()
+}
+
+/// A service's name (the seed's, or a pool service's own).
+fn name_of(service: &Service) -> String {
+    service
+        .spec
+        .as_ref()
+        .and_then(|s| s.name.clone())
+        .or_else(|| service.id.clone())
+        .unwrap_or_default()
+}
+
+/// The warm-pool id of a service that came from the pool (claimed or not).
+fn pool_id_of(service: &Service) -> Option<String> {
+    service.spec.as_ref()?.labels.as_ref()?.get(LABEL_POOL).cloned()
+}
+
+/// The owner a service is for: the owner label (a pool service has it once claimed).
+fn owner_of(service: &Service) -> Option<OwnerHash> {
+    let hash = service.spec.as_ref()?.labels.as_ref()?.get(LABEL_OWNER_HASH)?;
+    OwnerHash::parse(hash).ok()
 }
 
 fn replicas_of(service: &Service) -> i64 {
@@ -291,8 +314,7 @@ impl SwarmBackend {
     }
 
     /// The service's spec for a runtime: the seed's container as a one-replica service.
-    fn service_spec(&self, spec: &RuntimeSpec, network_id: &str) -> ServiceSpec {
-        let (name, volume) = (container_name(&spec.owner_hash), volume_name(&spec.owner_hash));
+    fn service_spec(&self, spec: Blueprint<'_>, name: String, volume: String, network_id: &str) -> ServiceSpec {
         // The seed's volume labels: the runtime and owner labels, not "managed by".
         let volume_labels: HashMap<String, String> = spec
             .labels
@@ -337,7 +359,7 @@ impl SwarmBackend {
             labels: Some(service_labels),
             task_template: Some(TaskSpec {
                 container_spec: Some(TaskSpecContainerSpec {
-                    image: Some(spec.image.clone()),
+                    image: Some(spec.image.to_owned()),
                     labels: Some(spec.labels.clone()),
                     env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
                     mounts: Some(mounts),
@@ -460,10 +482,13 @@ impl SwarmBackend {
         let mut pause = Duration::from_millis(10);
         loop {
             let tasks = self.tasks(docker, name).await?;
-            // Tasks that were already there before this start are history.
+            // Tasks that were already there before this start are history, and so is one
+            // still running that the engine is stopping (the task of before a scale to zero,
+            // when the owner came back at once): it must not be taken for the new one.
             let current: Vec<Task> = tasks
                 .into_iter()
                 .filter(|t| t.id.as_ref().is_some_and(|id| !not.contains(id)))
+                .filter(|t| is_terminal(state_of(t)) || t.desired_state == Some(TaskState::RUNNING))
                 .collect();
             if let Some(task) = newest(&current) {
                 match state_of(task) {
@@ -501,22 +526,83 @@ impl SwarmBackend {
         }
     }
 
-    fn info_of(&self, service: &Service, task: &Task, owner_hash: OwnerHash, adopted: bool) -> RuntimeInfo {
-        let name = container_name(&owner_hash);
+    /// The owner's service: the seed-named one, else a warm-pool service claimed for the
+    /// owner (it keeps its own name, since services cannot be renamed; its labels name the
+    /// owner); `None` when neither exists.
+    async fn owner_service(&self, docker: &Docker, owner_hash: &OwnerHash) -> Result<Option<Service>, BackendError> {
+        if let Some(service) = self.service(docker, &container_name(owner_hash)).await? {
+            return Ok(Some(service));
+        }
+        let mut filters = self.engine.scoped_filter(format!("{LABEL_OWNER_HASH}={owner_hash}"));
+        filters
+            .entry("label".to_owned())
+            .or_default()
+            .push(LABEL_POOL.to_owned());
+        let options = ListServicesOptionsBuilder::default().filters(&filters).build();
+        let services = docker
+            .list_services(Some(options))
+            .await
+            .map_err(fail(Operation::ListServices))?;
+        Ok(services.into_iter().find(|s| {
+            let labels = s.spec.as_ref().and_then(|s| s.labels.clone()).unwrap_or_default();
+            !self.engine.is_another_scopes(&labels)
+        }))
+    }
+
+    /// A runtime's own overlay: its pool network when it came from the warm pool, else the owner's.
+    fn network_of(&self, service: Option<&Service>, owner_hash: &OwnerHash) -> String {
+        match service.and_then(pool_id_of) {
+            Some(pool_id) => pool_network_name(&self.options.network_prefix, &pool_id),
+            None => network_name(&self.options.network_prefix, owner_hash),
+        }
+    }
+
+    /// Where the gateway dials a task: by the task's own name (`<service>.<slot>.<task id>`,
+    /// which the overlay's DNS resolves like the service's), so a connection kept alive to an
+    /// earlier task of the service (before a scale to zero) is never reused for this one.
+    fn task_endpoints(&self, service_name: &str, task: &Task) -> Endpoints {
         let ports = self.options.ports;
-        // The gateway dials the task by its own name (`<service>.<slot>.<task id>`, which the
-        // overlay's DNS resolves like the service's): a connection kept alive to an earlier
-        // task of the service (before a scale to zero) is never reused for this one.
         let task_name = match (task.slot, task.id.as_deref()) {
-            (Some(slot), Some(id)) => format!("{name}.{slot}.{id}"),
-            _ => name.clone(),
+            (Some(slot), Some(id)) => format!("{service_name}.{slot}.{id}"),
+            _ => service_name.to_owned(),
         };
+        Endpoints {
+            rpc: format!("{task_name}:{}", ports.rpc),
+            view: format!("{task_name}:{}", ports.view),
+            cdp: format!("{task_name}:{}", ports.cdp),
+        }
+    }
+
+    /// Removes a pool service (unclaimed, or claimed and going with its profile): the
+    /// service, its volume wherever its tasks ran, its network.
+    async fn remove_pool_service(&self, docker: &Docker, name: &str, pool_id: &str) -> Result<(), BackendError> {
+        let mut nodes: Vec<String> = self
+            .tasks(docker, name)
+            .await?
+            .iter()
+            .filter(|t| had_container(t))
+            .filter_map(|t| t.node_id.clone())
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        match docker.delete_service(name).await {
+            Ok(()) => {}
+            Err(e) if status_of(&e) == Some(404) => {}
+            Err(e) => return Err(fail(Operation::RemoveService)(e)),
+        }
+        self.remove_volume_everywhere(docker, pool_id, &pool_volume_name(pool_id), &nodes)
+            .await?;
+        self.remove_network(docker, &pool_network_name(&self.options.network_prefix, pool_id))
+            .await;
+        Ok(())
+    }
+
+    fn info_of(&self, service: &Service, task: &Task, owner_hash: OwnerHash, adopted: bool) -> RuntimeInfo {
+        // The seed's name, or a claimed pool service's own.
+        let name = name_of(service);
+        let ports = self.options.ports;
         let at = |host: &str, port: u16| format!("{host}:{port}");
-        let endpoints = Endpoints {
-            rpc: at(&task_name, ports.rpc),
-            view: at(&task_name, ports.view),
-            cdp: at(&task_name, ports.cdp),
-        };
+        let endpoints = self.task_endpoints(&name, task);
         let direct = Endpoints {
             rpc: at(&name, ports.rpc),
             view: at(&name, ports.view),
@@ -543,7 +629,7 @@ impl SwarmBackend {
             key,
             phases: Vec::new(),
             last_used: last_used_of(service),
-            profile: None,
+            profile: pool_id_of(service).map(|id| pool_volume_name(&id)),
         }
     }
 
@@ -553,10 +639,11 @@ impl SwarmBackend {
     async fn remove_volume_everywhere(
         &self,
         docker: &Docker,
-        owner_hash: &OwnerHash,
+        tag: &str,
+        volume: &str,
         nodes: &[String],
     ) -> Result<(), BackendError> {
-        let volume = volume_name(owner_hash);
+        let volume = volume.to_owned();
         let own_node = docker
             .info()
             .await
@@ -565,7 +652,7 @@ impl SwarmBackend {
             .and_then(|s| s.node_id)
             .unwrap_or_default();
         for node in nodes.iter().filter(|n| **n != own_node) {
-            self.remove_volume_on(docker, owner_hash, node, &volume).await?;
+            self.remove_volume_on(docker, tag, node, &volume).await?;
         }
         match docker.inspect_volume(&volume).await {
             Ok(v) => {
@@ -578,16 +665,10 @@ impl SwarmBackend {
     }
 
     /// Runs `lazygate remove-volume <volume>` as a job on `node` and waits for it.
-    async fn remove_volume_on(
-        &self,
-        docker: &Docker,
-        owner_hash: &OwnerHash,
-        node: &str,
-        volume: &str,
-    ) -> Result<(), BackendError> {
+    async fn remove_volume_on(&self, docker: &Docker, tag: &str, node: &str, volume: &str) -> Result<(), BackendError> {
         let image = self.own_image(docker).await?;
-        let name = format!("lazygate-janitor-{owner_hash}");
-        let mut labels = HashMap::from([(LABEL_JANITOR.to_owned(), owner_hash.to_string())]);
+        let name = format!("lazygate-janitor-{tag}");
+        let mut labels = HashMap::from([(LABEL_JANITOR.to_owned(), tag.to_owned())]);
         if let Some(scope) = self.engine.scope() {
             labels.insert(LABEL_SCOPE.to_owned(), scope.clone());
         }
@@ -794,8 +875,13 @@ impl Backend for SwarmBackend {
     async fn ensure(&self, spec: &RuntimeSpec) -> Result<RuntimeInfo, BackendError> {
         let docker = self.engine.docker().await?;
         let owner_hash = spec.owner_hash;
-        let name = container_name(&owner_hash);
-        let network = network_name(&self.options.network_prefix, &owner_hash);
+        // A warm-pool service claimed for the owner is its runtime, under its own name.
+        let claimed = self
+            .owner_service(&docker, &owner_hash)
+            .await?
+            .filter(|s| pool_id_of(s).is_some());
+        let name = claimed.as_ref().map_or_else(|| container_name(&owner_hash), name_of);
+        let network = self.network_of(claimed.as_ref(), &owner_hash);
         let started = std::time::Instant::now();
         let network_id = self.ensure_network(&docker, &network, &spec.labels).await?;
         // By name: a node that has no task on an overlay yet does not know it by id.
@@ -805,7 +891,20 @@ impl Backend for SwarmBackend {
         let mut made = false;
         for _ in 0..UPDATE_TRIES * 2 {
             let Some(service) = self.service(&docker, &name).await? else {
-                match docker.create_service(self.service_spec(spec, &network_id), None).await {
+                if claimed.is_some() {
+                    return Err(BackendError::Operation {
+                        operation: Operation::InspectService,
+                        unavailable: false,
+                        message: format!("{name}, the owner's claimed runtime, was removed meanwhile; try again"),
+                    });
+                }
+                let made_spec = self.service_spec(
+                    Blueprint::from(spec),
+                    container_name(&owner_hash),
+                    volume_name(&owner_hash),
+                    &network_id,
+                );
+                match docker.create_service(made_spec, None).await {
                     Ok(_) => made = true,
                     // Another gateway's first hit won the name: adopt its service.
                     Err(e) if status_of(&e) == Some(409) || message_of(&e).contains("name conflicts") => {}
@@ -913,7 +1012,7 @@ impl Backend for SwarmBackend {
         let docker = self.engine.docker().await?;
         let name = container_name(owner_hash);
         for _ in 0..UPDATE_TRIES {
-            let Some(service) = self.service(&docker, &name).await? else {
+            let Some(service) = self.owner_service(&docker, owner_hash).await? else {
                 return Ok(());
             };
             if last_used_of(&service).is_some_and(|recorded| recorded >= last_used) {
@@ -946,14 +1045,14 @@ impl Backend for SwarmBackend {
         with_volume: bool,
     ) -> Result<Retirement, BackendError> {
         let docker = self.engine.docker().await?;
-        let name = container_name(owner_hash);
-        let network = network_name(&self.options.network_prefix, owner_hash);
-        let Some(service) = self.service(&docker, &name).await? else {
+        let Some(service) = self.owner_service(&docker, owner_hash).await? else {
             if with_volume {
                 self.remove(owner_hash, true).await?;
             }
             return Ok(Retirement::Retired);
         };
+        let name = name_of(&service);
+        let network = self.network_of(Some(&service), owner_hash);
         let recorded = last_used_of(&service);
         if let Some(recorded) = recorded.filter(|r| *r > idle_before) {
             return Ok(Retirement::UsedSince(recorded));
@@ -996,11 +1095,17 @@ impl Backend for SwarmBackend {
 
     async fn remove(&self, owner_hash: &OwnerHash, with_volume: bool) -> Result<(), BackendError> {
         let docker = self.engine.docker().await?;
-        let name = container_name(owner_hash);
-        let network = network_name(&self.options.network_prefix, owner_hash);
+        let service = self.owner_service(&docker, owner_hash).await?;
+        let name = service.as_ref().map_or_else(|| container_name(owner_hash), name_of);
+        let network = self.network_of(service.as_ref(), owner_hash);
+        // A claimed pool service's profile is its pool volume.
+        let volume = service
+            .as_ref()
+            .and_then(pool_id_of)
+            .map_or_else(|| volume_name(owner_hash), |id| pool_volume_name(&id));
         // The nodes its tasks ran on: each may hold a copy of a local volume.
         let mut nodes: Vec<String> = Vec::new();
-        if self.service(&docker, &name).await?.is_some() {
+        if service.is_some() {
             if with_volume {
                 nodes = self
                     .tasks(&docker, &name)
@@ -1019,7 +1124,8 @@ impl Backend for SwarmBackend {
             }
         }
         if with_volume {
-            self.remove_volume_everywhere(&docker, owner_hash, &nodes).await?;
+            self.remove_volume_everywhere(&docker, owner_hash.as_str(), &volume, &nodes)
+                .await?;
         }
         self.remove_network(&docker, &network).await;
         Ok(())
@@ -1033,8 +1139,7 @@ impl Backend for SwarmBackend {
     /// kept while the service runs.
     async fn remove_profile(&self, owner_hash: &OwnerHash) -> Result<bool, BackendError> {
         let docker = self.engine.docker().await?;
-        let name = container_name(owner_hash);
-        if let Some(service) = self.service(&docker, &name).await? {
+        if let Some(service) = self.owner_service(&docker, owner_hash).await? {
             if replicas_of(&service) > 0 {
                 return Ok(false);
             }
@@ -1070,7 +1175,7 @@ impl Backend for SwarmBackend {
                 .iter()
                 .find(|t| t.service_id == service.id && state_of(t) == Some(TaskState::RUNNING));
             let Some(task) = running else { continue };
-            let network = network_name(&self.options.network_prefix, &owner_hash);
+            let network = self.network_of(Some(&service), &owner_hash);
             if let Err(error) = self.join(&docker, &network).await {
                 tracing::warn!(service = ?service.spec.as_ref().and_then(|s| s.name.clone()), %error, "cannot join a runtime's network; not adopting it");
                 continue;
@@ -1078,5 +1183,126 @@ impl Backend for SwarmBackend {
             runtimes.push(self.info_of(&service, task, owner_hash, true));
         }
         Ok(runtimes)
+    }
+
+    async fn start_pooled(&self, spec: &PoolSpec) -> Result<PooledRuntime, BackendError> {
+        let docker = self.engine.docker().await?;
+        let name = pool_container_name(&spec.pool_id);
+        let network = pool_network_name(&self.options.network_prefix, &spec.pool_id);
+        let network_id = self.ensure_network(&docker, &network, &spec.labels).await?;
+        self.join(&docker, &network).await?;
+        let volume = pool_volume_name(&spec.pool_id);
+        let service_spec = self.service_spec(Blueprint::from(spec), name.clone(), volume, &network_id);
+        docker
+            .create_service(service_spec, None)
+            .await
+            .map_err(fail(Operation::CreateService))?;
+        let made = async {
+            let task = self.wait_running(&docker, &name, &[]).await?;
+            Ok(PooledRuntime {
+                pool_id: spec.pool_id.clone(),
+                id: task.id.clone().unwrap_or_default(),
+                endpoints: self.task_endpoints(&name, &task),
+                name: name.clone(),
+            })
+        }
+        .await;
+        if made.is_err()
+            && let Err(error) = self.remove_pool_service(&docker, &name, &spec.pool_id).await
+        {
+            tracing::warn!(service = %name, %error, "cannot remove a pool runtime that failed to start");
+        }
+        made
+    }
+
+    async fn list_pooled(&self) -> Result<Vec<PooledRuntime>, BackendError> {
+        let docker = self.engine.docker().await?;
+        let filters = self.engine.scoped_filter(LABEL_POOL.to_owned());
+        let options = ListServicesOptionsBuilder::default().filters(&filters).build();
+        let services = docker
+            .list_services(Some(options))
+            .await
+            .map_err(fail(Operation::ListServices))?;
+        let mut pooled = Vec::new();
+        for service in services {
+            let labels = service.spec.as_ref().and_then(|s| s.labels.clone()).unwrap_or_default();
+            let Some(pool_id) = pool_id_of(&service) else { continue };
+            // Claimed ones are their owners' ([`Backend::list`]'s).
+            if self.engine.is_another_scopes(&labels) || owner_of(&service).is_some() {
+                continue;
+            }
+            let name = name_of(&service);
+            let tasks = self.tasks(&docker, &name).await?;
+            match tasks.iter().find(|t| state_of(t) == Some(TaskState::RUNNING)) {
+                Some(task) => {
+                    self.join(&docker, &pool_network_name(&self.options.network_prefix, &pool_id))
+                        .await?;
+                    pooled.push(PooledRuntime {
+                        pool_id,
+                        id: task.id.clone().unwrap_or_default(),
+                        endpoints: self.task_endpoints(&name, task),
+                        name,
+                    });
+                }
+                // Its task ended and was never claimed: nobody's data is in it. One still
+                // starting may be another gateway's pool filling up: left alone.
+                None if newest(&tasks).is_none_or(|t| is_terminal(state_of(t))) => {
+                    tracing::info!(service = %name, "removing a pool runtime that is not running");
+                    self.remove_pool_service(&docker, &name, &pool_id).await?;
+                }
+                None => {}
+            }
+        }
+        Ok(pooled)
+    }
+
+    async fn claim(&self, pooled: &PooledRuntime, owner_hash: &OwnerHash) -> Result<Claim, BackendError> {
+        let docker = self.engine.docker().await?;
+        let claiming = std::time::Instant::now();
+        // An owner with a service (at rest, say) or a profile here keeps them.
+        if self.owner_service(&docker, owner_hash).await?.is_some() {
+            return Ok(Claim::OwnerHasOne);
+        }
+        match docker.inspect_volume(&volume_name(owner_hash)).await {
+            Ok(_) => return Ok(Claim::OwnerHasOne),
+            Err(e) if status_of(&e) == Some(404) => {}
+            Err(e) => return Err(fail(Operation::InspectVolume)(e)),
+        }
+        let Some(service) = self.service(&docker, &pooled.name).await? else {
+            return Ok(Claim::Gone);
+        };
+        if owner_of(&service).is_some() {
+            return Ok(Claim::Gone);
+        }
+        // The claim is a label update at the version read: of gateways claiming one pool
+        // service, one wins; the others see it gone.
+        let (hash, now) = (owner_hash.to_string(), label_value(unix_now()));
+        let won = self
+            .update(&docker, &service, |s| {
+                let labels = s.labels.get_or_insert_default();
+                labels.insert(LABEL_OWNER_HASH.to_owned(), hash);
+                labels.insert(LABEL_LAST_USED.to_owned(), now);
+            })
+            .await?;
+        if !won {
+            return Ok(Claim::Gone);
+        }
+        let tasks = self.tasks(&docker, &pooled.name).await?;
+        let Some(task) = tasks.iter().find(|t| t.id.as_deref() == Some(pooled.id.as_str())) else {
+            return Ok(Claim::Gone);
+        };
+        let mut info = self.info_of(&service, task, *owner_hash, false);
+        info.phases = vec![("claim", claiming.elapsed())];
+        Ok(Claim::Claimed(Box::new(info)))
+    }
+
+    async fn discard_pooled(&self, pooled: &PooledRuntime) -> Result<(), BackendError> {
+        let docker = self.engine.docker().await?;
+        // Only while unclaimed: one claimed through another gateway is its owner's now.
+        match self.service(&docker, &pooled.name).await? {
+            Some(service) if owner_of(&service).is_some() => Ok(()),
+            Some(_) => self.remove_pool_service(&docker, &pooled.name, &pooled.pool_id).await,
+            None => Ok(()),
+        }
     }
 }
