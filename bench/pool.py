@@ -1,10 +1,12 @@
 """A new owner's first response with and without the warm pool, side by side in one run.
 
-    python3 bench/pool.py [--image IMAGE] [--samples 8] [--pool 2] [--burst 6] [--out bench/POOL.md]
+    python3 bench/pool.py [--image IMAGE] [--samples 8] [--pool 2] [--burst 6]
+                          [--backends docker,swarm] [--out bench/POOL.md]
 
-Run by bench/pool.sh, which builds what it needs first. For each row a gateway
-(target/release/lazygate, on the host, published ports, Docker backend) is started on its own
-scope, and `GET /rpc/<new owner>/health` is timed from the request to the last byte:
+Run by bench/pool.sh, which builds what it needs first (and makes the engine a swarm for the
+Swarm rows). For each row a gateway is started on its own scope — Docker backend: the release
+binary on the host with published ports; Swarm: a replica of the gateway image in a container,
+as in production — and `GET /rpc/<new owner>/health` is timed from the request to the last byte:
   - sequential: one new owner at a time; with the pool, each request waits until the pool is
     full again (lazygate_pool_ready == pool), so it measures a claim; without it, a cold start;
   - burst: `burst` new owners at once (more than the pool), with and without the pool.
@@ -38,6 +40,10 @@ def docker(*args):
 
 def clean(scope):
     label = f"label=lazygate.scope={scope}"
+    services = docker("service", "ls", "-q", "--filter", label).split() if swarm_active() else []
+    if services:
+        docker("service", "rm", *services)
+        time.sleep(3)  # their tasks' containers go, then networks and volumes can
     ids = docker("ps", "-aq", "--filter", label).split()
     if ids:
         docker("rm", "-f", "-v", *ids)
@@ -46,6 +52,10 @@ def clean(scope):
     vols = docker("volume", "ls", "-q", "--filter", label).split()
     if vols:
         docker("volume", "rm", "-f", *vols)
+
+
+def swarm_active():
+    return docker("info", "-f", "{{.Swarm.LocalNodeState}}").strip() == "active"
 
 
 class Gateway:
@@ -74,6 +84,9 @@ class Gateway:
         self.log = open(os.path.join(log_dir, f"{scope}.log"), "w")
         self.proc = subprocess.Popen(["target/release/lazygate", "serve"], env=env,
                                      stdout=subprocess.DEVNULL, stderr=self.log)
+        self.wait_answering("the gateway did not start")
+
+    def wait_answering(self, failure):
         deadline = time.time() + 30
         while time.time() < deadline:
             try:
@@ -81,7 +94,12 @@ class Gateway:
                 return
             except OSError:
                 time.sleep(0.05)
-        raise SystemExit("the gateway did not start")
+        raise SystemExit(failure)
+
+    def warm_up(self):
+        """One request through the client before any is timed (the first urlopen of a
+        process costs ~100 ms of the client's own set-up, not the gateway's)."""
+        urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=5).read()
 
     def metrics(self):
         with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/metrics", timeout=5) as r:
@@ -119,6 +137,36 @@ class Gateway:
         self.log.close()
 
 
+class SwarmGateway(Gateway):
+    """A gateway replica in a container (the Swarm backend dials runtimes on overlays)."""
+
+    def __init__(self, scope, image, pool):
+        self.state = tempfile.mkdtemp()
+        self.name = f"{scope}-gw"
+        self.log_path = os.path.join(os.environ.get("LOGS") or self.state, f"{scope}.log")
+        docker("rm", "-f", "-v", self.name)
+        out = subprocess.run([
+            "docker", "run", "-d", "--name", self.name, "--label", f"lazygate.scope={scope}",
+            "--sysctl", "net.ipv4.ip_forward=0", "-v", "/var/run/docker.sock:/var/run/docker.sock",
+            "-p", "127.0.0.1::8080", "-p", "127.0.0.1::9180",
+            "-e", "LAZYGATE_ADMIN_LISTEN=0.0.0.0:9180", "-e", "LAZYGATE_BACKEND=swarm",
+            "-e", f"LAZYGATE_SCOPE={scope}", "-e", f"LAZYGATE_WARM_POOL={pool}",
+            "-e", f"LAZYGATE_API_TOKENS={TOKEN}", "-e", f"LAZYGATE_VIEW_SECRET={SECRET}",
+            "-e", f"BROWSER_RUNTIME_IMAGE={image}", "-e", "BROWSER_RUNTIME_NETWORK=lgbench-pool",
+            "-e", "BROWSER_RUNTIME_START_TIMEOUT=60", "-e", "RUST_LOG=info",
+            "lazygate:latest"], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"the replica did not start: {out.stderr}")
+        port = lambda p: docker("port", self.name, p).splitlines()[0].strip().rsplit(":", 1)[1]
+        self.port, self.admin = int(port("8080/tcp")), int(port("9180/tcp"))
+        self.wait_answering("the replica did not answer")
+
+    def stop(self):
+        with open(self.log_path, "w") as log:
+            subprocess.run(["docker", "logs", self.name], stdout=log, stderr=log)
+        docker("rm", "-f", "-v", self.name)
+
+
 def percentile(values, p):
     values = sorted(values)
     k = (len(values) - 1) * p / 100
@@ -139,41 +187,46 @@ def main():
     ap.add_argument("--burst", type=int, default=6)
     ap.add_argument("--out", default="bench/POOL.md")
     ap.add_argument("--only", choices=["seq", "burst"], help="one kind of row only")
+    ap.add_argument("--backends", default="docker", help="comma-separated: docker, swarm")
     args = ap.parse_args()
     run = f"{int(time.time())}"
     results = []
 
-    for pool in (0, args.pool) if args.only != "burst" else ():
-        scope = f"lgbench-pool-seq-{pool}"
-        clean(scope)
-        gw = Gateway(scope, args.image, pool)
-        try:
-            times = []
-            for i in range(args.samples):
+    for backend in args.backends.split(","):
+        make = SwarmGateway if backend == "swarm" else Gateway
+        for pool in (0, args.pool) if args.only != "burst" else ():
+            scope = f"lgbench-pool-{backend}-seq-{pool}"
+            clean(scope)
+            gw = make(scope, args.image, pool)
+            try:
+                gw.warm_up()
+                times = []
+                for i in range(args.samples):
+                    if pool:
+                        gw.wait_pool(pool)
+                    times.append(gw.first_response(f"bench-{run}-{backend}-seq{pool}-{i}"))
+                results.append((f"{backend}: one new owner at a time, pool {pool}", times))
+                print(results[-1], file=sys.stderr)
+            finally:
+                gw.stop()
+                clean(scope)
+
+        for pool in (0, args.pool) if args.only != "seq" else ():
+            scope = f"lgbench-pool-{backend}-burst-{pool}"
+            clean(scope)
+            gw = make(scope, args.image, pool)
+            try:
+                gw.warm_up()
                 if pool:
                     gw.wait_pool(pool)
-                times.append(gw.first_response(f"bench-{run}-seq{pool}-{i}"))
-            results.append((f"one new owner at a time, pool {pool}", times))
-            print(results[-1], file=sys.stderr)
-        finally:
-            gw.stop()
-            clean(scope)
-
-    for pool in (0, args.pool) if args.only != "seq" else ():
-        scope = f"lgbench-pool-burst-{pool}"
-        clean(scope)
-        gw = Gateway(scope, args.image, pool)
-        try:
-            if pool:
-                gw.wait_pool(pool)
-            owners = [f"bench-{run}-burst{pool}-{i}" for i in range(args.burst)]
-            with concurrent.futures.ThreadPoolExecutor(len(owners)) as ex:
-                times = list(ex.map(gw.first_response, owners))
-            results.append((f"burst of {args.burst} new owners at once, pool {pool}", times))
-            print(results[-1], file=sys.stderr)
-        finally:
-            gw.stop()
-            clean(scope)
+                owners = [f"bench-{run}-{backend}-burst{pool}-{i}" for i in range(args.burst)]
+                with concurrent.futures.ThreadPoolExecutor(len(owners)) as ex:
+                    times = list(ex.map(gw.first_response, owners))
+                results.append((f"{backend}: burst of {args.burst} new owners at once, pool {pool}", times))
+                print(results[-1], file=sys.stderr)
+            finally:
+                gw.stop()
+                clean(scope)
 
     cores = os.cpu_count()
     lines = [
@@ -181,8 +234,9 @@ def main():
         "",
         f"Made by `bash bench/pool.sh` (image `{args.image}`, pool {args.pool}, "
         f"{args.samples} sequential samples, burst {args.burst}) on {cores} cores, "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Docker backend, gateway on the "
-        "host with published ports; `GET /rpc/<new owner>/health` timed from the request to the "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Docker backend: the gateway on the "
+        "host with published ports; Swarm: a gateway replica in a container on a single-node swarm "
+        "(the ports it publishes); `GET /rpc/<new owner>/health` timed from the request to the "
         "last byte. With the pool, each sequential request waits until the pool is full again "
         "(`lazygate_pool_ready`), so it shows a claim; without it, a cold start.",
         "",

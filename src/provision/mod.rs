@@ -1321,6 +1321,8 @@ mod tests {
         recorded: Mutex<Vec<(OwnerHash, f64)>>,
         /// The engine's record of last use, as another gateway may have written it.
         engine_last_used: Mutex<Option<f64>>,
+        /// Warm-pool starts tried; every one fails, as with a missing image.
+        pool_starts: AtomicUsize,
     }
 
     fn info(owner_hash: OwnerHash) -> RuntimeInfo {
@@ -1391,6 +1393,14 @@ mod tests {
         }
         fn is_shared(&self) -> bool {
             self.shared.load(Ordering::SeqCst)
+        }
+        async fn start_pooled(&self, _: &backend::PoolSpec) -> Result<backend::PooledRuntime, BackendError> {
+            self.pool_starts.fetch_add(1, Ordering::SeqCst);
+            Err(BackendError::Operation {
+                operation: backend::Operation::CreateContainer,
+                unavailable: false,
+                message: "No such image: nowhere:never".into(),
+            })
         }
         async fn record_use(&self, owner_hash: &OwnerHash, last_used: f64) -> Result<(), BackendError> {
             self.recorded.lock().unwrap().push((*owner_hash, last_used));
@@ -1647,6 +1657,38 @@ mod tests {
         advance(30).await;
         provisioner.acquire(bob).await.err().unwrap();
         assert_eq!(ensures(), 14);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pool_that_cannot_start_backs_off_and_leaves_the_start_permits_to_owners() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(FakeBackend::default());
+        let mut settings = Settings::try_from(RawConfig::default()).unwrap();
+        settings.warm_pool = 2;
+        settings.state_dir = dir.path().to_path_buf();
+        let views = Arc::new(ViewUrls::new(None, "tunnel".into(), backend.clone()));
+        let metrics = Arc::new(Metrics::new("docker-per-principal", true));
+        let auth = Arc::new(AuthStore::new(crate::auth::Auth::from_settings(&settings).unwrap()));
+        let provisioner = Provisioner::new(Arc::new(settings), backend.clone(), views, metrics, auth);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let refill = tokio::spawn(pool::run(provisioner.clone(), shutdown.clone()));
+        // A round of two starts at 0 s, then one round per back-off step: 1, 2, 4, 8, 16,
+        // then 30 s (the longest) after the round before; every start permit stays free for
+        // owners in between.
+        let started = tokio::time::Instant::now();
+        let mut seen = Vec::new();
+        for at_ms in [100, 1_100, 3_100, 7_100, 15_100, 31_100, 60_000, 61_100] {
+            tokio::time::sleep_until(started + Duration::from_millis(at_ms)).await;
+            seen.push(backend.pool_starts.load(Ordering::SeqCst));
+            assert_eq!(
+                provisioner.starts.available_permits(),
+                provisioner.settings.limits.max_concurrent_starts
+            );
+        }
+        assert_eq!(seen, vec![2, 4, 6, 8, 10, 12, 12, 14], "pool starts tried by each time");
+        assert_eq!(provisioner.pool.ready_count(), 0);
+        shutdown.cancel();
+        refill.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,16 +5,17 @@
 //! A pool runtime belongs to nobody: it carries the pool label and no owner, on a network and
 //! with a fresh profile volume of its own, fenced like any runtime; no route reaches it,
 //! since routes find runtimes by owner. A new owner's first request claims the oldest ready
-//! one ([`Provisioner::claim_pooled`]): the backend names it after the owner (Docker: the
-//! seed's container name) and from then on it is that owner's runtime like any other. An
-//! owner with a profile already gets its profile, never a pool runtime.
+//! one ([`Provisioner::claim_pooled`]): the backend binds it to the owner (Docker: renamed
+//! to the seed's container name; Swarm: the owner in its service's labels, compare-and-swap)
+//! and from then on it is that owner's runtime like any other. An owner with a profile
+//! already gets its profile, never a pool runtime.
 //!
 //! The refill task ([`run`]) keeps the pool at its size, each start taking one of the
 //! `limits.max_concurrent_starts` permits, none while an owner's start runs or waits, and
-//! never past `limits.max_runtimes`: pool
-//! runtimes count there, and a real owner that needs the room takes it from the pool first
-//! ([`Provisioner::make_room`]). A pool start that fails backs off (1 s doubling to 30 s,
-//! one warning per step) while cold starts go on as without a pool.
+//! never past `limits.max_runtimes`: pool runtimes count there, and an owner that needs the
+//! room takes it from the pool first ([`Provisioner::shrink_pool`]). A round of pool starts
+//! that fails backs off (1 s doubling to 30 s, one warning per step) while new owners get
+//! cold starts as without a pool.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -349,6 +350,9 @@ pub async fn run(provisioner: Arc<Provisioner>, shutdown: CancellationToken) {
             _ = tokio::time::sleep_until(wake_at) => {}
             Some(done) = starts.join_next() => match done {
                 Ok(Ok(())) => failures = 0,
+                // The starts of one round fail together (a missing image): one back-off
+                // step, and one warning, for the round.
+                Ok(Err(_)) if retry_at.is_some() => {}
                 Ok(Err(error)) => {
                     failures = failures.saturating_add(1);
                     let wait = BACKOFF_FIRST.saturating_mul(1 << (failures - 1).min(16)).min(BACKOFF_MAX);
