@@ -161,6 +161,25 @@ async fn a_new_owner_gets_a_runtime_started_before_it_and_keeps_its_profile_unde
     assert_eq!(pool_runtimes(&scope), pool_now, "the pool was left alone");
     let labels = &inspect(&container_name(&hash)).unwrap()["Config"]["Labels"];
     assert_eq!(labels["browser_use.owner_hash"], hash.as_str());
+
+    // A claimed runtime removed from outside (the seed's expiry of a stale entry, an
+    // operator) leaves its profile in the pool volume; the owner's next start takes it back.
+    pool_of(&gateway, &scope, 2).await;
+    let carol = unique("carol");
+    let carol_hash = seed_hash(&carol);
+    assert_eq!(boots(&gateway, &carol).await, 1);
+    let carol_pool = inspect(&container_name(&carol_hash)).unwrap()["Config"]["Labels"]["lazygate.pool"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    docker(&["rm", "-f", &container_name(&carol_hash)]).expect("removed from outside");
+    assert!(volume_exists(&format!("lazygate-pool-{carol_pool}")));
+    assert_eq!(
+        boots(&gateway, &carol).await,
+        2,
+        "the profile came back from the pool volume"
+    );
+    assert!(!volume_exists(&format!("lazygate-pool-{carol_pool}")));
 }
 
 #[tokio::test(flavor = "multi_thread")]

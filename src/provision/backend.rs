@@ -33,6 +33,11 @@ pub const LABEL_FENCE: &str = "lazygate.fence";
 /// is how a claimed runtime's own network and volume are found again.
 pub const LABEL_POOL: &str = "lazygate.pool";
 
+/// Label of an owner's seed-named profile volume made when a pool runtime was claimed
+/// (Docker): the pool volume that holds the profile until the runtime is put to rest. A start
+/// that finds that volume still there takes the profile back from it first.
+pub const LABEL_PROFILE_IN: &str = "lazygate.profile_in";
+
 /// A warm-pool runtime's container name before it is claimed.
 pub fn pool_container_name(pool_id: &str) -> String {
     format!("lazygate-pool-{pool_id}")

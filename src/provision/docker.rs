@@ -38,9 +38,9 @@ use ipnet::Ipv4Net;
 
 use super::backend::{
     Backend, BackendError, Blueprint, Claim, Endpoints, LABEL_FENCE, LABEL_MANAGED_BY, LABEL_OWNER_HASH, LABEL_POOL,
-    LABEL_RUNTIME, LABEL_SCOPE, MANAGED_BY, Operation, PoolSpec, PooledRuntime, Ports, RUNTIME_KEY_ENV, RuntimeInfo,
-    RuntimeSpec, TunnelLogs, container_name, network_name, pool_container_name, pool_network_name, pool_volume_name,
-    volume_name,
+    LABEL_PROFILE_IN, LABEL_RUNTIME, LABEL_SCOPE, MANAGED_BY, Operation, PoolSpec, PooledRuntime, Ports,
+    RUNTIME_KEY_ENV, RuntimeInfo, RuntimeSpec, TunnelLogs, container_name, network_name, pool_container_name,
+    pool_network_name, pool_volume_name, volume_name,
 };
 use super::engine_client::{EngineClient, fail, message_of, status_of};
 use crate::config::{Settings, UpstreamMode};
@@ -352,6 +352,13 @@ impl DockerBackend {
             .await
             .map_err(fail(Operation::CreateVolume))?;
         self.engine.check_ours(&volume, Some(&profile.labels), false)?;
+        // A profile a claimed pool runtime left behind in its pool volume comes here first.
+        if let (Some(from), Some(Ok(owner_hash))) = (
+            profile.labels.get(LABEL_PROFILE_IN),
+            profile.labels.get(LABEL_OWNER_HASH).map(|h| OwnerHash::parse(h)),
+        ) {
+            self.take_profile_back(docker, from, &volume, &owner_hash).await?;
+        }
         phases.lap("volume");
         self.ensure_network(docker, &network, &network_labels).await?;
         phases.lap("network");
@@ -711,23 +718,8 @@ impl DockerBackend {
                 .await
                 .map_err(fail(Operation::CreateVolume))?;
             self.engine.check_ours(&to, Some(&profile.labels), false)?;
-            let host_config = HostConfig {
-                binds: Some(vec![format!("{from}:/from:ro"), format!("{to}:/to")]),
-                network_mode: Some("none".to_owned()),
-                security_opt: Some(vec!["no-new-privileges".to_owned()]),
-                ..Default::default()
-            };
-            let command = ["cp", "-a", "/from/.", "/to/"].map(str::to_owned).to_vec();
             let name = c.name.as_deref().unwrap_or_default().trim_start_matches('/');
-            self.run_helper(
-                docker,
-                Operation::MoveProfile,
-                name,
-                owner_hash.as_str(),
-                command,
-                host_config,
-            )
-            .await?;
+            self.copy_profile(docker, from, &to, name, owner_hash).await?;
             tracing::info!(container = name, from = %from, to = %to, "moved a claimed runtime's profile to the seed's volume name");
         }
         self.remove_container(docker, &id).await?;
@@ -747,6 +739,60 @@ impl DockerBackend {
                 Err(e) => return Err(fail(Operation::RemoveVolume)(e)),
             }
         }
+        Ok(())
+    }
+
+    /// Copies a profile volume's files into another (`cp -a`, by a helper with no network).
+    async fn copy_profile(
+        &self,
+        docker: &Docker,
+        from: &str,
+        to: &str,
+        subject: &str,
+        owner_hash: &OwnerHash,
+    ) -> Result<(), BackendError> {
+        let host_config = HostConfig {
+            binds: Some(vec![format!("{from}:/from:ro"), format!("{to}:/to")]),
+            network_mode: Some("none".to_owned()),
+            security_opt: Some(vec!["no-new-privileges".to_owned()]),
+            ..Default::default()
+        };
+        let command = ["cp", "-a", "/from/.", "/to/"].map(str::to_owned).to_vec();
+        self.run_helper(
+            docker,
+            Operation::MoveProfile,
+            subject,
+            owner_hash.as_str(),
+            command,
+            host_config,
+        )
+        .await
+    }
+
+    /// Moves a profile that a claimed pool runtime left in its pool volume into the owner's
+    /// seed-named volume, whose [`LABEL_PROFILE_IN`] names it: the runtime's container was
+    /// removed from outside (the seed's expiry, an operator) before it could be put to rest.
+    async fn take_profile_back(
+        &self,
+        docker: &Docker,
+        from: &str,
+        to: &str,
+        owner_hash: &OwnerHash,
+    ) -> Result<(), BackendError> {
+        match docker.inspect_volume(from).await {
+            Ok(_) => {}
+            // Moved already (the usual case: it was put to rest).
+            Err(e) if status_of(&e) == Some(404) => return Ok(()),
+            Err(e) => return Err(fail(Operation::InspectVolume)(e)),
+        }
+        self.copy_profile(docker, from, to, to, owner_hash).await?;
+        let options = RemoveVolumeOptionsBuilder::default().force(true).build();
+        match docker.remove_volume(from, Some(options)).await {
+            Ok(()) => {}
+            Err(e) if status_of(&e) == Some(404) => {}
+            Err(e) => return Err(fail(Operation::RemoveVolume)(e)),
+        }
+        tracing::warn!(%from, %to, "took back a profile left in a pool volume (its runtime was removed from outside)");
         Ok(())
     }
 
@@ -1228,14 +1274,35 @@ impl Backend for DockerBackend {
             Err(e) if status_of(&e) == Some(404) => {}
             Err(e) => return Err(fail(Operation::InspectVolume)(e)),
         }
+        // The owner's seed-named volume, made now and empty, says where the profile is until
+        // it is put to rest ([`LABEL_PROFILE_IN`]): if the container is removed from outside,
+        // the next start takes the profile back from there.
+        let pool_volume = pool_volume_name(&pooled.pool_id);
+        let mut labels = self.profile_labels(owner_hash);
+        labels.insert(LABEL_PROFILE_IN.to_owned(), pool_volume);
+        docker
+            .create_volume(VolumeCreateRequest {
+                name: Some(volume.clone()),
+                labels: Some(labels),
+                ..Default::default()
+            })
+            .await
+            .map_err(fail(Operation::CreateVolume))?;
         // The seed's name, which is also the claim: the engine gives a name once, so an
         // owner whose runtime exists already (or a racing claim) gets a conflict.
         let options = bollard::query_parameters::RenameContainerOptions { name: name.clone() };
-        match docker.rename_container(&pooled.id, options).await {
-            Ok(()) => {}
-            Err(e) if status_of(&e) == Some(409) => return Ok(Claim::OwnerHasOne),
-            Err(e) if status_of(&e) == Some(404) => return Ok(Claim::Gone),
+        let refused = match docker.rename_container(&pooled.id, options).await {
+            Ok(()) => None,
+            Err(e) if status_of(&e) == Some(409) => Some(Claim::OwnerHasOne),
+            Err(e) if status_of(&e) == Some(404) => Some(Claim::Gone),
             Err(e) => return Err(fail(Operation::RenameContainer)(e)),
+        };
+        if let Some(refused) = refused {
+            // Only the marker this claim made, which nothing uses.
+            let _ = docker
+                .remove_volume(&volume, None::<bollard::query_parameters::RemoveVolumeOptions>)
+                .await;
+            return Ok(refused);
         }
         let c = docker
             .inspect_container(&pooled.id, None)
