@@ -19,8 +19,8 @@ root = Path(__file__).resolve().parent.parent
 plots = root / "bench" / "plots"
 plots.mkdir(parents=True, exist_ok=True)
 med = statistics.median
-CONTENDERS = ["direct", "lazygate", "nginx"]
-COLORS = {"direct": "#999", "lazygate": "#2a7", "nginx": "#37c", "seed": "#c63"}
+CONTENDERS = ["direct", "lazygate", "nginx", "haproxy"]
+COLORS = {"direct": "#999", "lazygate": "#2a7", "nginx": "#37c", "haproxy": "#a5c", "seed": "#c63"}
 
 
 def ms(text: str) -> float:
@@ -81,6 +81,15 @@ for image in sorted({r["image"] for r in of("cold")}):
     }
 metric_runs = {state: [r["rps"] for r in of("metrics", scenario=state)] for state in ("on", "off")}
 metric_cpu = {state: [r.get("cpu_us", 0) for r in of("metrics", scenario=state)] for state in ("on", "off")}
+logged = {}
+for c in CONTENDERS:
+    runs = of("logged", contender=c)
+    if runs:
+        logged[c] = {
+            "rps": med(r["rps"] for r in runs),
+            "p99": med(ms(r["p99"]) for r in runs),
+            "cpu": med(r.get("cpu_us", 0) for r in runs),
+        }
 concurrent = {}
 for r in of("concurrent"):
     concurrent.setdefault((r["contender"], r["owners"]), []).append(r["wall_ms"])
@@ -92,6 +101,11 @@ if ("get", "nginx") in warm and ("get", "lazygate") in warm:
     g, n = warm[("get", "lazygate")], warm[("get", "nginx")]
     targets.append(("Warm small GET ≥ 1.0× nginx req/s", f"{g['rps'] / n['rps']:.2f}×", g["rps"] >= n["rps"]))
     targets.append(("Warm small GET p99 ≤ nginx", f"{g['p99']:.2f} vs {n['p99']:.2f} ms", g["p99"] <= n["p99"]))
+if ("get", "haproxy") in warm and ("get", "lazygate") in warm:
+    g, h = warm[("get", "lazygate")], warm[("get", "haproxy")]
+    targets.append(("Warm small GET ≥ 1.0× HAProxy req/s", f"{g['rps'] / h['rps']:.2f}×", g["rps"] >= h["rps"]))
+    targets.append(("Warm small GET p99 ≤ HAProxy", f"{g['p99']:.2f} vs {h['p99']:.2f} ms", g["p99"] <= h["p99"]))
+    targets.append(("Warm small GET proxy CPU ≤ nginx", f"{g['cpu']:.1f} vs {warm[('get', 'nginx')]['cpu']:.1f} µs" if ("get", "nginx") in warm else "", ("get", "nginx") in warm and g["cpu"] <= warm[("get", "nginx")]["cpu"]))
 if ("post64k", "nginx") in warm and ("post64k", "lazygate") in warm:
     g, n = warm[("post64k", "lazygate")], warm[("post64k", "nginx")]
     targets.append(("Warm 64 KiB POST ≥ 1.0× nginx req/s", f"{g['rps'] / n['rps']:.2f}×", g["rps"] >= n["rps"]))
@@ -105,6 +119,12 @@ for size in sizes:
     if g and n:
         targets.append(
             (f"WebSocket {size} B frames ≥ 1.0× nginx msgs/s", f"{g['msgs_per_s'] / n['msgs_per_s']:.2f}×", g["msgs_per_s"] >= n["msgs_per_s"])
+        )
+for size in sizes:
+    g, h = ws.get(("throughput", size, "lazygate")), ws.get(("throughput", size, "haproxy"))
+    if g and h:
+        targets.append(
+            (f"WebSocket {size} B frames ≥ 1.0× HAProxy msgs/s", f"{g['msgs_per_s'] / h['msgs_per_s']:.2f}×", g["msgs_per_s"] >= h["msgs_per_s"])
         )
 if sizes and ("latency", sizes[0], "lazygate") in ws:
     added = ws[("latency", sizes[0], "lazygate")]["rtt_p50_us"] - ws[("latency", sizes[0], "direct")]["rtt_p50_us"]
@@ -152,17 +172,18 @@ out.append(
     "Proxy CPU is the user + system time the proxy's processes used per request during the run "
     "(from /proc): steadier than requests/s when everything shares two cores."
 )
-out += ["", "| request | contender | requests/s | p50 ms | p99 ms | vs nginx | proxy CPU µs/request |", "|---|---|---|---|---|---|---|"]
+out += ["", "| request | contender | requests/s | p50 ms | p99 ms | vs nginx | vs HAProxy | proxy CPU µs/request |", "|---|---|---|---|---|---|---|---|"]
 for scenario, label in (("get", "small GET"), ("post64k", "64 KiB POST, echoed")):
     for c in CONTENDERS:
         if (scenario, c) in warm:
             w = warm[(scenario, c)]
-            n = warm.get((scenario, "nginx"))
+            n, h = warm.get((scenario, "nginx")), warm.get((scenario, "haproxy"))
             ratio = f"{w['rps'] / n['rps']:.2f}×" if n else ""
+            vs_ha = f"{w['rps'] / h['rps']:.2f}×" if h else ""
             cpu = f"{w['cpu']:.1f}" if c != "direct" else ""
-            out.append(f"| {label} | {c} | {w['rps']:.0f} | {w['p50']:.2f} | {w['p99']:.2f} | {ratio} | {cpu} |")
+            out.append(f"| {label} | {c} | {w['rps']:.0f} | {w['p50']:.2f} | {w['p99']:.2f} | {ratio} | {vs_ha} | {cpu} |")
 for (scenario, c), p in paced.items():
-    out.append(f"| {paced_label[scenario]} | {c} | {p['rps']:.0f} | {p['p50_ms']:.2f} | {p['p99_ms']:.2f} | | |")
+    out.append(f"| {paced_label[scenario]} | {c} | {p['rps']:.0f} | {p['p50_ms']:.2f} | {p['p99_ms']:.2f} | | | |")
 
 if metric_runs["on"] and metric_runs["off"]:
     out += ["", "### The cost of metrics", ""]
@@ -175,24 +196,41 @@ if metric_runs["on"] and metric_runs["off"]:
         runs = ", ".join(f"{v:.0f}" for v in metric_runs[state])
         out.append(f"| {state} | {med(metric_runs[state]):.0f} | {runs} | {med(metric_cpu[state]):.1f} |")
 
+if logged:
+    out += ["", "### Every request logged", ""]
+    out.append(
+        "The same warm GET when each front writes one access-log line per request to a file: "
+        "lazygate's request line (`RUST_LOG=info`), nginx's `access_log`, HAProxy's `option httplog` "
+        "(`log stdout`, redirected to a file)."
+    )
+    out += ["", "| contender | requests/s | p99 ms | vs nginx | vs HAProxy | proxy CPU µs/request |", "|---|---|---|---|---|---|"]
+    for c, v in logged.items():
+        n, h = logged.get("nginx"), logged.get("haproxy")
+        out.append(
+            f"| {c} | {v['rps']:.0f} | {v['p99']:.2f} | {v['rps'] / n['rps']:.2f}× | {v['rps'] / h['rps']:.2f}× | {v['cpu']:.1f} |"
+            if n and h
+            else f"| {c} | {v['rps']:.0f} | {v['p99']:.2f} | | | {v['cpu']:.1f} |"
+        )
+
 out += ["", "## 2. WebSocket relay through `/view/<hash>/websockify`", ""]
 out.append(
     "`loadgen ws-relay` (bench/loadgen, Rust + tokio-tungstenite) sends binary frames that the runtime "
     "echoes: 16 connections for 2 s for throughput (a message each way per round trip), 1 connection for "
     "1 s for the round-trip latency."
 )
-out += ["", "| frame | contender | messages/s | MB/s | vs nginx | RTT p50 µs | RTT p99 µs | added p50 µs |", "|---|---|---|---|---|---|---|---|"]
+out += ["", "| frame | contender | messages/s | MB/s | vs nginx | vs HAProxy | RTT p50 µs | RTT p99 µs | added p50 µs |", "|---|---|---|---|---|---|---|---|---|"]
 for size in sizes:
     for c in CONTENDERS:
         t, lat = ws.get(("throughput", size, c)), ws.get(("latency", size, c))
         if not t or not lat:
             continue
-        n = ws.get(("throughput", size, "nginx"))
+        n, h = ws.get(("throughput", size, "nginx")), ws.get(("throughput", size, "haproxy"))
         base = ws.get(("latency", size, "direct"))
         ratio = f"{t['msgs_per_s'] / n['msgs_per_s']:.2f}×" if n else ""
+        vs_ha = f"{t['msgs_per_s'] / h['msgs_per_s']:.2f}×" if h else ""
         added = f"{lat['rtt_p50_us'] - base['rtt_p50_us']:+.0f}" if base and c != "direct" else ""
         out.append(
-            f"| {size} B | {c} | {t['msgs_per_s']:.0f} | {t['mb_per_s']:.1f} | {ratio} | {lat['rtt_p50_us']:.0f} | {lat['rtt_p99_us']:.0f} | {added} |"
+            f"| {size} B | {c} | {t['msgs_per_s']:.0f} | {t['mb_per_s']:.1f} | {ratio} | {vs_ha} | {lat['rtt_p50_us']:.0f} | {lat['rtt_p99_us']:.0f} | {added} |"
         )
 
 out += ["", "## 3. Cold start: first response for a new owner", ""]
@@ -265,9 +303,9 @@ fig.savefig(plots / "warm_http.png", dpi=80)
 
 if sizes:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    width = 0.27
+    width = 0.8 / len(CONTENDERS)
     for i, c in enumerate(CONTENDERS):
-        xs = [j + (i - 1) * width for j in range(len(sizes))]
+        xs = [j + (i - (len(CONTENDERS) - 1) / 2) * width for j in range(len(sizes))]
         axes[0].bar(xs, [ws.get(("throughput", s, c), {}).get("mb_per_s", 0) for s in sizes], width, label=c, color=COLORS[c])
         axes[1].bar(xs, [ws.get(("latency", s, c), {}).get("rtt_p50_us", 0) for s in sizes], width, label=c, color=COLORS[c])
     for ax, title in zip(axes, ("MB/s, 16 connections", "round trip p50 µs, 1 connection")):

@@ -6,13 +6,14 @@
 #   bench/run.sh            full run (3 repetitions of every measurement)
 #   REPEATS=1 bench/run.sh  quicker, noisier
 # Contenders on the same upstream (one runtime container): direct (no proxy), lazygate, nginx
-# as a keep-alive reverse proxy with as many workers as lazygate has worker threads, and for
+# as a keep-alive reverse proxy with as many workers as lazygate has worker threads, HAProxy
+# with as many threads (connection reuse always), none of them logging requests, and for
 # cold starts the seed (shared/seed's browser_runtime_manager.py, copied in bench/seed/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/engine.sh
 ensure_engine
-apt_install wrk nginx-light python3-matplotlib curl
+apt_install wrk nginx-light haproxy python3-matplotlib curl
 scripts/build-test-images.sh >/dev/null
 scripts/build-runtime-image.sh >/dev/null
 cargo build --release --quiet -p lazygate -p loadgen
@@ -34,6 +35,7 @@ work=$(mktemp -d)
 results="$work/results.jsonl"
 gateway_pid=""
 nginx_pid=""
+haproxy_pid=""
 hold_pid=""
 REF=browser-use-browser-runtime:latest
 STUB=lazygate-stub-runtime:test
@@ -54,7 +56,7 @@ remove_bench_containers() {
   [ -n "$ids" ] && docker rm -f -v $ids >/dev/null 2>&1 || true
 }
 cleanup() {
-  for pid in "$gateway_pid" "$nginx_pid" "$hold_pid"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
+  for pid in "$gateway_pid" "$nginx_pid" "$haproxy_pid" "$hold_pid"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
   remove_bench_containers
   vols=$(docker volume ls -q --filter label=lazygate.scope=bench)
   [ -n "$vols" ] && docker volume rm -f $vols >/dev/null 2>&1 || true
@@ -122,6 +124,7 @@ VIEW_PORT=$(docker port "browser-use-browser-$HASH" 6080/tcp | head -1 | cut -d:
 VIEW_TOKEN=$(env $(gateway_env $STUB) target/release/lazygate view-url $OWNER 2>/dev/null | sed 's/.*token=//')
 
 NG_PORT=$(free_port)
+NG_LOG_PORT=$(free_port)
 mkdir -p "$work/nginx/logs"
 cat > "$work/nginx/nginx.conf" <<NGINX
 worker_processes $CORES;
@@ -151,11 +154,62 @@ http {
       proxy_read_timeout 1h;
     }
   }
+  # The same route with every request logged (the "every request logged" rows).
+  server {
+    listen 127.0.0.1:$NG_LOG_PORT;
+    access_log $work/nginx/logs/access.log;
+    location /rpc/$OWNER/ {
+      proxy_pass http://rpc/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_request_buffering off;
+    }
+  }
 }
 NGINX
 nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' &
 nginx_pid=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$NG_PORT/rpc/$OWNER/health" >/dev/null && break; sleep 0.05; done
+
+# HAProxy: the same two routes, no request log (no `log` line), kept-alive server
+# connections shared between clients (`http-reuse always`), WebSockets tunnelled.
+HA_PORT=$(free_port)
+HA_LOG_PORT=$(free_port)
+mkdir -p "$work/haproxy"
+cat > "$work/haproxy/haproxy.cfg" <<HAPROXY
+global
+  nbthread $CORES
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+  timeout tunnel 1h
+  option http-keep-alive
+  http-reuse always
+frontend front
+  bind 127.0.0.1:$HA_PORT
+  use_backend view if { path_beg /view/$HASH/ }
+  default_backend rpc
+# The same route with every request logged, to a file (the "every request logged" rows).
+frontend front_logged
+  bind 127.0.0.1:$HA_LOG_PORT
+  log stdout format raw local0
+  option httplog
+  default_backend rpc
+backend rpc
+  http-request replace-path ^/rpc/$OWNER/(.*) /\1
+  server runtime 127.0.0.1:$RT_PORT
+backend view
+  http-request replace-path ^/view/$HASH/(.*) /\1
+  server runtime 127.0.0.1:$VIEW_PORT
+HAPROXY
+haproxy -db -f "$work/haproxy/haproxy.cfg" > "$work/haproxy/access.log" 2>&1 &
+haproxy_pid=$!
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$HA_PORT/rpc/$OWNER/health" >/dev/null && break; sleep 0.05; done
+curl -sf "http://127.0.0.1:$HA_PORT/rpc/$OWNER/health" >/dev/null || { echo "haproxy did not start: $(cat "$work/haproxy/access.log")" >&2; exit 1; }
 
 # --- 1. warm HTTP: one upstream, three fronts ----------------------------------------------
 cat > "$work/post64k.lua" <<'LUA'
@@ -168,6 +222,7 @@ url_of() { # contender path
     direct) echo "http://127.0.0.1:$RT_PORT/$2" ;;
     lazygate) echo "http://127.0.0.1:$GW_PORT/rpc/$OWNER/$2" ;;
     nginx) echo "http://127.0.0.1:$NG_PORT/rpc/$OWNER/$2" ;;
+    haproxy) echo "http://127.0.0.1:$HA_PORT/rpc/$OWNER/$2" ;;
   esac
 }
 cpu_ticks() { # pids... -> user+system clock ticks used so far
@@ -177,6 +232,7 @@ proxy_pids() { # contender -> the processes doing its work
   case $1 in
     lazygate) echo "$gateway_pid" ;;
     nginx) pgrep -P "$nginx_pid" | tr '\n' ' ' ;;
+    haproxy) echo "$haproxy_pid" ;;
     *) echo "" ;;
   esac
 }
@@ -206,7 +262,7 @@ print(json.dumps({'kind':'rate','scenario':'$scenario','contender':'$contender',
 }
 echo "warm HTTP (wrk -t2 -c$CONNECTIONS -d$DURATION; oha at $RATE and $RATE_POST req/s; x$REPEATS)"
 for r in $(seq 1 "$REPEATS"); do
-  for contender in direct lazygate nginx; do
+  for contender in direct lazygate nginx haproxy; do
     hdr=(); [ $contender = lazygate ] && hdr=(-H "$AUTH")
     run_wrk warm "$contender" get "$(url_of $contender health)" "${hdr[@]}"
     run_wrk warm "$contender" post64k "$(url_of $contender echo)" "${hdr[@]}" -s "$work/post64k.lua"
@@ -231,6 +287,17 @@ for r in $(seq 1 "$REPEATS"); do
     run_wrk metrics lazygate "$state" "$(url_of lazygate health)" -H "$AUTH"
   done
 done
+
+# --- 1c. every request logged: the warm GET when each front writes an access log line ------
+# lazygate's request line (RUST_LOG=info, to a file), nginx's access_log, HAProxy's httplog
+# (to a file through stdout); same upstream and load.
+echo "every request logged (warm GET, x$REPEATS)"
+for r in $(seq 1 "$REPEATS"); do
+  start_gateway $STUB env RUST_LOG=info target/release/lazygate serve
+  run_wrk logged lazygate get "$(url_of lazygate health)" -H "$AUTH"
+  run_wrk logged nginx get "http://127.0.0.1:$NG_LOG_PORT/rpc/$OWNER/health"
+  run_wrk logged haproxy get "http://127.0.0.1:$HA_LOG_PORT/rpc/$OWNER/health"
+done
 start_gateway $STUB target/release/lazygate serve
 
 # --- 2. WebSocket relay: echoed frames through /view/<hash>/websockify --------------------
@@ -239,12 +306,13 @@ ws_url_of() {
     direct) echo "ws://127.0.0.1:$VIEW_PORT/websockify" ;;
     lazygate) echo "ws://127.0.0.1:$GW_PORT/view/$HASH/websockify?token=$VIEW_TOKEN" ;;
     nginx) echo "ws://127.0.0.1:$NG_PORT/view/$HASH/websockify" ;;
+    haproxy) echo "ws://127.0.0.1:$HA_PORT/view/$HASH/websockify" ;;
   esac
 }
 echo "WebSocket relay"
 for r in $(seq 1 "$REPEATS"); do
   for size in 100 4096 65536; do
-    for contender in direct lazygate nginx; do
+    for contender in direct lazygate nginx haproxy; do
       out=$($LOADGEN ws-relay --url "$(ws_url_of $contender)" --size $size --connections 16 --seconds 2)
       record "{\"kind\":\"ws\",\"mode\":\"throughput\",\"contender\":\"$contender\",\"result\":$out}"
       out=$($LOADGEN ws-relay --url "$(ws_url_of $contender)" --size $size --connections 1 --seconds 1)
