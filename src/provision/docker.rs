@@ -443,7 +443,10 @@ impl DockerBackend {
     }
 
     async fn remove_container(&self, docker: &Docker, name: &str) -> Result<(), BackendError> {
-        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        // With its anonymous volumes (`v`): the helpers run the gateway's image, whose
+        // `VOLUME /var/lib/lazygate` gave each one a volume that outlived it. Named volumes
+        // (profiles) are never removed by this.
+        let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
         match docker.remove_container(name, Some(options)).await {
             Ok(()) => Ok(()),
             Err(e) if status_of(&e) == Some(404) => Ok(()),
