@@ -735,12 +735,7 @@ impl DockerBackend {
             volumes.push(volume_name(owner_hash));
         }
         for volume in volumes {
-            let options = RemoveVolumeOptionsBuilder::default().force(true).build();
-            match docker.remove_volume(&volume, Some(options)).await {
-                Ok(()) => {}
-                Err(e) if status_of(&e) == Some(404) => {}
-                Err(e) => return Err(fail(Operation::RemoveVolume)(e)),
-            }
+            remove_volume_forced(docker, &volume).await?;
         }
         Ok(())
     }
@@ -789,12 +784,7 @@ impl DockerBackend {
             Err(e) => return Err(fail(Operation::InspectVolume)(e)),
         }
         self.copy_profile(docker, from, to, to, owner_hash).await?;
-        let options = RemoveVolumeOptionsBuilder::default().force(true).build();
-        match docker.remove_volume(from, Some(options)).await {
-            Ok(()) => {}
-            Err(e) if status_of(&e) == Some(404) => {}
-            Err(e) => return Err(fail(Operation::RemoveVolume)(e)),
-        }
+        remove_volume_forced(docker, from).await?;
         tracing::warn!(%from, %to, "took back a profile left in a pool volume (its runtime was removed from outside)");
         Ok(())
     }
@@ -806,12 +796,7 @@ impl DockerBackend {
         if let Err(error) = self.remove_network(docker, &network).await {
             tracing::warn!(%network, %error, "cannot remove a pool runtime's network; leaving it");
         }
-        let options = RemoveVolumeOptionsBuilder::default().force(true).build();
-        match docker.remove_volume(&pool_volume_name(pool_id), Some(options)).await {
-            Ok(()) => Ok(()),
-            Err(e) if status_of(&e) == Some(404) => Ok(()),
-            Err(e) => Err(fail(Operation::RemoveVolume)(e)),
-        }
+        remove_volume_forced(docker, &pool_volume_name(pool_id)).await
     }
 
     /// A running, unclaimed pool runtime as the pool keeps it.
@@ -934,6 +919,16 @@ fn is_running(c: &ContainerInspectResponse) -> bool {
 
 fn is_created_only(c: &ContainerInspectResponse) -> bool {
     c.state.as_ref().and_then(|s| s.status) == Some(ContainerStateStatusEnum::CREATED)
+}
+
+/// Removes a volume even if a stopped container still names it; gone already is fine.
+async fn remove_volume_forced(docker: &Docker, volume: &str) -> Result<(), BackendError> {
+    let options = RemoveVolumeOptionsBuilder::default().force(true).build();
+    match docker.remove_volume(volume, Some(options)).await {
+        Ok(()) => Ok(()),
+        Err(e) if status_of(&e) == Some(404) => Ok(()),
+        Err(e) => Err(fail(Operation::RemoveVolume)(e)),
+    }
 }
 
 /// The warm-pool id of a runtime that came from the pool (claimed or not).
@@ -1110,12 +1105,7 @@ impl Backend for DockerBackend {
             tracing::warn!(%network, %error, "cannot remove a runtime's network; leaving it");
         }
         if with_volume {
-            let options = RemoveVolumeOptionsBuilder::default().force(true).build();
-            match docker.remove_volume(&volume, Some(options)).await {
-                Ok(()) => {}
-                Err(e) if status_of(&e) == Some(404) => {}
-                Err(e) => return Err(fail(Operation::RemoveVolume)(e)),
-            }
+            remove_volume_forced(&docker, &volume).await?;
         }
         Ok(())
     }

@@ -761,6 +761,31 @@ impl Provisioner {
     /// The seed's runtime for an owner: labels, environment, resources.
     async fn spec(&self, owner_hash: OwnerHash) -> RuntimeSpec {
         let s = &self.settings;
+        let view_url = self.views.view_url(s.isolation_mode, Some(owner_hash)).await;
+        // Signed like the ensure answer's, so that the URL the runtime hands on opens (for the
+        // view token's lifetime); only this owner's view, which is its own.
+        let view_url = (!view_url.is_empty()).then(|| {
+            let auth = self.auth.current();
+            if auth.is_insecure() {
+                view_url
+            } else {
+                format!("{view_url}&token={}", auth.sign_view(owner_hash, None))
+            }
+        });
+        RuntimeSpec {
+            owner_hash,
+            image: s.image.clone(),
+            env: self.runtime_env(view_url),
+            labels: self.runtime_labels((LABEL_OWNER_HASH, owner_hash.to_string())),
+            shm_size_bytes: s.shm_size_bytes,
+            resources: self.runtime_resources(),
+        }
+    }
+
+    /// A runtime's environment, the seed's variables: with the owner's view URL when it has
+    /// one (a pool runtime has no owner yet), the pass-through variables, and a key of its own.
+    fn runtime_env(&self, view_url: Option<String>) -> BTreeMap<String, String> {
+        let s = &self.settings;
         let mut env = BTreeMap::from([
             (
                 "BROWSER_ENABLE_UI".to_owned(),
@@ -770,16 +795,7 @@ impl Provisioner {
             ("BROWSER_USE_RPC_HOST".to_owned(), "0.0.0.0".to_owned()),
             ("BROWSER_USE_RPC_PORT".to_owned(), s.rpc_port.to_string()),
         ]);
-        let view_url = self.views.view_url(s.isolation_mode, Some(owner_hash)).await;
-        if !view_url.is_empty() {
-            // Signed like the ensure answer's, so that the URL the runtime hands on opens
-            // (for the view token's lifetime); only this owner's view, which is its own.
-            let auth = self.auth.current();
-            let view_url = if auth.is_insecure() {
-                view_url
-            } else {
-                format!("{view_url}&token={}", auth.sign_view(owner_hash, None))
-            };
+        if let Some(view_url) = view_url {
             env.insert("BROWSER_VIEW_URL".to_owned(), view_url);
         }
         for (key, value) in &s.passthrough_env {
@@ -789,25 +805,29 @@ impl Provisioner {
         // The operating system's generator does not fail where we run; a fixed key would.
         let key = crate::auth::random_secret().expect("the operating system's random generator");
         env.insert(RUNTIME_KEY_ENV.to_owned(), key);
+        env
+    }
+
+    /// A runtime's labels: the seed's, the scope's when set, and `own` (the owner's hash, or
+    /// a pool runtime's pool id).
+    fn runtime_labels(&self, own: (&str, String)) -> HashMap<String, String> {
         let mut labels = HashMap::from([
             (LABEL_RUNTIME.to_owned(), "true".to_owned()),
-            (LABEL_OWNER_HASH.to_owned(), owner_hash.to_string()),
             (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
+            (own.0.to_owned(), own.1),
         ]);
-        if let Some(scope) = &s.scope {
+        if let Some(scope) = &self.settings.scope {
             labels.insert(LABEL_SCOPE.to_owned(), scope.clone());
         }
-        RuntimeSpec {
-            owner_hash,
-            image: s.image.clone(),
-            env,
-            labels,
-            shm_size_bytes: s.shm_size_bytes,
-            resources: backend::Resources {
-                memory_bytes: s.limits.runtime_memory_bytes,
-                cpus: s.limits.runtime_cpus,
-                pids: s.limits.runtime_pids,
-            },
+        labels
+    }
+
+    fn runtime_resources(&self) -> backend::Resources {
+        let limits = &self.settings.limits;
+        backend::Resources {
+            memory_bytes: limits.runtime_memory_bytes,
+            cpus: limits.runtime_cpus,
+            pids: limits.runtime_pids,
         }
     }
 

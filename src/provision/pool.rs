@@ -17,7 +17,7 @@
 //! that fails backs off (1 s doubling to 30 s, one warning per step) while new owners get
 //! cold starts as without a pool.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,10 +28,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::backend::{
-    Claim, LABEL_MANAGED_BY, LABEL_POOL, LABEL_RUNTIME, LABEL_SCOPE, MANAGED_BY, PoolSpec, PooledRuntime,
-    RUNTIME_KEY_ENV, Resources, RuntimeInfo,
-};
+use super::backend::{Claim, LABEL_POOL, PoolSpec, PooledRuntime, RuntimeInfo};
 use super::{BACKOFF_FIRST, BACKOFF_MAX, Provisioner, readiness};
 use crate::owner::OwnerHash;
 
@@ -217,41 +214,14 @@ impl Provisioner {
     /// A pool runtime's spec: the seed's environment and resources with no owner (so no
     /// view URL), the pool label instead of the owner's, a key of its own.
     fn pool_spec(&self) -> PoolSpec {
-        let s = &self.settings;
         let pool_id = new_pool_id();
-        let mut env = BTreeMap::from([
-            (
-                "BROWSER_ENABLE_UI".to_owned(),
-                if s.enable_ui { "true" } else { "false" }.to_owned(),
-            ),
-            ("BROWSER_DATA_DIR".to_owned(), "/data".to_owned()),
-            ("BROWSER_USE_RPC_HOST".to_owned(), "0.0.0.0".to_owned()),
-            ("BROWSER_USE_RPC_PORT".to_owned(), s.rpc_port.to_string()),
-        ]);
-        for (key, value) in &s.passthrough_env {
-            env.insert(key.clone(), value.clone());
-        }
-        let key = crate::auth::random_secret().expect("the operating system's random generator");
-        env.insert(RUNTIME_KEY_ENV.to_owned(), key);
-        let mut labels = HashMap::from([
-            (LABEL_RUNTIME.to_owned(), "true".to_owned()),
-            (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
-            (LABEL_POOL.to_owned(), pool_id.clone()),
-        ]);
-        if let Some(scope) = &s.scope {
-            labels.insert(LABEL_SCOPE.to_owned(), scope.clone());
-        }
         PoolSpec {
+            labels: self.runtime_labels((LABEL_POOL, pool_id.clone())),
             pool_id,
-            image: s.image.clone(),
-            env,
-            labels,
-            shm_size_bytes: s.shm_size_bytes,
-            resources: Resources {
-                memory_bytes: s.limits.runtime_memory_bytes,
-                cpus: s.limits.runtime_cpus,
-                pids: s.limits.runtime_pids,
-            },
+            image: self.settings.image.clone(),
+            env: self.runtime_env(None),
+            shm_size_bytes: self.settings.shm_size_bytes,
+            resources: self.runtime_resources(),
         }
     }
 
