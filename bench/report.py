@@ -4,6 +4,7 @@ Every figure is the median over the repetitions; every comparison is a ratio of 
 measured in the same run (absolute numbers on shared machines drift)."""
 
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -290,6 +291,10 @@ out += [
     "![cold starts](bench/plots/cold_start.png)",
     "",
 ]
+if os.environ.get("REPORT_PARTIAL"):
+    # Some sections only (bench/run.sh with SECTIONS): the tables on stdout, nothing written.
+    print("\n".join(out))
+    sys.exit(0)
 (root / "BENCHMARKS.md").write_text("\n".join(out))
 
 # --- plots ---------------------------------------------------------------------------------

@@ -5,6 +5,11 @@
 # load is bounded in time or count.
 #   bench/run.sh            full run (3 repetitions of every measurement)
 #   REPEATS=1 bench/run.sh  quicker, noisier
+#   SECTIONS="warm logged profile" bench/run.sh
+#                           only those sections (warm metrics logged profile ws memory owners
+#                           cold concurrent), summary printed, BENCHMARKS.md left alone
+#   SECTIONS=serve bench/run.sh
+#                           the fronts kept up for measuring by hand (target/bench-serve.env)
 # Contenders on the same upstream (one runtime container): direct (no proxy), lazygate, nginx
 # as a keep-alive reverse proxy with as many workers as lazygate has worker threads, HAProxy
 # with as many threads (connection reuse always), none of them logging requests, and for
@@ -25,6 +30,8 @@ OHA=target/bench-tools/bin/oha
 LOADGEN=target/release/loadgen
 
 REPEATS="${REPEATS:-3}"
+SECTIONS="${SECTIONS:-all}"
+wanted() { [ "$SECTIONS" = all ] || [[ " $SECTIONS " == *" $1 "* ]]; }
 DURATION="${DURATION:-4s}"
 CONNECTIONS="${CONNECTIONS:-64}"
 RATE="${RATE:-5000}"            # small GETs per second, paced
@@ -211,6 +218,24 @@ haproxy_pid=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$HA_PORT/rpc/$OWNER/health" >/dev/null && break; sleep 0.05; done
 curl -sf "http://127.0.0.1:$HA_PORT/rpc/$OWNER/health" >/dev/null || { echo "haproxy did not start: $(cat "$work/haproxy/access.log")" >&2; exit 1; }
 
+# SECTIONS=serve: keep the three fronts up on the one runtime for measurements by hand (the
+# URLs go to target/bench-serve.env); stops when the script is stopped.
+if [[ " $SECTIONS " == *" serve "* ]]; then
+  mkdir -p target
+  cat > target/bench-serve.env <<SERVE
+AUTH="$AUTH"
+GATEWAY_PID=$gateway_pid
+NGINX_PID=$nginx_pid
+HAPROXY_PID=$haproxy_pid
+LAZYGATE=http://127.0.0.1:$GW_PORT/rpc/$OWNER
+NGINX=http://127.0.0.1:$NG_PORT/rpc/$OWNER
+HAPROXY=http://127.0.0.1:$HA_PORT/rpc/$OWNER
+DIRECT=http://127.0.0.1:$RT_PORT
+SERVE
+  cat target/bench-serve.env
+  while :; do sleep 3600; done
+fi
+
 # --- 1. warm HTTP: one upstream, three fronts ----------------------------------------------
 cat > "$work/post64k.lua" <<'LUA'
 wrk.method = "POST"
@@ -261,6 +286,7 @@ import json,sys; d=json.load(sys.stdin); s=d['summary']; p=d['latencyPercentiles
 print(json.dumps({'kind':'rate','scenario':'$scenario','contender':'$contender','rps':s['requestsPerSec'],'p50_ms':p['p50']*1000,'p99_ms':p['p99']*1000,'ok':s['successRate']}))" >> "$results"
 }
 echo "warm HTTP (wrk -t2 -c$CONNECTIONS -d$DURATION; oha at $RATE and $RATE_POST req/s; x$REPEATS)"
+if wanted warm; then
 for r in $(seq 1 "$REPEATS"); do
   for contender in direct lazygate nginx haproxy; do
     hdr=(); [ $contender = lazygate ] && hdr=(-H "$AUTH")
@@ -272,11 +298,13 @@ for r in $(seq 1 "$REPEATS"); do
       -m POST -D "$work/body64k" -T application/octet-stream
   done
 done
+fi
 
 # --- 1b. the cost of metrics: the warm GET with per-request metrics on and off ------------
 # Off means the admin listener is off (LAZYGATE_ADMIN_LISTEN empty): nobody could read them,
 # so none are kept. Same upstream, load and logging; the two alternate within each repeat.
 echo "metrics on vs off (warm GET, x$REPEATS)"
+if wanted metrics; then
 for r in $(seq 1 "$REPEATS"); do
   for state in on off; do
     if [ $state = off ]; then
@@ -287,18 +315,38 @@ for r in $(seq 1 "$REPEATS"); do
     run_wrk metrics lazygate "$state" "$(url_of lazygate health)" -H "$AUTH"
   done
 done
+fi
 
 # --- 1c. every request logged: the warm GET when each front writes an access log line ------
 # lazygate's request line (RUST_LOG=info, to a file), nginx's access_log, HAProxy's httplog
 # (to a file through stdout); same upstream and load.
 echo "every request logged (warm GET, x$REPEATS)"
+if wanted logged; then
 for r in $(seq 1 "$REPEATS"); do
   start_gateway $STUB env RUST_LOG=info target/release/lazygate serve
   run_wrk logged lazygate get "$(url_of lazygate health)" -H "$AUTH"
   run_wrk logged nginx get "http://127.0.0.1:$NG_LOG_PORT/rpc/$OWNER/health"
   run_wrk logged haproxy get "http://127.0.0.1:$HA_LOG_PORT/rpc/$OWNER/health"
 done
+fi
 start_gateway $STUB target/release/lazygate serve
+
+# --- 1d. where lazygate's time goes: a sampling profile of the warm GET ----------------------
+# perf samples the gateway (user and kernel) while wrk runs the small GET, then
+# bench/profile.py sums the samples by component. Not part of the full run (it slows the
+# gateway down while it samples); ask for it with SECTIONS=profile.
+if [[ " $SECTIONS " == *" profile "* ]]; then
+  apt_install linux-perf
+  start_gateway $STUB target/release/lazygate serve
+  perf record -q -F 1999 -g -o "$work/perf.data" -p "$gateway_pid" -- sleep "${DURATION%s}" 2>/dev/null &
+  perf_pid=$!
+  wrk -t2 -c"$CONNECTIONS" -d"$DURATION" -H "$AUTH" "$(url_of lazygate health)" > "$work/profile-wrk.out"
+  wait "$perf_pid"
+  mkdir -p target
+  perf report -q -i "$work/perf.data" --stdio --no-children --sort dso,symbol -g none --percent-limit 0 2>/dev/null > target/bench-profile.txt
+  grep Requests/sec "$work/profile-wrk.out"
+  /usr/bin/python3 bench/profile.py target/bench-profile.txt
+fi
 
 # --- 2. WebSocket relay: echoed frames through /view/<hash>/websockify --------------------
 ws_url_of() {
@@ -310,6 +358,7 @@ ws_url_of() {
   esac
 }
 echo "WebSocket relay"
+if wanted ws; then
 for r in $(seq 1 "$REPEATS"); do
   for size in 100 4096 65536; do
     for contender in direct lazygate nginx haproxy; do
@@ -320,6 +369,7 @@ for r in $(seq 1 "$REPEATS"); do
     done
   done
 done
+fi
 
 # --- 5. scale of state: memory, and 10 000 registered owners ------------------------------
 echo "memory"
@@ -334,6 +384,7 @@ hold() { # url connections [header]  -> RSS of the gateway while held, in KiB
   kill "$hold_pid"; wait "$hold_pid" 2>/dev/null || true; hold_pid=""
   echo "$rss $ready"
 }
+if wanted memory; then
 for r in $(seq 1 "$REPEATS"); do
   start_gateway $STUB target/release/lazygate serve
   idle=$(rss_kib "$gateway_pid")
@@ -346,7 +397,9 @@ for r in $(seq 1 "$REPEATS"); do
   read -r ws ws_n < <(hold "$(ws_url_of lazygate)" 1000)
   record "{\"kind\":\"memory\",\"idle_kib\":$idle,\"warm_kib\":$warm_rss,\"keepalive_kib\":$ka,\"keepalive_n\":$ka_n,\"before_ws_kib\":$before_ws,\"ws_kib\":$ws,\"ws_n\":$ws_n}"
 done
+fi
 echo "10 000 registered owners"
+if wanted owners; then
 for r in $(seq 1 "$REPEATS"); do
   for owners in 1 10000; do
     start_gateway $STUB $LOADGEN many-owners --owners $owners --owner $OWNER
@@ -356,6 +409,7 @@ for r in $(seq 1 "$REPEATS"); do
     sed -i "\$s/}\$/,\"rss_kib\":$rss}/" "$results"
   done
 done
+fi
 
 # --- 3. cold start: first response for a new owner -----------------------------------------
 echo "cold starts"
@@ -369,6 +423,7 @@ seed() { # owners... : the seed's ensure_browser_runtime for each owner at once,
     -e BROWSER_RUNTIME_STATE_DIR=/tmp/seed-state \
     $REF /seed/time_ensure.py "$@"
 }
+if wanted cold; then
 for image in $STUB $REF; do
   start_gateway_container $image
   for r in $(seq 1 "$REPEATS"); do
@@ -387,9 +442,11 @@ for image in $STUB $REF; do
   done
   remove_bench_runtimes
 done
+fi
 
 # --- 4. concurrent cold starts (reference runtime): wall time to serve N new owners -------
 echo "concurrent cold starts"
+if wanted concurrent; then
 for r in $(seq 1 "$REPEATS"); do
   for n in 1 4 8 16; do
     start=$(date +%s%N)
@@ -419,7 +476,10 @@ for r in $(seq 1 "$REPEATS"); do
     remove_seed_runtimes
   done
 done
+fi
 
 # Kept for a look afterwards (target/ is not committed); Debian's python3 has matplotlib.
+touch "$results"
 mkdir -p target && cp "$results" target/bench-results.jsonl
+[ "$SECTIONS" = all ] || export REPORT_PARTIAL=1
 /usr/bin/python3 bench/report.py "$results" "$CORES" "$DURATION" "$CONNECTIONS" "$REPEATS" "$RATE" "$RATE_POST"

@@ -149,7 +149,7 @@ pub async fn ensure(
     if lease.cold()
         && let Some(timing) = crate::metrics::server_timing(provisioning.elapsed(), &lease.runtime().phases)
     {
-        response.headers_mut().insert("server-timing", timing);
+        response.headers_mut().insert(crate::metrics::SERVER_TIMING, timing);
     }
     Ok((response, lease.cold()))
 }

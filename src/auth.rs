@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
-use http::{HeaderMap, HeaderValue, header};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -173,12 +173,12 @@ pub(crate) fn random_secret() -> std::io::Result<String> {
 
 /// The header the gateway sends a runtime's own key in (the runtime was given it in
 /// [`crate::provision::backend::RUNTIME_KEY_ENV`]); never taken from a client.
-pub const RUNTIME_KEY_HEADER: &str = "x-lazygate-runtime-key";
+pub const RUNTIME_KEY_HEADER: HeaderName = HeaderName::from_static("x-lazygate-runtime-key");
 
 /// The header that tells a runtime whose it is (the owner hash), on every request the
 /// gateway forwards to it: a warm-pool runtime was started before its owner was known, so
 /// its environment cannot say. Never taken from a client.
-pub const OWNER_HASH_HEADER: &str = "x-lazygate-owner-hash";
+pub const OWNER_HASH_HEADER: HeaderName = HeaderName::from_static("x-lazygate-owner-hash");
 
 /// Where generated secrets are kept.
 pub fn secrets_path(settings: &Settings) -> PathBuf {
@@ -545,8 +545,8 @@ pub fn strip_credentials(headers: &mut HeaderMap) {
 /// keeps the client's own `Authorization`: for the default upstream, which does its own.
 pub fn strip_gateway_credentials(headers: &mut HeaderMap) {
     // Only the gateway speaks with a runtime's key; a client's attempt is dropped.
-    headers.remove(RUNTIME_KEY_HEADER);
-    headers.remove(OWNER_HASH_HEADER);
+    headers.remove(&RUNTIME_KEY_HEADER);
+    headers.remove(&OWNER_HASH_HEADER);
     let kept: Vec<String> = headers
         .get_all(header::COOKIE)
         .iter()

@@ -112,6 +112,9 @@ pub struct Metrics {
     pub request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     /// From the request reaching the proxy to the runtime's response head.
     pub upstream_head: Histogram,
+    /// Connections dialled to runtimes for HTTP requests: every request that found no kept
+    /// connection to reuse dialled one.
+    pub upstream_connections: Counter,
     pub starts: Family<OutcomeLabels, Counter>,
     pub start_phase: Family<PhaseLabels, Histogram, fn() -> Histogram>,
     /// Whole starts that succeeded, from the first engine call to ready and fenced.
@@ -221,6 +224,7 @@ impl Metrics {
         let request_duration: Family<RouteLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(latency_buckets);
         let upstream_head = latency_buckets();
+        let upstream_connections = Counter::default();
         let starts = Family::<OutcomeLabels, Counter>::default();
         let start_phase: Family<PhaseLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(start_buckets);
@@ -257,6 +261,11 @@ impl Metrics {
             "lazygate_upstream_response_head_seconds",
             "Time from sending a request to a runtime to its response head",
             upstream_head.clone(),
+        );
+        r.register(
+            "lazygate_upstream_connections",
+            "HTTP connections dialled to runtimes (requests that found a kept connection dialled none)",
+            upstream_connections.clone(),
         );
         r.register("lazygate_starts", "Runtime starts by outcome", starts.clone());
         r.register(
@@ -375,6 +384,7 @@ impl Metrics {
             requests,
             request_duration,
             upstream_head,
+            upstream_connections,
             starts,
             start_phase,
             start_duration,
@@ -434,6 +444,12 @@ impl Metrics {
         }
     }
 
+    /// A new HTTP connection to a runtime (counted always: it is rare, and it tells whether
+    /// connections are reused).
+    pub fn upstream_dialled(&self) {
+        self.upstream_connections.inc();
+    }
+
     pub fn engine_call(&self, operation: &'static str, ok: bool, took: Duration) {
         let outcome = if ok { "ok" } else { "error" };
         self.engine_calls
@@ -464,6 +480,8 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 }
+
+pub const SERVER_TIMING: http::HeaderName = http::HeaderName::from_static("server-timing");
 
 /// `Server-Timing` for a request that waited for its runtime's start: the whole wait
 /// (`provision`) and each phase of the start, in milliseconds. Nothing secret.

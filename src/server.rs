@@ -128,11 +128,18 @@ impl Worker {
                 let _permit = permit;
                 let result = match tls {
                     None => serve_io(stream, peer, false, gateway, &builder, drain).await,
-                    Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => serve_io(stream, peer, true, gateway, &builder, drain).await,
-                        Ok(Err(error)) => Err(format!("TLS handshake: {error}").into()),
-                        Err(_) => Err("TLS handshake timed out".into()),
-                    },
+                    // Boxed: a TLS session's state is several KiB, which a plain connection's
+                    // task would otherwise reserve too.
+                    Some(acceptor) => {
+                        Box::pin(async {
+                            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                                Ok(Ok(stream)) => serve_io(stream, peer, true, gateway, &builder, drain).await,
+                                Ok(Err(error)) => Err(format!("TLS handshake: {error}").into()),
+                                Err(_) => Err("TLS handshake timed out".into()),
+                            }
+                        })
+                        .await
+                    }
                 };
                 open.fetch_sub(1, Ordering::Relaxed);
                 if let Err(error) = result {

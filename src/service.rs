@@ -25,7 +25,7 @@ use crate::metrics::{self, Metrics};
 use crate::owner::OwnerHash;
 use crate::page;
 use crate::provision::{Lease, Provisioner, RuntimePort};
-use crate::proxy::{self, BodyLimit, RequestBody, SendError, Upstream, cdp, headers, tunnel};
+use crate::proxy::{self, RequestBody, SendError, Upstream, cdp, headers, tunnel};
 use crate::route::{self, Route};
 use crate::runs::{self, RunState, RunStore};
 use crate::view_url::ViewUrls;
@@ -115,7 +115,7 @@ impl Gateway {
         Gateway {
             auth,
             runs,
-            upstream: Upstream::new(settings.upstream_timeout),
+            upstream: Upstream::new(settings.upstream_timeout, provisioner.metrics().clone()),
             settings,
             provisioner,
             views,
@@ -243,7 +243,7 @@ impl Gateway {
         };
         let (id, ticket) = self.runs.begin(*owner_hash)?;
         let location = format!("/rpc/{}/runs/{id}", crate::owner::encode_owner(owner));
-        let request_id = request.headers().get(headers::REQUEST_ID).cloned();
+        let request_id = request.headers().get(&headers::REQUEST_ID).cloned();
         let this = self.clone();
         tokio::spawn(async move {
             let line_id = request_id.clone().unwrap_or(HeaderValue::from_static("-"));
@@ -334,7 +334,7 @@ impl Gateway {
         if parts.extensions.get::<crate::tls::ClientTls>().is_some() {
             parts
                 .headers
-                .insert("x-forwarded-proto", HeaderValue::from_static("https"));
+                .insert(headers::X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         }
     }
 
@@ -378,7 +378,7 @@ impl Gateway {
                 })
             }
             None => {
-                let (body, _handle) = RequestBody::new(incoming, BodyLimit::unlimited());
+                let (body, _handle) = RequestBody::new(incoming, u64::MAX);
                 let response = self
                     .upstream
                     .send(&parts, authority, &path_and_query, body)
@@ -497,10 +497,10 @@ impl Gateway {
             RuntimePort::Rpc | RuntimePort::View => parts.headers.remove(header::HOST),
         };
         let limit = match service {
-            RuntimePort::Rpc => BodyLimit::new(self.settings.limits.max_rpc_body_bytes),
-            RuntimePort::View | RuntimePort::Cdp => BodyLimit::unlimited(),
+            RuntimePort::Rpc => self.settings.limits.max_rpc_body_bytes,
+            RuntimePort::View | RuntimePort::Cdp => u64::MAX,
         };
-        let (body, handle) = RequestBody::new(incoming, limit.clone());
+        let (body, handle) = RequestBody::new(incoming, limit);
         let mut body = Some(body);
         let mut retried = false;
         let port = service;
@@ -523,26 +523,29 @@ impl Gateway {
                 if let Some(key) = lease.runtime().key.clone() {
                     parts.headers.insert(auth::RUNTIME_KEY_HEADER, key);
                 }
-                if let Ok(owner) = http::HeaderValue::from_str(lease.runtime().owner_hash.as_str()) {
-                    parts.headers.insert(auth::OWNER_HASH_HEADER, owner);
-                }
+                let owner = headers::shared_value(format_args!("{}", lease.runtime().owner_hash));
+                parts.headers.insert(auth::OWNER_HASH_HEADER, owner);
             }
-            let authority = match (&lease, service) {
-                (None, _) => self.shared_authority(service),
-                (Some(lease), RuntimePort::Rpc) => lease.runtime().endpoints.rpc.clone(),
-                (Some(lease), RuntimePort::View) => lease.runtime().endpoints.view.clone(),
-                (Some(lease), RuntimePort::Cdp) => lease.runtime().endpoints.cdp.clone(),
+            let shared;
+            let authority: &str = match (&lease, service) {
+                (None, _) => {
+                    shared = self.shared_authority(service);
+                    &shared
+                }
+                (Some(lease), RuntimePort::Rpc) => &lease.runtime().endpoints.rpc,
+                (Some(lease), RuntimePort::View) => &lease.runtime().endpoints.view,
+                (Some(lease), RuntimePort::Cdp) => &lease.runtime().endpoints.cdp,
             };
             let sent = Instant::now();
             let result = match client_upgrade {
-                Some(_) => tunnel::handshake(&parts, &authority, rest, self.settings.upstream_timeout).await,
+                Some(_) => tunnel::handshake(&parts, authority, rest, self.settings.upstream_timeout).await,
                 None => {
                     let body = body
                         .take()
                         .or_else(|| handle.resend())
                         .ok_or_else(|| RequestError::UpstreamFailed("request body was already sent".into()))?;
                     self.upstream
-                        .send(&parts, &authority, rest, body)
+                        .send(&parts, authority, rest, body)
                         .await
                         .map(|r| (r, None))
                 }
@@ -555,7 +558,7 @@ impl Gateway {
             }
             let with_timing = |mut response: Response<Body>| {
                 if let Some(timing) = timing.clone() {
-                    response.headers_mut().insert("server-timing", timing);
+                    response.headers_mut().insert(metrics::SERVER_TIMING, timing);
                 }
                 response
             };
@@ -590,7 +593,7 @@ impl Gateway {
                     return Ok(with_timing(response));
                 }
                 Ok((response, None)) => return Ok(with_timing(proxy::into_client_response(response, lease))),
-                Err(error @ (SendError::Connect(_) | SendError::Failed(_))) if !limit.exceeded() => {
+                Err(error @ (SendError::Connect(_) | SendError::Failed(_))) if !handle.exceeded() => {
                     let Some(lease) = lease else {
                         return Err(error.into());
                     };
@@ -621,7 +624,7 @@ impl Gateway {
                     }
                     return Err(error.into());
                 }
-                Err(_) if limit.exceeded() => {
+                Err(_) if handle.exceeded() => {
                     return Err(RequestError::BodyTooLarge {
                         limit: self.settings.limits.max_rpc_body_bytes as usize,
                     });

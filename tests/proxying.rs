@@ -188,6 +188,52 @@ async fn hop_by_hop_headers_stay_and_forwarding_headers_are_set() {
     assert_eq!(seen["x-forwarded-host"], gateway.addr.to_string().as_str());
 }
 
+/// Requests to a runtime go over kept connections: a keep-alive client's requests, and the
+/// requests of clients that each open a connection of their own, reuse the connection the
+/// first one dialled instead of dialling one each.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_reuse_kept_connections_to_their_runtime() {
+    let scope = Scope::new("reuse");
+    // Two workers: a client connection lives on one, and each keeps its own connections.
+    let gateway = GatewayConfig::new(&scope).env("LAZYGATE_WORKERS", "2").start();
+    let owner = unique("reuse");
+    let url = gateway.url(&format!("/rpc/{owner}/headers"));
+    assert_eq!(get(&url).await.status, 200, "the runtime starts");
+    let dialled = metric(&gateway, "lazygate_upstream_connections_total").await;
+    assert!(dialled >= 1.0, "the first request dialled its runtime");
+
+    // One keep-alive client, 30 requests one after another, with bodies both ways.
+    let keep_alive = client();
+    for i in 0..30 {
+        let request = Request::post(gateway.url(&format!("/rpc/{owner}/echo")))
+            .header("authorization", bearer())
+            .body(Full::new(Bytes::from(format!("run {i}"))))
+            .unwrap();
+        let response = keep_alive.request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, format!("run {i}").as_bytes());
+    }
+    let after_keep_alive = metric(&gateway, "lazygate_upstream_connections_total").await;
+    // At most one per worker: the client's connection is on one of them.
+    assert!(
+        after_keep_alive - dialled <= 1.0,
+        "30 requests on one client connection dialled {} connections",
+        after_keep_alive - dialled
+    );
+
+    // 30 clients, one request each, each on a new connection (spread over both workers).
+    for _ in 0..30 {
+        assert_eq!(get(&url).await.status, 200);
+    }
+    let after_new_clients = metric(&gateway, "lazygate_upstream_connections_total").await;
+    assert!(
+        after_new_clients - after_keep_alive <= 2.0,
+        "30 requests on 30 client connections dialled {} connections",
+        after_new_clients - after_keep_alive
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_view_without_trailing_slash_redirects() {
     let scope = Scope::new("redirect");

@@ -4,7 +4,6 @@
 use bytes::Bytes;
 use http::Response;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
 use crate::body::{Body, full};
 use crate::error::RequestError;
@@ -65,7 +64,7 @@ pub fn rewrite(value: &mut serde_json::Value, public_host: &str, owner: &str, se
 /// Reads a discovery answer whole, rewrites it, and returns it with a fresh length. An
 /// answer that is not JSON passes unchanged.
 pub async fn rewrite_response(
-    response: Response<Incoming>,
+    response: Response<super::UpstreamBody>,
     public_host: &str,
     owner: &str,
     secure: bool,

@@ -92,35 +92,72 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 /// client sent in them is believed only from a `trusted` peer (the tunnel); from anyone else
 /// it is replaced.
 pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, original_host: Option<HeaderValue>, trusted: bool) {
-    let xff = HeaderName::from_static("x-forwarded-for");
-    let proto = HeaderName::from_static("x-forwarded-proto");
-    let host = HeaderName::from_static("x-forwarded-host");
     if !trusted {
-        for name in [&xff, &proto, &host] {
+        for name in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST, &FORWARDED] {
             headers.remove(name);
         }
-        headers.remove(HeaderName::from_static("forwarded"));
     }
-    let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {peer}"),
-        None => peer.to_string(),
+    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(existing) => HeaderValue::from_str(&format!("{existing}, {peer}")).ok(),
+        None => Some(shared_value(format_args!("{peer}"))),
     };
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        headers.insert(xff, value);
+    if let Some(value) = value {
+        headers.insert(X_FORWARDED_FOR, value);
     }
-    if !headers.contains_key(&proto) {
-        headers.insert(proto, HeaderValue::from_static("http"));
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
     if let Some(original) = original_host
-        && !headers.contains_key(&host)
+        && !headers.contains_key(&X_FORWARDED_HOST)
     {
-        headers.insert(host, original);
+        headers.insert(X_FORWARDED_HOST, original);
     }
+}
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// Up to this many bytes, a value the gateway formats is written in place ([`shared_value`]).
+const SHORT_VALUE: usize = 64;
+
+/// The text of a short formatted header value, kept inline.
+struct ShortValue {
+    bytes: [u8; SHORT_VALUE],
+    len: usize,
+}
+
+impl AsRef<[u8]> for ShortValue {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// A header value the gateway formats for every request (a request id, a peer address, an
+/// owner hash): written in place and put in one allocation that its clones share. (A value
+/// made from a `String` is copied once, and copied again the first time it is cloned.)
+/// `args` must format as visible ASCII; a value that does not, or is longer than
+/// [`SHORT_VALUE`], goes the ordinary way.
+pub fn shared_value(args: std::fmt::Arguments<'_>) -> HeaderValue {
+    use std::io::Write;
+    let mut value = ShortValue {
+        bytes: [0; SHORT_VALUE],
+        len: 0,
+    };
+    let mut cursor = std::io::Cursor::new(&mut value.bytes[..]);
+    if cursor.write_fmt(args).is_ok() {
+        value.len = cursor.position() as usize;
+        if let Ok(header) = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(value)) {
+            return header;
+        }
+    }
+    HeaderValue::from_str(&args.to_string()).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// The header that carries a request's id, from the client (when trusted), to the runtime
 /// and back.
-pub const REQUEST_ID: &str = "x-request-id";
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The request's id: the `X-Request-Id` a trusted proxy sent (1 to 128 visible ASCII
 /// characters), else a new one (a per-process random prefix and a counter: unique, cheap).
@@ -128,7 +165,7 @@ pub fn request_id(headers: &HeaderMap, trusted: bool) -> HeaderValue {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
     if trusted
-        && let Some(given) = headers.get(REQUEST_ID)
+        && let Some(given) = headers.get(&REQUEST_ID)
         && (1..=128).contains(&given.len())
         && given.as_bytes().iter().all(|b| (0x21..=0x7e).contains(b))
     {
@@ -142,7 +179,7 @@ pub fn request_id(headers: &HeaderMap, trusted: bool) -> HeaderValue {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    HeaderValue::from_str(&format!("{prefix}-{n:x}")).expect("hex and a dash")
+    shared_value(format_args!("{prefix}-{n:x}"))
 }
 
 /// True when a trusted proxy in front (the tunnel) says the client used HTTPS.

@@ -1,4 +1,5 @@
-//! Proxy: forwards a request to a runtime over a pooled client and streams the answer back.
+//! Proxy: forwards a request to a runtime over a kept-alive connection ([`upstream`]) and
+//! streams the answer back.
 //!
 //! Bodies stream both ways without being buffered; the response body carries the request's
 //! [`Lease`] so the runtime stays held until the last byte has gone out. WebSocket
@@ -8,6 +9,9 @@ pub mod cdp;
 pub mod frames;
 pub mod headers;
 pub mod tunnel;
+pub mod upstream;
+
+pub use upstream::{Upstream, UpstreamBody};
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -15,67 +19,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, Uri};
+use http::Response;
 use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use crate::body::{Body, BoxError};
 use crate::error::RequestError;
 use crate::provision::Lease;
-use crate::report::error_chain;
-
-/// Idle connections kept per runtime (per worker thread).
-const IDLE_UPSTREAM_CONNECTIONS: usize = 32;
-
-/// The pooled HTTP/1.1 client every forwarded request goes through.
-#[derive(Clone)]
-pub struct Upstream {
-    client: Client<HttpConnector, RequestBody>,
-    /// Longest wait for a runtime's response head.
-    timeout: Duration,
-}
-
-impl Upstream {
-    pub fn new(timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        // A burst opens as many upstream connections as it has requests in flight; past it,
-        // a few idle ones per runtime are enough (nginx's `keepalive` pool is the same idea),
-        // and keeping every one would cost memory per connection the burst ever had.
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(IDLE_UPSTREAM_CONNECTIONS)
-            .build(connector);
-        Upstream { client, timeout }
-    }
-
-    /// Sends `request` to `http://<authority><path_and_query>`.
-    pub async fn send(
-        &self,
-        parts: &http::request::Parts,
-        authority: &str,
-        path_and_query: &str,
-        body: RequestBody,
-    ) -> Result<Response<Incoming>, SendError> {
-        let uri: Uri = format!("http://{authority}{path_and_query}")
-            .parse()
-            .map_err(|e| SendError::Failed(format!("bad upstream URI: {e}")))?;
-        let mut request = Request::new(body);
-        *request.method_mut() = parts.method.clone();
-        *request.uri_mut() = uri;
-        *request.headers_mut() = parts.headers.clone();
-        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
-            Err(_) => Err(SendError::Timeout(self.timeout)),
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) if error.is_connect() => Err(SendError::Connect(error_chain(&error))),
-            Ok(Err(error)) => Err(SendError::Failed(error_chain(&error))),
-        }
-    }
-}
 
 /// How sending to a runtime failed.
 #[derive(Debug)]
@@ -119,9 +69,11 @@ const REPLAY_LIMIT: usize = 64 * 1024;
 /// A request body that can be sent again to a replaced runtime: the first
 /// [`REPLAY_LIMIT`] bytes read are kept, and the unread rest goes back to the handle when an
 /// attempt is dropped, so a request whose runtime turned out to be gone is sent again, body
-/// and all, to its replacement (unless more than the limit had already gone out).
+/// and all, to its replacement (unless more than the limit had already gone out). A request
+/// that has no body (most GETs) shares nothing.
 pub struct RequestBody {
-    state: Arc<Mutex<BodyState>>,
+    /// What attempts share; `None` for a request without a body.
+    state: Option<Arc<Mutex<BodyState>>>,
     /// This attempt's hold on the unread rest of the client's body.
     taken: Option<Incoming>,
     /// Kept frames this attempt has yielded again so far.
@@ -130,8 +82,8 @@ pub struct RequestBody {
     recording: bool,
     hint: SizeHint,
     end_stream: bool,
-    /// Bytes allowed through, and a flag raised when a body goes past them.
-    limit: BodyLimit,
+    /// Bytes allowed through: a chunked body has no length to check up front.
+    max: u64,
     sent: u64,
 }
 
@@ -144,49 +96,30 @@ struct BodyState {
     kept_len: usize,
     /// More was read than is kept: the body cannot be sent again.
     lost: bool,
-}
-
-/// A cap on a streamed body (a chunked body has no length to check up front).
-#[derive(Clone)]
-pub struct BodyLimit {
-    max: u64,
-    exceeded: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl BodyLimit {
-    pub fn new(max: u64) -> Self {
-        BodyLimit {
-            max,
-            exceeded: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        }
-    }
-
-    pub fn unlimited() -> Self {
-        Self::new(u64::MAX)
-    }
-
-    /// True when the body was cut off for being too large.
-    pub fn exceeded(&self) -> bool {
-        self.exceeded.load(std::sync::atomic::Ordering::Acquire)
-    }
+    /// The body went past its cap and was cut off.
+    exceeded: bool,
 }
 
 impl RequestBody {
-    /// Wraps `incoming`; the returned handle makes fresh attempts at sending it.
-    pub fn new(incoming: Incoming, limit: BodyLimit) -> (Self, BodyHandle) {
+    /// Wraps `incoming`, letting at most `max` bytes through; the returned handle makes
+    /// fresh attempts at sending it.
+    pub fn new(incoming: Incoming, max: u64) -> (Self, BodyHandle) {
         let hint = incoming.size_hint();
         let end_stream = incoming.is_end_stream();
-        let state = Arc::new(Mutex::new(BodyState {
-            incoming: Some(incoming),
-            kept: Vec::new(),
-            kept_len: 0,
-            lost: false,
-        }));
+        let state = (!end_stream).then(|| {
+            Arc::new(Mutex::new(BodyState {
+                incoming: Some(incoming),
+                kept: Vec::new(),
+                kept_len: 0,
+                lost: false,
+                exceeded: false,
+            }))
+        });
         let handle = BodyHandle {
             state,
             hint,
             end_stream,
-            limit,
+            max,
         };
         let body = handle.attempt();
         (body, handle)
@@ -196,18 +129,18 @@ impl RequestBody {
 impl Drop for RequestBody {
     fn drop(&mut self) {
         // The unread rest goes back for the next attempt.
-        if let Some(incoming) = self.taken.take() {
-            self.state.lock().expect("body lock").incoming = Some(incoming);
+        if let (Some(incoming), Some(state)) = (self.taken.take(), &self.state) {
+            state.lock().expect("body lock").incoming = Some(incoming);
         }
     }
 }
 
 /// The other end of a [`RequestBody`].
 pub struct BodyHandle {
-    state: Arc<Mutex<BodyState>>,
+    state: Option<Arc<Mutex<BodyState>>>,
     hint: SizeHint,
     end_stream: bool,
-    limit: BodyLimit,
+    max: u64,
 }
 
 impl BodyHandle {
@@ -219,19 +152,28 @@ impl BodyHandle {
             recording: true,
             hint: self.hint,
             end_stream: self.end_stream,
-            limit: self.limit.clone(),
+            max: self.max,
             sent: 0,
         }
     }
 
     /// True while the body can still be sent again whole.
     pub fn can_resend(&self) -> bool {
-        !self.state.lock().expect("body lock").lost
+        self.state
+            .as_ref()
+            .is_none_or(|state| !state.lock().expect("body lock").lost)
     }
 
     /// A fresh body for a resend, unless more of it went out than can be sent again.
     pub fn resend(&self) -> Option<RequestBody> {
         self.can_resend().then(|| self.attempt())
+    }
+
+    /// True when the body was cut off for being larger than its cap.
+    pub fn exceeded(&self) -> bool {
+        self.state
+            .as_ref()
+            .is_some_and(|state| state.lock().expect("body lock").exceeded)
     }
 }
 
@@ -240,8 +182,11 @@ impl HttpBody for RequestBody {
     type Error = BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let Some(shared) = self.state.clone() else {
+            return Poll::Ready(None);
+        };
         if self.taken.is_none() {
-            let mut state = self.state.lock().expect("body lock");
+            let mut state = shared.lock().expect("body lock");
             // What earlier attempts read goes out again first.
             if let Some(kept) = state.kept.get(self.replayed).cloned() {
                 drop(state);
@@ -262,13 +207,13 @@ impl HttpBody for RequestBody {
             && let Some(data) = frame.data_ref()
         {
             self.sent += data.len() as u64;
-            if self.sent > self.limit.max {
-                self.limit.exceeded.store(true, std::sync::atomic::Ordering::Release);
+            if self.sent > self.max {
+                shared.lock().expect("body lock").exceeded = true;
                 return Poll::Ready(Some(Err("request body too large".into())));
             }
             if self.recording {
                 let kept = {
-                    let mut state = self.state.lock().expect("body lock");
+                    let mut state = shared.lock().expect("body lock");
                     if state.kept_len + data.len() <= REPLAY_LIMIT {
                         state.kept_len += data.len();
                         state.kept.push(data.clone());
@@ -305,7 +250,7 @@ impl HttpBody for RequestBody {
 
 /// A response body that holds the lease until it has been sent whole (or dropped).
 struct LeasedBody {
-    inner: Incoming,
+    inner: UpstreamBody,
     /// `None` once the body has ended (or in shared mode, which has no leases).
     lease: Option<Lease>,
 }
@@ -319,7 +264,7 @@ impl HttpBody for LeasedBody {
         if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = &polled {
             self.lease = None;
         }
-        polled.map(|frame| frame.map(|r| r.map_err(Into::into)))
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -333,7 +278,7 @@ impl HttpBody for LeasedBody {
 
 /// Turns a runtime's response into the client's: hop-by-hop headers removed, the body
 /// streamed through with the lease attached.
-pub fn into_client_response(response: Response<Incoming>, lease: Option<Lease>) -> Response<Body> {
+pub fn into_client_response(response: Response<UpstreamBody>, lease: Option<Lease>) -> Response<Body> {
     let (mut parts, incoming) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
     let body = if incoming.is_end_stream() {

@@ -16,24 +16,21 @@ use crate::metrics::{GaugeHold, Metrics, ReasonLabels};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode, Uri};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::frames::{self, FrameBoundaries};
-use super::{SendError, headers};
+use super::{SendError, UpstreamBody, headers};
 use crate::body::Body;
 use crate::provision::Lease;
 use crate::report::error_chain;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A direction's buffer while its reads are small.
 const SMALL_BUFFER: usize = 2 * 1024;
 /// A direction's buffer once a read has filled the small one.
@@ -46,12 +43,8 @@ pub async fn handshake(
     authority: &str,
     path_and_query: &str,
     timeout: Duration,
-) -> Result<(Response<Incoming>, Option<OnUpgrade>), SendError> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority))
-        .await
-        .map_err(|_| SendError::Connect(format!("connecting to {authority} timed out")))?
-        .map_err(|e| SendError::Connect(format!("connecting to {authority}: {e}")))?;
-    stream.set_nodelay(true).ok();
+) -> Result<(Response<UpstreamBody>, Option<OnUpgrade>), SendError> {
+    let stream = super::upstream::connect(authority).await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| SendError::Failed(error_chain(&e)))?;
@@ -77,7 +70,7 @@ pub async fn handshake(
         .map_err(|_| SendError::Timeout(timeout))?
         .map_err(|e| SendError::Failed(error_chain(&e)))?;
     let upgrade = (response.status() == StatusCode::SWITCHING_PROTOCOLS).then(|| hyper::upgrade::on(&mut response));
-    Ok((response, upgrade))
+    Ok((response.map(UpstreamBody::unkept), upgrade))
 }
 
 /// How a tunnel watches its client: pings find a peer that is gone (a closed laptop lid
@@ -107,7 +100,7 @@ pub struct Tunnels {
 /// joins the two upgraded connections until either side closes (or the gateway closes the
 /// tunnel: a client gone, the age cap, the drain deadline).
 pub fn splice(
-    response: Response<Incoming>,
+    response: Response<UpstreamBody>,
     client: OnUpgrade,
     upstream: OnUpgrade,
     mut lease: Option<Lease>,

@@ -1,0 +1,255 @@
+//! Upstream connections: how a forwarded request reaches its runtime (or the default upstream).
+//!
+//! Each worker keeps its own idle HTTP/1.1 connections, by authority ([`IdleConnections`]).
+//! A request takes the connection that went idle last (its buffers are the warmest), or
+//! dials one; the connection goes back when the response body has been read to its end
+//! ([`UpstreamBody`]), so a keep-alive client's requests find the same connection again and
+//! again. A response dropped before its end closes its connection (HTTP/1.1 cannot reuse a
+//! connection with a message half read).
+//!
+//! This is what hyper-util's pooled client does, without what a forward does not need per
+//! request: an absolute URI built and parsed, a checkout future keyed by scheme and
+//! authority, a reaper task. A request on a reused connection that the runtime closed
+//! before taking it is sent again on a fresh one (hyper hands the unsent request back).
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, Uri, header};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::{RequestBody, SendError};
+use crate::body::BoxError;
+use crate::metrics::Metrics;
+use crate::report::error_chain;
+
+/// Longest wait for a TCP connection to a runtime.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle connections kept per authority (per worker): past a burst, a few are enough
+/// (nginx's `keepalive` is the same idea), and each costs memory on both ends.
+const MAX_IDLE_PER_AUTHORITY: usize = 32;
+/// An idle connection older than this is closed rather than reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the whole idle list is swept of closed and expired connections (runtimes that
+/// are gone leave theirs behind).
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// Sends forwarded requests over kept-alive HTTP/1.1 connections; one per worker.
+#[derive(Clone)]
+pub struct Upstream {
+    idle: Arc<IdleConnections>,
+    /// Longest wait for a runtime's response head.
+    timeout: Duration,
+    /// Counts the connections dialled (each reuse is one not dialled).
+    metrics: Arc<Metrics>,
+}
+
+/// One upstream connection.
+struct Connection {
+    authority: Arc<str>,
+    /// `Host` for requests that come without one (the authority, as a client would send it).
+    host: HeaderValue,
+    sender: SendRequest<RequestBody>,
+    /// When it last went idle.
+    since: Instant,
+}
+
+/// A worker's idle connections, by authority; the most recently idle last.
+#[derive(Default)]
+struct IdleConnections {
+    /// Behind a lock only because the gateway is shared with the worker's tasks: a worker is
+    /// one thread, so it is never contended.
+    state: Mutex<IdleState>,
+}
+
+#[derive(Default)]
+struct IdleState {
+    by_authority: HashMap<Arc<str>, Vec<Connection>>,
+    swept: Option<Instant>,
+}
+
+impl IdleConnections {
+    /// The most recently idle connection to `authority` that can take a request now.
+    fn take(&self, authority: &str) -> Option<Connection> {
+        let mut state = self.state.lock().expect("idle connections lock");
+        let idle = state.by_authority.get_mut(authority)?;
+        while let Some(connection) = idle.pop() {
+            if connection.sender.is_ready() && connection.since.elapsed() < IDLE_TIMEOUT {
+                return Some(connection);
+            }
+            // Closed by the runtime, expired, or still finishing its last message (then
+            // hyper closes it once dropped): a fresh one is cheaper than waiting.
+        }
+        None
+    }
+
+    /// Keeps `connection` for the next request to its authority.
+    fn put(&self, mut connection: Connection) {
+        if connection.sender.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        connection.since = now;
+        let mut state = self.state.lock().expect("idle connections lock");
+        if state.swept.is_none_or(|at| now.duration_since(at) >= SWEEP_EVERY) {
+            state.swept = Some(now);
+            state.by_authority.retain(|_, idle| {
+                idle.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < IDLE_TIMEOUT);
+                !idle.is_empty()
+            });
+        }
+        let idle = state.by_authority.entry(connection.authority.clone()).or_default();
+        if idle.len() >= MAX_IDLE_PER_AUTHORITY {
+            idle.remove(0);
+        }
+        idle.push(connection);
+    }
+}
+
+impl Upstream {
+    pub fn new(timeout: Duration, metrics: Arc<Metrics>) -> Self {
+        Upstream {
+            idle: Arc::new(IdleConnections::default()),
+            timeout,
+            metrics,
+        }
+    }
+
+    /// Sends `parts` (method and headers) with `body` to `http://<authority><path_and_query>`.
+    pub async fn send(
+        &self,
+        parts: &http::request::Parts,
+        authority: &str,
+        path_and_query: &str,
+        body: RequestBody,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        let uri = Uri::try_from(path_and_query).map_err(|e| SendError::Failed(format!("bad upstream path: {e}")))?;
+        let mut request = Request::new(body);
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = uri;
+        *request.headers_mut() = parts.headers.clone();
+        let mut reused = self.idle.take(authority);
+        loop {
+            let fresh = reused.is_none();
+            let mut connection = match reused.take() {
+                Some(connection) => connection,
+                None => self.dial(authority).await?,
+            };
+            if !request.headers().contains_key(header::HOST) {
+                request.headers_mut().insert(header::HOST, connection.host.clone());
+            }
+            let sent = tokio::time::timeout(self.timeout, connection.sender.try_send_request(request)).await;
+            match sent {
+                Err(_) => return Err(SendError::Timeout(self.timeout)),
+                Ok(Ok(response)) => {
+                    let (parts, incoming) = response.into_parts();
+                    let body = UpstreamBody::new(incoming, connection, self.idle.clone());
+                    return Ok(Response::from_parts(parts, body));
+                }
+                Ok(Err(mut error)) => match error.take_message() {
+                    // The runtime closed a kept connection before it took the request: the
+                    // request went nowhere, so it goes again, on a new connection.
+                    Some(unsent) if !fresh => request = unsent,
+                    _ => return Err(SendError::Failed(error_chain(&error.into_error()))),
+                },
+            }
+        }
+    }
+
+    /// A new connection to `authority`, its HTTP/1.1 task running on this worker (it ends
+    /// when the connection closes or its sender is dropped while idle).
+    async fn dial(&self, authority: &str) -> Result<Connection, SendError> {
+        let host =
+            HeaderValue::from_str(authority).map_err(|e| SendError::Failed(format!("bad upstream address: {e}")))?;
+        let stream = connect(authority).await?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| SendError::Failed(error_chain(&e)))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(error = %error_chain(&error), "upstream connection ended");
+            }
+        });
+        self.metrics.upstream_dialled();
+        Ok(Connection {
+            authority: Arc::from(authority),
+            host,
+            sender,
+            since: Instant::now(),
+        })
+    }
+}
+
+/// A TCP connection to `authority` (`host:port`), with Nagle off, within [`CONNECT_TIMEOUT`].
+pub async fn connect(authority: &str) -> Result<TcpStream, SendError> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority))
+        .await
+        .map_err(|_| SendError::Connect(format!("connecting to {authority} timed out")))?
+        .map_err(|e| SendError::Connect(format!("connecting to {authority}: {e}")))?;
+    stream.set_nodelay(true).ok();
+    Ok(stream)
+}
+
+/// A runtime's response body; its connection goes back to the worker's idle connections
+/// once the body has been read to its end.
+pub struct UpstreamBody {
+    inner: Incoming,
+    /// The connection and where it goes back to; `None` once given back, and for a body
+    /// that does not come from a kept connection (a WebSocket handshake's).
+    release: Option<(Connection, Arc<IdleConnections>)>,
+}
+
+impl UpstreamBody {
+    fn new(inner: Incoming, connection: Connection, idle: Arc<IdleConnections>) -> Self {
+        let mut body = UpstreamBody {
+            inner,
+            release: Some((connection, idle)),
+        };
+        if body.inner.is_end_stream() {
+            body.give_back();
+        }
+        body
+    }
+
+    /// A body whose connection is not kept.
+    pub fn unkept(inner: Incoming) -> Self {
+        UpstreamBody { inner, release: None }
+    }
+
+    fn give_back(&mut self) {
+        if let Some((connection, idle)) = self.release.take() {
+            idle.put(connection);
+        }
+    }
+}
+
+impl HttpBody for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.give_back(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.give_back(),
+            Poll::Ready(Some(Err(_))) => self.release = None,
+            _ => {}
+        }
+        polled.map(|frame| frame.map(|r| r.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
