@@ -173,7 +173,7 @@ impl Gateway {
         let admitted = admission.admit(&route, &request, peer)?;
         match route {
             Route::Health => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
-            Route::Ready => self.readiness().await,
+            Route::Ready => Box::pin(self.readiness()).await,
             Route::ViewRedirect { owner_hash } => {
                 let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
                 let location = format!("/view/{owner_hash}/{query}");
@@ -200,14 +200,16 @@ impl Gateway {
                 }
                 Ok(response)
             }
-            Route::Release { owner_hash, .. } => api::release(&self.api(&auth), owner_hash).await,
+            // Boxed, as every route that is not a forward: a forward's future is what each
+            // request allocates, and it need not hold room for theirs.
+            Route::Release { owner_hash, .. } => Box::pin(api::release(&self.api(&auth), owner_hash)).await,
             Route::ApiEnsure => {
                 let host = admitted.public_host.as_deref();
-                let (response, cold) = api::ensure(&self.api(&auth), request, host, admitted.secure).await?;
+                let (response, cold) = Box::pin(api::ensure(&self.api(&auth), request, host, admitted.secure)).await?;
                 log.cold = cold;
                 Ok(response)
             }
-            Route::ApiCleanup => api::cleanup(&self.api(&auth), request).await,
+            Route::ApiCleanup => Box::pin(api::cleanup(&self.api(&auth), request)).await,
             Route::SharedView { rest } if self.settings.isolation_mode == IsolationMode::Shared => {
                 let target = Target {
                     owner_hash: None,
@@ -215,14 +217,14 @@ impl Gateway {
                     service: RuntimePort::View,
                     rest: admitted.rest.as_deref().unwrap_or(&rest),
                 };
-                let mut response = self.forward(request, peer, target, &admitted, log).await?;
+                let mut response = Box::pin(self.forward(request, peer, target, &admitted, log)).await?;
                 if let Some(cookie) = admitted.view_cookie {
                     response.headers_mut().append(header::SET_COOKIE, cookie);
                 }
                 Ok(response)
             }
             Route::SharedView { .. } | Route::Other => match &self.settings.default_upstream {
-                Some(authority) => self.pass_through(request, peer, authority).await,
+                Some(authority) => Box::pin(self.pass_through(request, peer, authority)).await,
                 None => Err(route::RouteError::not_found(request.uri().path()).into()),
             },
         }
@@ -538,7 +540,15 @@ impl Gateway {
             };
             let sent = Instant::now();
             let result = match client_upgrade {
-                Some(_) => tunnel::handshake(&parts, authority, rest, self.settings.upstream_timeout).await,
+                Some(_) => {
+                    Box::pin(tunnel::handshake(
+                        &parts,
+                        authority,
+                        rest,
+                        self.settings.upstream_timeout,
+                    ))
+                    .await
+                }
                 None => {
                     let body = body
                         .take()
@@ -588,7 +598,8 @@ impl Gateway {
                 Ok((response, None)) if matches!(service, RuntimePort::Cdp) && admitted.public_host.is_some() => {
                     let public_host = admitted.public_host.as_deref().unwrap_or_default();
                     let owner = owner.unwrap_or_default();
-                    let response = cdp::rewrite_response(response, public_host, owner, admitted.secure).await?;
+                    let response =
+                        Box::pin(cdp::rewrite_response(response, public_host, owner, admitted.secure)).await?;
                     drop(lease);
                     return Ok(with_timing(response));
                 }
@@ -607,7 +618,7 @@ impl Gateway {
                         || parts.method == Method::GET
                         || parts.method == Method::HEAD;
                     let resendable = repeatable && (client_upgrade.is_some() || handle.can_resend());
-                    if self.provisioner.recover(&lease).await? {
+                    if Box::pin(self.provisioner.recover(&lease)).await? {
                         if !retried && resendable {
                             retried = true;
                             drop(lease);

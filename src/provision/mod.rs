@@ -527,6 +527,21 @@ impl Provisioner {
     /// Waits at most the start timeout. The start itself runs in its own task holding the
     /// slot lock, so a client that goes away never leaves a half-made runtime behind.
     pub async fn acquire(self: &Arc<Self>, owner_hash: OwnerHash) -> Result<Lease, ProvisionError> {
+        // The warm path: the runtime is ready and nobody holds its slot's lock. Without an
+        // await, so that a request's future does not carry the start's (boxed below).
+        let slot = self.slot(owner_hash);
+        if slot.ready.load(Ordering::Acquire)
+            && let Ok(guard) = slot.state.clone().try_lock_owned()
+            && let SlotState::Ready(runtime) = &*guard
+        {
+            let runtime = runtime.clone();
+            return Ok(self.lease(&slot, runtime, false));
+        }
+        Box::pin(self.acquire_waiting(owner_hash)).await
+    }
+
+    /// [`Provisioner::acquire`] when the runtime is not ready or its slot is busy.
+    async fn acquire_waiting(self: &Arc<Self>, owner_hash: OwnerHash) -> Result<Lease, ProvisionError> {
         let waited = self.settings.start_timeout;
         let deadline = Instant::now() + waited;
         let slot = self.slot(owner_hash);

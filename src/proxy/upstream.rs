@@ -140,7 +140,8 @@ impl Upstream {
             let fresh = reused.is_none();
             let mut connection = match reused.take() {
                 Some(connection) => connection,
-                None => self.dial(authority).await?,
+                // Boxed: rare, and its future (name resolution, connect, handshake) is large.
+                None => Box::pin(self.dial(authority)).await?,
             };
             if !request.headers().contains_key(header::HOST) {
                 request.headers_mut().insert(header::HOST, connection.host.clone());
