@@ -91,6 +91,17 @@ for c in CONTENDERS:
             "p99": med(ms(r["p99"]) for r in runs),
             "cpu": med(r.get("cpu_us", 0) for r in runs),
         }
+builds = {}
+for label in ("baseline", "this"):
+    runs = of("build", contender=label)
+    if runs:
+        builds[label] = {
+            "rps": med(r["rps"] for r in runs),
+            "p99": med(ms(r["p99"]) for r in runs),
+            "cpu": med(r.get("cpu_us", 0) for r in runs),
+            "runs": [r["rps"] for r in runs],
+        }
+profiles = {r["build"]: r["profile"] for r in of("profile")}
 concurrent = {}
 for r in of("concurrent"):
     concurrent.setdefault((r["contender"], r["owners"]), []).append(r["wall_ms"])
@@ -212,6 +223,37 @@ if logged:
             if n and h
             else f"| {c} | {v['rps']:.0f} | {v['p99']:.2f} | | | {v['cpu']:.1f} |"
         )
+
+if builds or profiles:
+    out += ["", "### Where lazygate's time goes", ""]
+    out.append(
+        "The warm GET again, through this build and (with `BASELINE_BIN`) an earlier one, alternating on "
+        "the same upstream and load; then, in the first repeat, `perf record -F 1999 -g` on the gateway "
+        f"for {duration} of the same load (user and kernel samples; the gateway is slower while sampled), "
+        "summed by component with `bench/profile.py`. On this virtual machine perf samples on a timer, so "
+        "kernel time shows up at the points where interrupts are enabled again "
+        "(`finish_task_switch`, `_raw_spin_unlock_irqrestore`)."
+    )
+    if builds:
+        out += ["", "| build | requests/s | runs | p99 ms | proxy CPU µs/request |", "|---|---|---|---|---|"]
+        for label, v in builds.items():
+            runs = ", ".join(f"{x:.0f}" for x in v["runs"])
+            out.append(f"| {label} | {v['rps']:.0f} | {runs} | {v['p99']:.2f} | {v['cpu']:.1f} |")
+    if profiles:
+        labels = list(profiles)
+        names = sorted({n for p in profiles.values() for n in p["components"]}, key=lambda n: -profiles[labels[-1]]["components"].get(n, 0))
+        out += ["", "| component | " + " | ".join(f"{label}: share of samples (of CPU µs/request)" for label in labels) + " |", "|---|" + "---|" * len(labels)]
+        def cell(label, name):
+            share = profiles[label]["components"].get(name, 0)
+            cpu = builds.get(label, {}).get("cpu")
+            # The share of the build's CPU per request, in µs (from its timed runs).
+            return f"{share:.1f}% ({share * cpu / 100:.1f} µs)" if cpu else f"{share:.1f}%"
+
+        for name in names:
+            out.append(f"| {name} | " + " | ".join(cell(label, name) for label in labels) + " |")
+        last = labels[-1]
+        out += ["", f"Heaviest symbols ({last}):", "", "| symbol | share |", "|---|---|"]
+        out += [f"| `{t['symbol']}` | {t['share']:.1f}% |" for t in profiles[last]["top"]]
 
 out += ["", "## 2. WebSocket relay through `/view/<hash>/websockify`", ""]
 out.append(

@@ -8,6 +8,8 @@
 #   SECTIONS="warm logged profile" bench/run.sh
 #                           only those sections (warm metrics logged profile ws memory owners
 #                           cold concurrent), summary printed, BENCHMARKS.md left alone
+#   BASELINE_BIN=<gateway binary> bench/run.sh
+#                           the profile section times and samples that build beside this one
 #   SECTIONS=serve bench/run.sh
 #                           the fronts kept up for measuring by hand (target/bench-serve.env)
 # Contenders on the same upstream (one runtime container): direct (no proxy), lazygate, nginx
@@ -255,7 +257,7 @@ cpu_ticks() { # pids... -> user+system clock ticks used so far
 }
 proxy_pids() { # contender -> the processes doing its work
   case $1 in
-    lazygate) echo "$gateway_pid" ;;
+    lazygate | this | baseline) echo "$gateway_pid" ;;
     nginx) pgrep -P "$nginx_pid" | tr '\n' ' ' ;;
     haproxy) echo "$haproxy_pid" ;;
     *) echo "" ;;
@@ -331,21 +333,31 @@ done
 fi
 start_gateway $STUB target/release/lazygate serve
 
-# --- 1d. where lazygate's time goes: a sampling profile of the warm GET ----------------------
-# perf samples the gateway (user and kernel) while wrk runs the small GET, then
-# bench/profile.py sums the samples by component. Not part of the full run (it slows the
-# gateway down while it samples); ask for it with SECTIONS=profile.
-if [[ " $SECTIONS " == *" profile "* ]]; then
+# --- 1d. where lazygate's time goes: the warm GET, timed and sampled ---------------------
+# The same small GET through this build and, with BASELINE_BIN=<an earlier build of the
+# gateway>, through that one too, alternating on the same upstream; in the first repeat perf
+# samples each (user and kernel) and bench/profile.py sums the samples by component.
+if wanted profile; then
+  echo "profile (warm GET, x$REPEATS)"
   apt_install linux-perf
+  builds=("this=target/release/lazygate")
+  [ -n "${BASELINE_BIN:-}" ] && builds=("baseline=$BASELINE_BIN" "${builds[@]}")
+  for r in $(seq 1 "$REPEATS"); do
+    for entry in "${builds[@]}"; do
+      label=${entry%%=*}
+      start_gateway $STUB "${entry#*=}" serve
+      run_wrk build "$label" get "$(url_of lazygate health)" -H "$AUTH"
+      [ "$r" = 1 ] || continue
+      perf record -q -F 1999 -g -o "$work/perf-$label.data" -p "$gateway_pid" -- sleep "${DURATION%s}" 2>/dev/null &
+      perf_pid=$!
+      wrk -t2 -c"$CONNECTIONS" -d"$DURATION" -H "$AUTH" "$(url_of lazygate health)" >/dev/null
+      wait "$perf_pid"
+      perf report -q -i "$work/perf-$label.data" --stdio --no-children --sort dso,symbol -g none --percent-limit 0 2>/dev/null > "$work/profile-$label.txt"
+      mkdir -p target && cp "$work/profile-$label.txt" "target/bench-profile-$label.txt"
+      record "{\"kind\":\"profile\",\"build\":\"$label\",\"profile\":$(/usr/bin/python3 bench/profile.py "$work/profile-$label.txt" --json)}"
+    done
+  done
   start_gateway $STUB target/release/lazygate serve
-  perf record -q -F 1999 -g -o "$work/perf.data" -p "$gateway_pid" -- sleep "${DURATION%s}" 2>/dev/null &
-  perf_pid=$!
-  wrk -t2 -c"$CONNECTIONS" -d"$DURATION" -H "$AUTH" "$(url_of lazygate health)" > "$work/profile-wrk.out"
-  wait "$perf_pid"
-  mkdir -p target
-  perf report -q -i "$work/perf.data" --stdio --no-children --sort dso,symbol -g none --percent-limit 0 2>/dev/null > target/bench-profile.txt
-  grep Requests/sec "$work/profile-wrk.out"
-  /usr/bin/python3 bench/profile.py target/bench-profile.txt
 fi
 
 # --- 2. WebSocket relay: echoed frames through /view/<hash>/websockify --------------------
