@@ -19,7 +19,9 @@
 //!   runtime, so runtimes never reach each other) and [`provision::swarm`] (a service per
 //!   owner on an overlay of its own, scaled to zero when idle, shared by several gateways
 //!   through compare-and-swap labels); they share the engine's API client.
-//! - [`proxy`] streams the request to the runtime and the answer back, and tunnels WebSockets
+//! - [`proxy`] streams the request to the runtime over a kept connection
+//!   ([`proxy::upstream`]: each worker's own, reused request after request) and the answer
+//!   back, and tunnels WebSockets
 //!   (pinging live views' clients between the runtime's frames, [`proxy::frames`]);
 //!   [`runs`] keeps the answers of asynchronous runs (`Prefer: respond-async`).
 //! - [`page`] is what a person's browser sees: the page while their runtime starts, and
