@@ -82,25 +82,23 @@ for image in sorted({r["image"] for r in of("cold")}):
     }
 metric_runs = {state: [r["rps"] for r in of("metrics", scenario=state)] for state in ("on", "off")}
 metric_cpu = {state: [r.get("cpu_us", 0) for r in of("metrics", scenario=state)] for state in ("on", "off")}
-logged = {}
-for c in CONTENDERS:
-    runs = of("logged", contender=c)
-    if runs:
-        logged[c] = {
-            "rps": med(r["rps"] for r in runs),
-            "p99": med(ms(r["p99"]) for r in runs),
-            "cpu": med(r.get("cpu_us", 0) for r in runs),
-        }
-builds = {}
-for label in ("baseline", "this"):
-    runs = of("build", contender=label)
-    if runs:
-        builds[label] = {
-            "rps": med(r["rps"] for r in runs),
-            "p99": med(ms(r["p99"]) for r in runs),
-            "cpu": med(r.get("cpu_us", 0) for r in runs),
-            "runs": [r["rps"] for r in runs],
-        }
+def wrk_medians(kind, contenders):
+    """Medians of a kind of wrk run, by contender, with each run's requests/s."""
+    found = {}
+    for c in contenders:
+        runs = of(kind, contender=c)
+        if runs:
+            found[c] = {
+                "rps": med(r["rps"] for r in runs),
+                "p99": med(ms(r["p99"]) for r in runs),
+                "cpu": med(r.get("cpu_us", 0) for r in runs),
+                "runs": [r["rps"] for r in runs],
+            }
+    return found
+
+
+logged = wrk_medians("logged", CONTENDERS)
+builds = wrk_medians("build", ("baseline", "this"))
 profiles = {r["build"]: r["profile"] for r in of("profile")}
 concurrent = {}
 for r in of("concurrent"):
