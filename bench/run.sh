@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark harness: one command, under 10 minutes on 2 cores once the images are built,
+# The benchmark harness: one command, about 13 minutes on 2 cores once the images are built,
 # regenerates BENCHMARKS.md and bench/plots/. Everything runs on loopback against containers
 # it starts itself (labelled lazygate.bench=1 or named for it, removed at the end); every
 # load is bounded in time or count.
