@@ -3,7 +3,7 @@
 //! workers drain open connections within a deadline.
 //!
 //! Each worker is a thread with its own single-threaded event loop (as nginx has worker
-//! processes): a client connection, the pooled upstream connections its requests use and the
+//! processes): a client connection, the kept upstream connections its requests use and the
 //! WebSocket tunnels it opens all live on one thread, so forwarding a request wakes nothing
 //! on another core. The acceptor gives each connection to the worker with the fewest open,
 //! and enforces the connection cap for all of them.

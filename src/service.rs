@@ -91,7 +91,7 @@ pub struct Gateway {
     pub(crate) settings: Arc<Settings>,
     pub(crate) provisioner: Arc<Provisioner>,
     pub(crate) views: Arc<ViewUrls>,
-    /// Pooled connections to runtimes; one pool per worker, so they stay on its thread.
+    /// Kept connections to runtimes ([`proxy::upstream`]); one set per worker, so they stay on its thread.
     upstream: Upstream,
     /// Open WebSocket tunnels (of all workers), so shutdown can give them the drain deadline
     /// to finish and then close them.

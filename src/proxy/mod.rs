@@ -63,7 +63,7 @@ impl From<SendError> for RequestError {
 }
 
 /// How much of a request body is kept to send it again: a run's body is usually small, and
-/// a pooled connection to a runtime that died may have taken some of it before failing.
+/// a kept connection to a runtime that died may have taken some of it before failing.
 const REPLAY_LIMIT: usize = 64 * 1024;
 
 /// A request body that can be sent again to a replaced runtime: the first
