@@ -135,6 +135,15 @@ VIEW_TOKEN=$(env $(gateway_env $STUB) target/release/lazygate view-url $OWNER 2>
 NG_PORT=$(free_port)
 NG_LOG_PORT=$(free_port)
 mkdir -p "$work/nginx/logs"
+# The runs route, the same for the unlogged and the logged server.
+cat > "$work/nginx/rpc.conf" <<NGINX
+proxy_pass http://rpc/;
+proxy_http_version 1.1;
+proxy_set_header Connection "";
+proxy_buffering off;
+proxy_request_buffering off;
+client_max_body_size 16m;
+NGINX
 cat > "$work/nginx/nginx.conf" <<NGINX
 worker_processes $CORES;
 error_log $work/nginx/logs/error.log warn;
@@ -147,14 +156,7 @@ http {
   map \$http_upgrade \$connection_upgrade { default upgrade; '' ''; }
   server {
     listen 127.0.0.1:$NG_PORT;
-    location /rpc/$OWNER/ {
-      proxy_pass http://rpc/;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering off;
-      proxy_request_buffering off;
-      client_max_body_size 16m;
-    }
+    location /rpc/$OWNER/ { include $work/nginx/rpc.conf; }
     location /view/$HASH/ {
       proxy_pass http://view/;
       proxy_http_version 1.1;
@@ -167,13 +169,7 @@ http {
   server {
     listen 127.0.0.1:$NG_LOG_PORT;
     access_log $work/nginx/logs/access.log;
-    location /rpc/$OWNER/ {
-      proxy_pass http://rpc/;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering off;
-      proxy_request_buffering off;
-    }
+    location /rpc/$OWNER/ { include $work/nginx/rpc.conf; }
   }
 }
 NGINX
