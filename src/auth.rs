@@ -537,23 +537,32 @@ pub fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator
 /// Removes the gateway's own credentials (bearer token, view cookie) before a request goes
 /// on to a runtime.
 pub fn strip_credentials(headers: &mut HeaderMap) {
-    headers.remove(header::AUTHORIZATION);
-    strip_gateway_credentials(headers);
+    static CREDENTIALS: [HeaderName; 3] = [header::AUTHORIZATION, RUNTIME_KEY_HEADER, OWNER_HASH_HEADER];
+    crate::proxy::headers::remove_present(headers, &CREDENTIALS);
+    strip_view_cookie(headers);
 }
 
 /// Removes what only the gateway may send or read (a runtime's key, the view cookie) and
 /// keeps the client's own `Authorization`: for the default upstream, which does its own.
 pub fn strip_gateway_credentials(headers: &mut HeaderMap) {
     // Only the gateway speaks with a runtime's key; a client's attempt is dropped.
-    headers.remove(&RUNTIME_KEY_HEADER);
-    headers.remove(&OWNER_HASH_HEADER);
+    static GATEWAY_CREDENTIALS: [HeaderName; 2] = [RUNTIME_KEY_HEADER, OWNER_HASH_HEADER];
+    crate::proxy::headers::remove_present(headers, &GATEWAY_CREDENTIALS);
+    strip_view_cookie(headers);
+}
+
+/// Takes the view cookie out of the `Cookie` headers, keeping the client's other cookies.
+fn strip_view_cookie(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::COOKIE) {
+        return;
+    }
     let kept: Vec<String> = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|pair| !pair.is_empty() && !pair.starts_with(&format!("{VIEW_COOKIE}=")))
+        .filter(|pair| !pair.is_empty() && pair.split_once('=').is_none_or(|(name, _)| name != VIEW_COOKIE))
         .map(str::to_owned)
         .collect();
     headers.remove(header::COOKIE);

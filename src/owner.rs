@@ -76,6 +76,11 @@ impl OwnerHash {
         Ok(OwnerHash(out))
     }
 
+    /// The hash as a header value, for the runtime (which owner a request comes for).
+    pub fn header_value(&self) -> http::HeaderValue {
+        http::HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(self.0)).expect("hex digits are a header value")
+    }
+
     pub fn as_str(&self) -> &str {
         // Only ASCII hex digits are ever stored.
         std::str::from_utf8(&self.0).expect("owner hash is ASCII")

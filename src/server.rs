@@ -99,8 +99,13 @@ impl Worker {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
-            .max_headers(limits.max_headers)
             .max_buf_size(limits.max_header_bytes);
+        // Only a limit other than hyper's own (100) is set: with one set, hyper sizes and
+        // fills its header arrays for every request head it parses (about 1 700 instructions
+        // a request, counted with callgrind), where its default arrays cost nothing.
+        if limits.max_headers != HYPER_MAX_HEADERS {
+            builder.http1().max_headers(limits.max_headers);
+        }
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -237,6 +242,9 @@ pub async fn serve(
     }
     tracing::info!("all connections drained");
 }
+
+/// The number of headers hyper's HTTP/1.1 parser takes when no limit is set.
+const HYPER_MAX_HEADERS: usize = 100;
 
 /// How often an HTTP/2 peer is pinged, and how long its answer may take before the
 /// connection is closed as dead.

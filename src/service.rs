@@ -71,14 +71,14 @@ impl RequestLog {
 impl Drop for RequestLog {
     fn drop(&mut self) {
         let status = self.status.map_or(499, |s| s.as_u16());
-        self.metrics
-            .request(self.route, status, self.cold, self.started.elapsed());
+        let took = self.started.elapsed();
+        self.metrics.request(self.route, status, self.cold, took);
         tracing::info!(
             method = %self.method,
             route = self.route,
             owner_hash = %self.owner_hash.map(|h| h.to_string()).unwrap_or_default(),
             status,
-            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            duration_ms = took.as_secs_f64() * 1000.0,
             cold = self.cold,
             request_id = self.request_id.to_str().unwrap_or_default(),
             "request"
@@ -525,8 +525,9 @@ impl Gateway {
                 if let Some(key) = lease.runtime().key.clone() {
                     parts.headers.insert(auth::RUNTIME_KEY_HEADER, key);
                 }
-                let owner = headers::shared_value(format_args!("{}", lease.runtime().owner_hash));
-                parts.headers.insert(auth::OWNER_HASH_HEADER, owner);
+                parts
+                    .headers
+                    .insert(auth::OWNER_HASH_HEADER, lease.runtime().owner_hash.header_value());
             }
             let shared;
             let authority: &str = match (&lease, service) {

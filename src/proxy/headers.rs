@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that describe one connection, never the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -19,21 +19,67 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Removes hop-by-hop headers, including those the `Connection` header names. `Upgrade` is
 /// removed too unless `keep_upgrade` (a WebSocket handshake carries it to the runtime).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .filter(|name| !(keep_upgrade && name == header::UPGRADE))
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .filter(|name| !(keep_upgrade && name == header::UPGRADE))
+            .collect();
+        for name in &named {
+            headers.remove(name);
+        }
     }
     if keep_upgrade {
+        remove_present(headers, &HOP_BY_HOP);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     } else {
-        headers.remove(header::UPGRADE);
+        remove_present(headers, &HOP_BY_HOP_AND_UPGRADE);
+    }
+}
+
+/// A name's length as one bit of a set (lengths of 63 and more share the last).
+fn length_bit(name: &HeaderName) -> u64 {
+    1 << name.as_str().len().min(63)
+}
+
+/// [`HOP_BY_HOP`] and `Upgrade`: what goes from a message that is not a WebSocket handshake.
+static HOP_BY_HOP_AND_UPGRADE: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes those of `names` (at most 32) that `headers` has. Most messages have none of the
+/// names the gateway takes out, and a removal hashes its name and probes the map whether the
+/// header is there or not: one pass over the message's own names (usually a handful) costs
+/// less than that.
+pub fn remove_present(headers: &mut HeaderMap, names: &[HeaderName]) {
+    debug_assert!(names.len() <= 32);
+    // The lengths of `names`, so that most of the message's names are passed over on their
+    // length alone.
+    let lengths = names.iter().fold(0u64, |set, n| set | length_bit(n));
+    let mut found = 0u32;
+    for name in headers.keys() {
+        if lengths & length_bit(name) == 0 {
+            continue;
+        }
+        if let Some(i) = names.iter().position(|n| n == name) {
+            found |= 1 << i;
+        }
+    }
+    for (i, name) in names.iter().enumerate() {
+        if found & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 
@@ -93,13 +139,17 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 /// it is replaced.
 pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, original_host: Option<HeaderValue>, trusted: bool) {
     if !trusted {
-        for name in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST, &FORWARDED] {
-            headers.remove(name);
+        remove_present(headers, &FORWARDING);
+        headers.insert(X_FORWARDED_FOR, ip_value(peer));
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        if let Some(original) = original_host {
+            headers.insert(X_FORWARDED_HOST, original);
         }
+        return;
     }
     let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(existing) => HeaderValue::from_str(&format!("{existing}, {peer}")).ok(),
-        None => Some(shared_value(format_args!("{peer}"))),
+        None => Some(ip_value(peer)),
     };
     if let Some(value) = value {
         headers.insert(X_FORWARDED_FOR, value);
@@ -118,14 +168,39 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+/// What a client may not tell the runtime about where its request came from (a `static`, as
+/// every list of names here: a `const` array of names is built and dropped at each use).
+static FORWARDING: [HeaderName; 4] = [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST, FORWARDED];
 
 /// Up to this many bytes, a value the gateway formats is written in place ([`shared_value`]).
 const SHORT_VALUE: usize = 64;
 
-/// The text of a short formatted header value, kept inline.
+/// The text of a short header value, kept inline until it is a [`HeaderValue`].
 struct ShortValue {
     bytes: [u8; SHORT_VALUE],
     len: usize,
+}
+
+impl Default for ShortValue {
+    fn default() -> Self {
+        ShortValue {
+            bytes: [0; SHORT_VALUE],
+            len: 0,
+        }
+    }
+}
+
+impl ShortValue {
+    /// Appends a byte; callers write less than [`SHORT_VALUE`] bytes.
+    fn push(&mut self, byte: u8) {
+        self.bytes[self.len] = byte;
+        self.len += 1;
+    }
+
+    /// The value, in one allocation its clones share.
+    fn into_header(self) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+        HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(self))
+    }
 }
 
 impl AsRef<[u8]> for ShortValue {
@@ -134,25 +209,44 @@ impl AsRef<[u8]> for ShortValue {
     }
 }
 
-/// A header value the gateway formats for every request (a request id, a peer address, an
-/// owner hash): written in place and put in one allocation that its clones share. (A value
-/// made from a `String` is copied once, and copied again the first time it is cloned.)
-/// `args` must format as visible ASCII; a value that does not, or is longer than
-/// [`SHORT_VALUE`], goes the ordinary way.
+/// A header value the gateway formats (an IPv6 peer address, ...): written in place and put
+/// in one allocation that its clones share. (A value made from a `String` is copied once,
+/// and copied again the first time it is cloned.) `args` must format as visible ASCII; a
+/// value that does not, or is longer than [`SHORT_VALUE`], goes the ordinary way. The values
+/// of every request ([`request_id`], [`ip_value`] of an IPv4 peer) are written without
+/// `fmt`, whose machinery costs more than the writing.
 pub fn shared_value(args: std::fmt::Arguments<'_>) -> HeaderValue {
     use std::io::Write;
-    let mut value = ShortValue {
-        bytes: [0; SHORT_VALUE],
-        len: 0,
-    };
+    let mut value = ShortValue::default();
     let mut cursor = std::io::Cursor::new(&mut value.bytes[..]);
     if cursor.write_fmt(args).is_ok() {
         value.len = cursor.position() as usize;
-        if let Ok(header) = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(value)) {
+        if let Ok(header) = value.into_header() {
             return header;
         }
     }
     HeaderValue::from_str(&args.to_string()).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+/// A peer address as a header value (`X-Forwarded-For`).
+pub fn ip_value(ip: IpAddr) -> HeaderValue {
+    let IpAddr::V4(v4) = ip else {
+        return shared_value(format_args!("{ip}"));
+    };
+    let mut value = ShortValue::default();
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            value.push(b'.');
+        }
+        if octet >= 100 {
+            value.push(b'0' + octet / 100);
+        }
+        if octet >= 10 {
+            value.push(b'0' + octet / 10 % 10);
+        }
+        value.push(b'0' + octet % 10);
+    }
+    value.into_header().expect("digits and dots")
 }
 
 /// The header that carries a request's id, from the client (when trusted), to the runtime
@@ -171,16 +265,33 @@ pub fn request_id(headers: &HeaderMap, trusted: bool) -> HeaderValue {
     {
         return given.clone();
     }
-    static PREFIX: OnceLock<String> = OnceLock::new();
+    static PREFIX: OnceLock<[u8; 12]> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = PREFIX.get_or_init(|| {
-        let mut bytes = [0u8; 6];
-        getrandom::fill(&mut bytes).ok();
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        let mut random = [0u8; 6];
+        getrandom::fill(&mut random).ok();
+        let mut prefix = [0u8; 12];
+        for (i, byte) in random.into_iter().enumerate() {
+            prefix[2 * i] = HEX[usize::from(byte >> 4)];
+            prefix[2 * i + 1] = HEX[usize::from(byte & 0x0f)];
+        }
+        prefix
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    shared_value(format_args!("{prefix}-{n:x}"))
+    let mut value = ShortValue::default();
+    for &b in prefix {
+        value.push(b);
+    }
+    value.push(b'-');
+    // The counter in lowercase hex, without leading zeros.
+    let digits = (u64::BITS - n.leading_zeros()).div_ceil(4).max(1);
+    for shift in (0..digits).rev() {
+        value.push(HEX[((n >> (shift * 4)) & 0x0f) as usize]);
+    }
+    value.into_header().expect("hex digits")
 }
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// True when a trusted proxy in front (the tunnel) says the client used HTTPS.
 pub fn client_used_https(
@@ -210,6 +321,50 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key(header::CONTENT_TYPE));
+    }
+
+    #[test]
+    fn remove_present_takes_out_only_the_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::USER_AGENT,
+            HeaderValue::from_static("same length as connection"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.append(header::TE, HeaderValue::from_static("trailers"));
+        h.append(header::TE, HeaderValue::from_static("gzip"));
+        h.insert(header::HOST, HeaderValue::from_static("x"));
+        remove_present(&mut h, &HOP_BY_HOP_AND_UPGRADE);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["user-agent", "host"]);
+        remove_present(&mut h, &HOP_BY_HOP_AND_UPGRADE);
+        assert_eq!(h.len(), 2, "nothing more to take out");
+    }
+
+    #[test]
+    fn gateway_made_values_are_written_right() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "192.168.100.9",
+            "::1",
+            "fd00::2",
+        ] {
+            assert_eq!(ip_value(ip.parse().unwrap()), ip);
+        }
+        let first = request_id(&HeaderMap::new(), false);
+        let second = request_id(&HeaderMap::new(), false);
+        let (prefix, n) = first.to_str().unwrap().split_once('-').unwrap();
+        assert_eq!(prefix.len(), 12);
+        assert!(prefix.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        let next = u64::from_str_radix(n, 16).unwrap() + 1;
+        // Other tests take ids too: the counter only goes up.
+        let (same, m) = second.to_str().unwrap().split_once('-').unwrap();
+        assert_eq!(same, prefix);
+        assert!(u64::from_str_radix(m, 16).unwrap() >= next, "{first:?} then {second:?}");
+        assert!(!m.starts_with('0') || m == "0", "no leading zeros: {m}");
     }
 
     #[test]

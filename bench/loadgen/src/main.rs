@@ -17,6 +17,7 @@
 //!
 //! Every loop is bounded in count or time; all traffic goes to the address given.
 
+mod floor;
 mod many_owners;
 mod soak;
 
@@ -101,6 +102,16 @@ enum Command {
         #[arg(long)]
         out: std::path::PathBuf,
     },
+    /// The least reverse proxy on hyper ([`floor`]): forwards every request on `listen` to
+    /// `upstream`, for comparing lazygate's warm path with hyper's own cost.
+    HyperFloor {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        upstream: std::net::SocketAddr,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+    },
     /// Time `docker run -d <args>` to the container's first `/health` 200.
     Ready {
         /// Network the container joins; its address there is polled.
@@ -125,6 +136,14 @@ fn main() -> Result<(), Error> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         return runtime.block_on(many_owners::serve(owners, &owner));
     }
+    if let Command::HyperFloor {
+        listen,
+        upstream,
+        workers,
+    } = command
+    {
+        return floor::serve(listen, upstream, workers);
+    }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -134,7 +153,7 @@ fn main() -> Result<(), Error> {
 
 async fn client(command: Command) -> Result<(), Error> {
     match command {
-        Command::ManyOwners { .. } => unreachable!("served above"),
+        Command::ManyOwners { .. } | Command::HyperFloor { .. } => unreachable!("served above"),
         Command::WsRelay {
             url,
             size,
