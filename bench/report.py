@@ -98,7 +98,8 @@ def wrk_medians(kind, contenders):
 
 
 logged = wrk_medians("logged", CONTENDERS)
-builds = wrk_medians("build", ("baseline", "this"))
+builds = wrk_medians("build", ("baseline", "this", "hyper-floor"))
+instructions = {r["build"]: r["result"] for r in of("instructions")}
 profiles = {r["build"]: r["profile"] for r in of("profile")}
 concurrent = {}
 for r in of("concurrent"):
@@ -222,11 +223,14 @@ if logged:
             else f"| {c} | {v['rps']:.0f} | {v['p99']:.2f} | | | {v['cpu']:.1f} |"
         )
 
-if builds or profiles:
+if builds or profiles or instructions:
     out += ["", "### Where lazygate's time goes", ""]
     out.append(
-        "The warm GET again, through this build and (with `BASELINE_BIN`) an earlier one, alternating on "
-        "the same upstream and load; then, in the first repeat, `perf record -F 1999 -g` on the gateway "
+        "The warm GET again, through this build, (with `BASELINE_BIN`) an earlier one, and `hyper-floor` "
+        "(bench/loadgen: the least reverse proxy on hyper and tokio — the same worker model, hyper's "
+        "HTTP/1.1 server and client, each client connection pinned to one upstream connection, no routing, "
+        "authorisation, header rewriting, log or metrics: what lazygate's own work is measured against), "
+        "alternating on the same upstream and load; then, in the first repeat, `perf record -F 1999 -g` on each "
         f"for {duration} of the same load (user and kernel samples; the gateway is slower while sampled), "
         "summed by component with `bench/profile.py`. On this virtual machine perf samples on a timer, so "
         "kernel time shows up at the points where interrupts are enabled again "
@@ -239,7 +243,9 @@ if builds or profiles:
             out.append(f"| {label} | {v['rps']:.0f} | {runs} | {v['p99']:.2f} | {v['cpu']:.1f} |")
     if profiles:
         labels = list(profiles)
-        names = sorted({n for p in profiles.values() for n in p["components"]}, key=lambda n: -profiles[labels[-1]]["components"].get(n, 0))
+        # Sorted by this build's shares, whose heaviest symbols are listed.
+        last = "this" if "this" in profiles else labels[-1]
+        names = sorted({n for p in profiles.values() for n in p["components"]}, key=lambda n: -profiles[last]["components"].get(n, 0))
         out += ["", "| component | " + " | ".join(f"{label}: share of samples (of CPU µs/request)" for label in labels) + " |", "|---|" + "---|" * len(labels)]
         def cell(label, name):
             share = profiles[label]["components"].get(name, 0)
@@ -249,9 +255,29 @@ if builds or profiles:
 
         for name in names:
             out.append(f"| {name} | " + " | ".join(cell(label, name) for label in labels) + " |")
-        last = labels[-1]
         out += ["", f"Heaviest symbols ({last}):", "", "| symbol | share |", "|---|---|"]
         out += [f"| `{t['symbol']}` | {t['share']:.1f}% |" for t in profiles[last]["top"]]
+
+if instructions:
+    out += ["", "### Instructions per request", ""]
+    out.append(
+        "Time per request moves by ±15 % between runs here; the instructions a request costs do not. Each "
+        "build runs under valgrind's callgrind, counting while "
+        f"{of('instructions')[0]['requests']} keep-alive GETs go through "
+        "(oha, 8 connections, after 500 to warm up); counts are inclusive (a stage counts what it calls), "
+        "from `bench/instructions.py`. Valgrind's CPU has no SHA instructions, so SHA-256 runs in software "
+        "there (about 3 400 instructions a hash, two a request: the owner's hash and the API token's) "
+        "where this machine's CPU uses SHA-NI."
+    )
+    labels = list(instructions)
+    names = []
+    for v in instructions.values():
+        names += [n for n in v["stages"] if n not in names]
+    out += ["", "| | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    out.append("| **instructions per request** | " + " | ".join(f"**{instructions[l]['per_request']:,}**" for l in labels) + " |")
+    for name in names:
+        out.append(f"| {name} | " + " | ".join(
+            f"{instructions[l]['stages'][name]:,}" if name in instructions[l]["stages"] else "" for l in labels) + " |")
 
 out += ["", "## 2. WebSocket relay through `/view/<hash>/websockify`", ""]
 out.append(

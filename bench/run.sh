@@ -6,8 +6,9 @@
 #   bench/run.sh            full run (3 repetitions of every measurement)
 #   REPEATS=1 bench/run.sh  quicker, noisier
 #   SECTIONS="warm logged profile" bench/run.sh
-#                           only those sections (warm metrics logged profile ws memory owners
-#                           cold concurrent), summary printed, BENCHMARKS.md left alone
+#                           only those sections (warm metrics logged profile instructions ws
+#                           memory owners cold concurrent), summary printed, BENCHMARKS.md
+#                           left alone
 #   BASELINE_BIN=<gateway binary> bench/run.sh
 #                           the profile section times and samples that build beside this one
 #   SECTIONS=serve bench/run.sh
@@ -65,7 +66,7 @@ remove_bench_containers() {
   [ -n "$ids" ] && docker rm -f -v $ids >/dev/null 2>&1 || true
 }
 cleanup() {
-  for pid in "$gateway_pid" "$nginx_pid" "$haproxy_pid" "$hold_pid"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
+  for pid in "$gateway_pid" "$nginx_pid" "$haproxy_pid" "$hold_pid" "$floor_pid"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
   remove_bench_containers
   vols=$(docker volume ls -q --filter label=lazygate.scope=bench)
   [ -n "$vols" ] && docker volume rm -f $vols >/dev/null 2>&1 || true
@@ -254,6 +255,7 @@ cpu_ticks() { # pids... -> user+system clock ticks used so far
 proxy_pids() { # contender -> the processes doing its work
   case $1 in
     lazygate | this | baseline) echo "$gateway_pid" ;;
+    hyper-floor) echo "$floor_pid" ;;
     nginx) pgrep -P "$nginx_pid" | tr '\n' ' ' ;;
     haproxy) echo "$haproxy_pid" ;;
     *) echo "" ;;
@@ -331,27 +333,93 @@ start_gateway $STUB target/release/lazygate serve
 
 # --- 1d. where lazygate's time goes: the warm GET, timed and sampled ---------------------
 # The same small GET through this build and, with BASELINE_BIN=<an earlier build of the
-# gateway>, through that one too, alternating on the same upstream; in the first repeat perf
-# samples each (user and kernel) and bench/profile.py sums the samples by component.
+# gateway>, through that one too, and through hyper-floor (bench/loadgen: the least reverse
+# proxy on hyper, what lazygate's pipeline is measured against), alternating on the same
+# upstream; in the first repeat perf samples each (user and kernel) and bench/profile.py sums
+# the samples by component.
+floor_pid=""
+start_floor() {
+  FLOOR_PORT=$(free_port)
+  $LOADGEN hyper-floor --listen "127.0.0.1:$FLOOR_PORT" --upstream "127.0.0.1:$RT_PORT" >/dev/null 2>&1 &
+  floor_pid=$!
+  for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$FLOOR_PORT/health" >/dev/null && return 0; sleep 0.05; done
+  return 1
+}
+stop_floor() { kill "$floor_pid" 2>/dev/null || true; wait "$floor_pid" 2>/dev/null || true; floor_pid=""; }
 if wanted profile; then
   echo "profile (warm GET, x$REPEATS)"
   apt_install linux-perf
-  builds=("this=target/release/lazygate")
+  builds=("this=target/release/lazygate" "hyper-floor=")
   [ -n "${BASELINE_BIN:-}" ] && builds=("baseline=$BASELINE_BIN" "${builds[@]}")
   for r in $(seq 1 "$REPEATS"); do
     for entry in "${builds[@]}"; do
       label=${entry%%=*}
-      start_gateway $STUB "${entry#*=}" serve
-      run_wrk build "$label" get "$(url_of lazygate health)" -H "$AUTH"
-      [ "$r" = 1 ] || continue
-      perf record -q -F 1999 -g -o "$work/perf-$label.data" -p "$gateway_pid" -- sleep "${DURATION%s}" 2>/dev/null &
-      perf_pid=$!
-      wrk -t2 -c"$CONNECTIONS" -d"$DURATION" -H "$AUTH" "$(url_of lazygate health)" >/dev/null
-      wait "$perf_pid"
-      perf report -q -i "$work/perf-$label.data" --stdio --no-children --sort dso,symbol -g none --percent-limit 0 2>/dev/null > "$work/profile-$label.txt"
-      mkdir -p target && cp "$work/profile-$label.txt" "target/bench-profile-$label.txt"
-      record "{\"kind\":\"profile\",\"build\":\"$label\",\"profile\":$(/usr/bin/python3 bench/profile.py "$work/profile-$label.txt" --json)}"
+      if [ "$label" = hyper-floor ]; then
+        start_floor
+        url="http://127.0.0.1:$FLOOR_PORT/health"
+        pid=$floor_pid
+      else
+        start_gateway $STUB "${entry#*=}" serve
+        url=$(url_of lazygate health)
+        pid=$gateway_pid
+      fi
+      run_wrk build "$label" get "$url" -H "$AUTH"
+      if [ "$r" = 1 ]; then
+        perf record -q -F 1999 -g -o "$work/perf-$label.data" -p "$pid" -- sleep "${DURATION%s}" 2>/dev/null &
+        perf_pid=$!
+        wrk -t2 -c"$CONNECTIONS" -d"$DURATION" -H "$AUTH" "$url" >/dev/null
+        wait "$perf_pid"
+        perf report -q -i "$work/perf-$label.data" --stdio --no-children --sort dso,symbol -g none --percent-limit 0 2>/dev/null > "$work/profile-$label.txt"
+        mkdir -p target && cp "$work/profile-$label.txt" "target/bench-profile-$label.txt"
+        record "{\"kind\":\"profile\",\"build\":\"$label\",\"profile\":$(/usr/bin/python3 bench/profile.py "$work/profile-$label.txt" --json)}"
+      fi
+      [ "$label" = hyper-floor ] && stop_floor
     done
+  done
+  start_gateway $STUB target/release/lazygate serve
+fi
+
+# --- 1e. instructions per request: the warm GET under callgrind ----------------------------
+# Time per request moves by ±15 % from run to run on this machine; the instructions a request
+# costs do not (two runs of one build agree within 1 %). Each build (this, BASELINE_BIN,
+# hyper-floor) runs under valgrind's callgrind, counting only while $CALLGRIND_REQUESTS
+# keep-alive GETs go through (oha, 8 connections, after 500 to warm up); bench/instructions.py
+# divides by the requests and splits lazygate's count by stage. Valgrind's CPU has no SHA
+# instructions: SHA-256 runs in software there (about 3 400 instructions a hash, two per
+# request: the owner's hash and the API token's), where this machine's CPU uses SHA-NI.
+CALLGRIND_REQUESTS=${CALLGRIND_REQUESTS:-3000}
+if wanted instructions; then
+  echo "instructions (callgrind, $CALLGRIND_REQUESTS warm GETs each)"
+  apt_install valgrind
+  builds=("this=target/release/lazygate" "hyper-floor=$LOADGEN")
+  [ -n "${BASELINE_BIN:-}" ] && builds=("baseline=$BASELINE_BIN" "${builds[@]}")
+  for entry in "${builds[@]}"; do
+    label=${entry%%=*}
+    out="$work/callgrind-$label.out"
+    grind=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out")
+    if [ "$label" = hyper-floor ]; then
+      FLOOR_PORT=$(free_port)
+      "${grind[@]}" "$LOADGEN" hyper-floor --listen "127.0.0.1:$FLOOR_PORT" --upstream "127.0.0.1:$RT_PORT" >/dev/null 2>&1 &
+      floor_pid=$!
+      pid=$floor_pid
+      url="http://127.0.0.1:$FLOOR_PORT/health"
+    else
+      [ -n "$gateway_pid" ] && { kill "$gateway_pid" 2>/dev/null || true; wait "$gateway_pid" 2>/dev/null || true; }
+      env $(gateway_env $STUB) "${grind[@]}" "${entry#*=}" serve >>"$work/gateway.log" 2>&1 &
+      gateway_pid=$!
+      pid=$gateway_pid
+      url=$(url_of lazygate health)
+    fi
+    for _ in $(seq 1 600); do curl -sf -H "$AUTH" "$url" >/dev/null && break; sleep 0.1; done
+    $OHA -n 500 -c 8 --no-tui -H "$AUTH" "$url" >/dev/null
+    callgrind_control -i on "$pid" >/dev/null
+    $OHA -n "$CALLGRIND_REQUESTS" -c 8 --no-tui -H "$AUTH" "$url" >/dev/null
+    callgrind_control -i off "$pid" >/dev/null
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    [ "$label" = hyper-floor ] && floor_pid="" || gateway_pid=""
+    callgrind_annotate --inclusive=yes --threshold=100 "$out" 2>/dev/null > "$work/callgrind-$label.txt"
+    mkdir -p target && cp "$work/callgrind-$label.txt" "target/bench-callgrind-$label.txt"
+    record "{\"kind\":\"instructions\",\"build\":\"$label\",\"requests\":$CALLGRIND_REQUESTS,\"result\":$(/usr/bin/python3 bench/instructions.py "$work/callgrind-$label.txt" "$CALLGRIND_REQUESTS")}"
   done
   start_gateway $STUB target/release/lazygate serve
 fi
