@@ -453,11 +453,12 @@ hold() { # url connections [header]  -> RSS of the gateway while held, in KiB
   local url=$1 n=$2; shift 2
   $LOADGEN hold --url "$url" --connections "$n" "$@" > "$work/hold.out" &
   hold_pid=$!
-  for _ in $(seq 1 1200); do [ -s "$work/hold.out" ] && break; sleep 0.1; done
-  [ -s "$work/hold.out" ] || { echo "loadgen hold reported nothing for $url" >&2; exit 1; }
+  # Its one line, whole (it ends with a newline).
+  for _ in $(seq 1 1200); do grep -q '}$' "$work/hold.out" && break; sleep 0.1; done
   local rss; rss=$(rss_kib "$gateway_pid")
-  local ready; ready=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["ready"])' "$work/hold.out")
+  local ready; ready=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["ready"])' "$work/hold.out") || ready=""
   kill "$hold_pid"; wait "$hold_pid" 2>/dev/null || true; hold_pid=""
+  [ -n "$ready" ] || { echo "loadgen hold reported nothing for $url: $(cat "$work/hold.out")" >&2; exit 1; }
   echo "$rss $ready"
 }
 if wanted memory; then
