@@ -4,8 +4,9 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Headers that describe one connection, never the message (RFC 9110 §7.6.1).
-static HOP_BY_HOP: [HeaderName; 8] = [
+/// Headers that describe one connection, never the message (RFC 9110 §7.6.1); `Upgrade`
+/// last, as a WebSocket handshake keeps it ([`CONNECTION_ONLY`] leaves it out).
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -14,7 +15,10 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+/// How many of [`HOP_BY_HOP`] go from a WebSocket handshake: all but `Upgrade`.
+const CONNECTION_ONLY: usize = 8;
 
 /// Removes hop-by-hop headers, including those the `Connection` header names. `Upgrade` is
 /// removed too unless `keep_upgrade` (a WebSocket handshake carries it to the runtime).
@@ -33,10 +37,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
     }
     if keep_upgrade {
-        remove_present(headers, &HOP_BY_HOP);
+        remove_present(headers, &HOP_BY_HOP[..CONNECTION_ONLY]);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     } else {
-        remove_present(headers, &HOP_BY_HOP_AND_UPGRADE);
+        remove_present(headers, &HOP_BY_HOP);
     }
 }
 
@@ -44,19 +48,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 fn length_bit(name: &HeaderName) -> u64 {
     1 << name.as_str().len().min(63)
 }
-
-/// [`HOP_BY_HOP`] and `Upgrade`: what goes from a message that is not a WebSocket handshake.
-static HOP_BY_HOP_AND_UPGRADE: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
 
 /// Removes those of `names` (at most 32) that `headers` has. Most messages have none of the
 /// names the gateway takes out, and a removal hashes its name and probes the map whether the
@@ -334,10 +325,10 @@ mod tests {
         h.append(header::TE, HeaderValue::from_static("trailers"));
         h.append(header::TE, HeaderValue::from_static("gzip"));
         h.insert(header::HOST, HeaderValue::from_static("x"));
-        remove_present(&mut h, &HOP_BY_HOP_AND_UPGRADE);
+        remove_present(&mut h, &HOP_BY_HOP);
         let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         assert_eq!(left, ["user-agent", "host"]);
-        remove_present(&mut h, &HOP_BY_HOP_AND_UPGRADE);
+        remove_present(&mut h, &HOP_BY_HOP);
         assert_eq!(h.len(), 2, "nothing more to take out");
     }
 
