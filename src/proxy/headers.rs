@@ -53,7 +53,7 @@ fn length_bit(name: &HeaderName) -> u64 {
 /// names the gateway takes out, and a removal hashes its name and probes the map whether the
 /// header is there or not: one pass over the message's own names (usually a handful) costs
 /// less than that.
-pub fn remove_present(headers: &mut HeaderMap, names: &[HeaderName]) {
+fn remove_present(headers: &mut HeaderMap, names: &[HeaderName]) {
     debug_assert!(names.len() <= 32);
     // The lengths of `names`, so that most of the message's names are passed over on their
     // length alone.
@@ -163,10 +163,12 @@ const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 /// every list of names here: a `const` array of names is built and dropped at each use).
 static FORWARDING: [HeaderName; 4] = [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST, FORWARDED];
 
-/// Up to this many bytes, a value the gateway formats is written in place ([`shared_value`]).
+/// Room for a value the gateway writes for every request ([`request_id`], [`ip_value`]).
 const SHORT_VALUE: usize = 64;
 
-/// The text of a short header value, kept inline until it is a [`HeaderValue`].
+/// The text of a short header value, written in place without `fmt` (whose machinery costs
+/// more than the writing) and then put in one allocation its clones share (a value made
+/// from a `String` is copied once, and again the first time it is cloned).
 struct ShortValue {
     bytes: [u8; SHORT_VALUE],
     len: usize,
@@ -200,29 +202,10 @@ impl AsRef<[u8]> for ShortValue {
     }
 }
 
-/// A header value the gateway formats (an IPv6 peer address, ...): written in place and put
-/// in one allocation that its clones share. (A value made from a `String` is copied once,
-/// and copied again the first time it is cloned.) `args` must format as visible ASCII; a
-/// value that does not, or is longer than [`SHORT_VALUE`], goes the ordinary way. The values
-/// of every request ([`request_id`], [`ip_value`] of an IPv4 peer) are written without
-/// `fmt`, whose machinery costs more than the writing.
-pub fn shared_value(args: std::fmt::Arguments<'_>) -> HeaderValue {
-    use std::io::Write;
-    let mut value = ShortValue::default();
-    let mut cursor = std::io::Cursor::new(&mut value.bytes[..]);
-    if cursor.write_fmt(args).is_ok() {
-        value.len = cursor.position() as usize;
-        if let Ok(header) = value.into_header() {
-            return header;
-        }
-    }
-    HeaderValue::from_str(&args.to_string()).unwrap_or_else(|_| HeaderValue::from_static("-"))
-}
-
 /// A peer address as a header value (`X-Forwarded-For`).
 pub fn ip_value(ip: IpAddr) -> HeaderValue {
     let IpAddr::V4(v4) = ip else {
-        return shared_value(format_args!("{ip}"));
+        return HeaderValue::from_str(&ip.to_string()).expect("an IPv6 address is a header value");
     };
     let mut value = ShortValue::default();
     for (i, octet) in v4.octets().into_iter().enumerate() {
