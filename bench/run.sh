@@ -418,7 +418,7 @@ if wanted instructions; then
     kill "$pid"; wait "$pid" 2>/dev/null || true
     [ "$label" = hyper-floor ] && floor_pid="" || gateway_pid=""
     callgrind_annotate --inclusive=yes --threshold=100 "$out" 2>/dev/null > "$work/callgrind-$label.txt"
-    mkdir -p target && cp "$work/callgrind-$label.txt" "target/bench-callgrind-$label.txt"
+    mkdir -p target && cp "$work/callgrind-$label.txt" "target/bench-callgrind-$label.txt" && cp "$out" "target/bench-callgrind-$label.out"
     record "{\"kind\":\"instructions\",\"build\":\"$label\",\"requests\":$CALLGRIND_REQUESTS,\"result\":$(/usr/bin/python3 bench/instructions.py "$work/callgrind-$label.txt" "$CALLGRIND_REQUESTS")}"
   done
   start_gateway $STUB target/release/lazygate serve

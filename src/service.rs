@@ -25,6 +25,7 @@ use crate::metrics::{self, Metrics};
 use crate::owner::OwnerHash;
 use crate::page;
 use crate::provision::{Lease, Provisioner, RuntimePort};
+use crate::proxy::upstream::HostHeader;
 use crate::proxy::{self, RequestBody, SendError, Upstream, cdp, headers, tunnel};
 use crate::route::{self, Route};
 use crate::runs::{self, RunState, RunStore};
@@ -362,10 +363,15 @@ impl Gateway {
         let failed = |error: SendError| error.at_default_upstream(authority);
         match client_upgrade {
             Some(client_upgrade) => {
-                let (response, upgrade) =
-                    tunnel::handshake(&parts, authority, &path_and_query, self.settings.upstream_timeout)
-                        .await
-                        .map_err(failed)?;
+                let (response, upgrade) = tunnel::handshake(
+                    &parts,
+                    HostHeader::Keep,
+                    authority,
+                    &path_and_query,
+                    self.settings.upstream_timeout,
+                )
+                .await
+                .map_err(failed)?;
                 Ok(match upgrade {
                     Some(upstream_upgrade) => tunnel::splice(
                         response,
@@ -383,7 +389,7 @@ impl Gateway {
                 let (body, _handle) = RequestBody::new(incoming, u64::MAX);
                 let response = self
                     .upstream
-                    .send(&parts, authority, &path_and_query, body)
+                    .send(&parts, HostHeader::Keep, authority, &path_and_query, body)
                     .await
                     .map_err(failed)?;
                 Ok(proxy::into_client_response(response, None))
@@ -490,13 +496,16 @@ impl Gateway {
         if matches!(service, RuntimePort::Cdp | RuntimePort::View) {
             parts.headers.remove(header::ORIGIN);
         }
-        match service {
-            // Chrome's DevTools server answers only to an IP address or `localhost`.
-            RuntimePort::Cdp => parts
-                .headers
-                .insert(header::HOST, HeaderValue::from_static(cdp::DEVTOOLS_HOST)),
-            // Otherwise the client sets the runtime's own address.
-            RuntimePort::Rpc | RuntimePort::View => parts.headers.remove(header::HOST),
+        // Chrome's DevTools server answers only to an IP address or `localhost`; the other
+        // services get their own address.
+        let host = match service {
+            RuntimePort::Cdp => {
+                parts
+                    .headers
+                    .insert(header::HOST, HeaderValue::from_static(cdp::DEVTOOLS_HOST));
+                HostHeader::Keep
+            }
+            RuntimePort::Rpc | RuntimePort::View => HostHeader::Runtime,
         };
         let limit = match service {
             RuntimePort::Rpc => self.settings.limits.max_rpc_body_bytes,
@@ -544,6 +553,7 @@ impl Gateway {
                 Some(_) => {
                     Box::pin(tunnel::handshake(
                         &parts,
+                        host,
                         authority,
                         rest,
                         self.settings.upstream_timeout,
@@ -556,7 +566,7 @@ impl Gateway {
                         .or_else(|| handle.resend())
                         .ok_or_else(|| RequestError::UpstreamFailed("request body was already sent".into()))?;
                     self.upstream
-                        .send(&parts, authority, rest, body)
+                        .send(&parts, host, authority, rest, body)
                         .await
                         .map(|r| (r, None))
                 }

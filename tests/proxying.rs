@@ -232,6 +232,30 @@ async fn requests_reuse_kept_connections_to_their_runtime() {
         "30 requests on 30 client connections dialled {} connections",
         after_new_clients - after_keep_alive
     );
+
+    // One keep-alive client going back and forth between two runtimes: each runtime's
+    // connection waits for it while the other's is used.
+    let other = unique("reuse-other");
+    let other_url = gateway.url(&format!("/rpc/{other}/headers"));
+    assert_eq!(get(&other_url).await.status, 200, "the second runtime starts");
+    let before_switching = metric(&gateway, "lazygate_upstream_connections_total").await;
+    for i in 0..20 {
+        let url = if i % 2 == 0 { &url } else { &other_url };
+        let request = Request::get(url.as_str())
+            .header("authorization", bearer())
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = keep_alive.request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.into_body().collect().await.unwrap();
+    }
+    let after_switching = metric(&gateway, "lazygate_upstream_connections_total").await;
+    // At most one per runtime, should the client's worker not have dialled it yet.
+    assert!(
+        after_switching - before_switching <= 2.0,
+        "20 requests alternating between two runtimes dialled {} connections",
+        after_switching - before_switching
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

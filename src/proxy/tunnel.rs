@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::frames::{self, FrameBoundaries};
+use super::upstream::HostHeader;
 use super::{SendError, UpstreamBody, headers};
 use crate::body::Body;
 use crate::provision::Lease;
@@ -40,6 +41,7 @@ const LARGE_BUFFER: usize = 64 * 1024;
 /// together with its upgrade, when it agreed to switch protocols.
 pub async fn handshake(
     parts: &http::request::Parts,
+    host: HostHeader,
     authority: &str,
     path_and_query: &str,
     timeout: Duration,
@@ -61,10 +63,8 @@ pub async fn handshake(
     *request.uri_mut() = uri;
     *request.headers_mut() = parts.headers.clone();
     headers::strip_hop_by_hop(request.headers_mut(), true);
-    if !request.headers().contains_key(http::header::HOST) {
-        let host = http::HeaderValue::from_str(authority).map_err(|e| SendError::Failed(e.to_string()))?;
-        request.headers_mut().insert(http::header::HOST, host);
-    }
+    let upstream = http::HeaderValue::from_str(authority).map_err(|e| SendError::Failed(e.to_string()))?;
+    host.apply(request.headers_mut(), &upstream);
     let mut response = tokio::time::timeout(timeout, sender.send_request(request))
         .await
         .map_err(|_| SendError::Timeout(timeout))?

@@ -51,6 +51,26 @@ pub struct Upstream {
     metrics: Arc<Metrics>,
 }
 
+/// What the runtime's request gets for `Host`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum HostHeader {
+    /// The runtime's own address, whatever the client sent (a runtime serves itself, not
+    /// the gateway's public name).
+    Runtime,
+    /// The client's (the default upstream serves the public name; CDP's was set by the
+    /// caller), or the upstream's address when the client sent none.
+    Keep,
+}
+
+impl HostHeader {
+    /// Sets `Host` in `headers` as this says; `upstream` is the upstream's own address.
+    pub fn apply(self, headers: &mut http::HeaderMap, upstream: &HeaderValue) {
+        if self == HostHeader::Runtime || !headers.contains_key(header::HOST) {
+            headers.insert(header::HOST, upstream.clone());
+        }
+    }
+}
+
 /// One upstream connection.
 struct Connection {
     authority: Arc<str>,
@@ -71,15 +91,45 @@ struct IdleConnections {
 
 #[derive(Default)]
 struct IdleState {
+    /// The list of the authority a connection last went back to, out of the map: a worker
+    /// busy with one runtime takes and gives back without hashing (a hash of the authority
+    /// and a probe cost more than the rest of a take, counted with callgrind).
+    hot: Option<(Arc<str>, Vec<Connection>)>,
+    /// The other authorities' lists.
     by_authority: HashMap<Arc<str>, Vec<Connection>>,
     swept: Option<Instant>,
+}
+
+impl IdleState {
+    /// The list of `authority`, if there is one.
+    fn list(&mut self, authority: &str) -> Option<&mut Vec<Connection>> {
+        match &mut self.hot {
+            Some((hot, idle)) if **hot == *authority => Some(idle),
+            _ => self.by_authority.get_mut(authority),
+        }
+    }
+
+    /// The list of `authority`, made the hot one.
+    fn hot_list(&mut self, authority: &Arc<str>) -> &mut Vec<Connection> {
+        let is_hot = matches!(&self.hot, Some((hot, _)) if *hot == *authority);
+        if !is_hot {
+            if let Some((previous, idle)) = self.hot.take()
+                && !idle.is_empty()
+            {
+                self.by_authority.insert(previous, idle);
+            }
+            let idle = self.by_authority.remove(authority).unwrap_or_default();
+            self.hot = Some((authority.clone(), idle));
+        }
+        &mut self.hot.as_mut().expect("made hot above").1
+    }
 }
 
 impl IdleConnections {
     /// The most recently idle connection to `authority` that can take a request now.
     fn take(&self, authority: &str) -> Option<Connection> {
         let mut state = self.state.lock().expect("idle connections lock");
-        let idle = state.by_authority.get_mut(authority)?;
+        let idle = state.list(authority)?;
         while let Some(connection) = idle.pop() {
             if connection.sender.is_ready() && connection.since.elapsed() < IDLE_TIMEOUT {
                 return Some(connection);
@@ -100,12 +150,16 @@ impl IdleConnections {
         let mut state = self.state.lock().expect("idle connections lock");
         if state.swept.is_none_or(|at| now.duration_since(at) >= SWEEP_EVERY) {
             state.swept = Some(now);
+            let fresh = |c: &Connection| !c.sender.is_closed() && now.duration_since(c.since) < IDLE_TIMEOUT;
             state.by_authority.retain(|_, idle| {
-                idle.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < IDLE_TIMEOUT);
+                idle.retain(fresh);
                 !idle.is_empty()
             });
+            if let Some((_, idle)) = &mut state.hot {
+                idle.retain(fresh);
+            }
         }
-        let idle = state.by_authority.entry(connection.authority.clone()).or_default();
+        let idle = state.hot_list(&connection.authority);
         if idle.len() >= MAX_IDLE_PER_AUTHORITY {
             idle.remove(0);
         }
@@ -126,6 +180,7 @@ impl Upstream {
     pub async fn send(
         &self,
         parts: &http::request::Parts,
+        host: HostHeader,
         authority: &str,
         path_and_query: &str,
         body: RequestBody,
@@ -143,9 +198,7 @@ impl Upstream {
                 // Boxed: rare, and its future (name resolution, connect, handshake) is large.
                 None => Box::pin(self.dial(authority)).await?,
             };
-            if !request.headers().contains_key(header::HOST) {
-                request.headers_mut().insert(header::HOST, connection.host.clone());
-            }
+            host.apply(request.headers_mut(), &connection.host);
             let sent = tokio::time::timeout(self.timeout, connection.sender.try_send_request(request)).await;
             match sent {
                 Err(_) => return Err(SendError::Timeout(self.timeout)),
