@@ -252,6 +252,25 @@ async fn silent_connections_and_idle_http2_are_closed_so_the_cap_stays_free() {
     let health = get(&gateway.url("/healthz")).await;
     assert_eq!(health.status, 200, "{}", health.text());
 
+    // The timeout is for a connection with no request open, not for an answer: a run that
+    // takes longer (its runtime's start, then 2.5 s) is answered on a keep-alive connection,
+    // which is closed once it has idled past the timeout.
+    let mut keep_alive = TcpStream::connect(gateway.addr).unwrap();
+    keep_alive.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let run = format!(
+        "GET /rpc/{}/sleep?ms=2500 HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\r\n",
+        unique("limit-slow-run"),
+        bearer()
+    );
+    keep_alive.write_all(run.as_bytes()).unwrap();
+    let mut status = [0u8; 12];
+    keep_alive.read_exact(&mut status).unwrap();
+    assert_eq!(&status[9..12], b"200", "a run longer than the timeout is answered");
+    assert!(
+        closed_by_gateway(&mut keep_alive),
+        "the idle keep-alive connection was left open"
+    );
+
     // HTTP/2 (prior knowledge): a request with more headers than the limit is refused, as
     // on HTTP/1.1; one within it is served; then the idle connection is shut down.
     let tcp = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
