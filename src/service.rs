@@ -515,20 +515,21 @@ impl Gateway {
         let mut body = Some(body);
         let mut retried = false;
         let port = service;
-        // A runtime's port that has not answered yet is waited for, within the start timeout.
-        let deadline = Instant::now() + self.settings.start_timeout;
+        // A runtime's port that has not answered yet is waited for, within the start timeout
+        // (from the request's arrival: the clock is read once a request, by its log line).
+        let deadline = log.started + self.settings.start_timeout;
         let mut delay = Duration::from_millis(10);
         loop {
-            let provisioning = Instant::now();
             let lease = match owner_hash {
                 None => None,
                 Some(owner_hash) => Some(self.provisioner.acquire(owner_hash).await?),
             };
-            // What a start cost, for the client's devtools: only when this request waited for one.
+            // What a start cost, for the client's devtools: only when this request waited for
+            // one (the wait counted from the request's arrival).
             let timing = lease
                 .as_ref()
                 .filter(|l| l.cold())
-                .and_then(|l| metrics::server_timing(provisioning.elapsed(), &l.runtime().phases));
+                .and_then(|l| metrics::server_timing(log.started.elapsed(), &l.runtime().phases));
             log.cold |= lease.as_ref().is_some_and(Lease::cold);
             if let Some(lease) = &lease {
                 if let Some(key) = lease.runtime().key.clone() {

@@ -7,8 +7,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use bytes::Bytes;
 use common::*;
 use http::Method;
+use http_body_util::{BodyExt, Full};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_owners_hashes_and_paths_are_refused_without_creating_anything() {
@@ -265,6 +267,34 @@ async fn a_runtime_that_does_not_answer_gives_504() {
     let reply = get(&gateway.url(&format!("/rpc/{owner}/sleep?ms=5000"))).await;
     assert_eq!(reply.status, 504, "{}", reply.text());
     assert_eq!(reply.error_code(), "runtime_timeout");
+
+    // On a kept connection too, whose timer has run out while it sat idle: a quick answer
+    // is not taken for a late one, a late one still times out, and the next request after
+    // it is answered.
+    let keep_alive = client();
+    let status_of = |path: &str| {
+        let request = http::Request::get(gateway.url(&format!("/rpc/{owner}/{path}")))
+            .header("authorization", bearer())
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let keep_alive = keep_alive.clone();
+        async move {
+            let response = keep_alive.request(request).await.unwrap();
+            let status = response.status().as_u16();
+            response.into_body().collect().await.unwrap();
+            status
+        }
+    };
+    assert_eq!(status_of("headers").await, 200);
+    // Longer than the timeout, so that the kept connection's timer goes off while it is idle.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(status_of("headers").await, 200, "a quick answer after an idle spell");
+    assert_eq!(
+        status_of("sleep?ms=5000").await,
+        504,
+        "a late answer on a kept connection"
+    );
+    assert_eq!(status_of("headers").await, 200, "the request after a timeout");
 }
 
 #[tokio::test(flavor = "multi_thread")]

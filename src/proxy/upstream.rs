@@ -79,6 +79,11 @@ struct Connection {
     sender: SendRequest<RequestBody>,
     /// When it last went idle.
     since: Instant,
+    /// The response-head timeout of the request it carries. One timer a connection, moved
+    /// on for each request: moving a pending timer later is an atomic store, where a
+    /// timer of its own per request is registered in tokio's wheel and taken out again
+    /// (about 800 instructions a request, counted with callgrind).
+    timer: Pin<Box<tokio::time::Sleep>>,
 }
 
 /// A worker's idle connections, by authority; the most recently idle last.
@@ -199,15 +204,25 @@ impl Upstream {
                 None => Box::pin(self.dial(authority)).await?,
             };
             host.apply(request.headers_mut(), &connection.host);
-            let sent = tokio::time::timeout(self.timeout, connection.sender.try_send_request(request)).await;
+            connection
+                .timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + self.timeout);
+            let mut sending = std::pin::pin!(connection.sender.try_send_request(request));
+            let timer = &mut connection.timer;
+            let sent = std::future::poll_fn(|cx| match sending.as_mut().poll(cx) {
+                Poll::Ready(sent) => Poll::Ready(Some(sent)),
+                Poll::Pending => timer.as_mut().poll(cx).map(|()| None),
+            })
+            .await;
             match sent {
-                Err(_) => return Err(SendError::Timeout(self.timeout)),
-                Ok(Ok(response)) => {
+                None => return Err(SendError::Timeout(self.timeout)),
+                Some(Ok(response)) => {
                     let (parts, incoming) = response.into_parts();
                     let body = UpstreamBody::new(incoming, connection, self.idle.clone());
                     return Ok(Response::from_parts(parts, body));
                 }
-                Ok(Err(mut error)) => match error.take_message() {
+                Some(Err(mut error)) => match error.take_message() {
                     // The runtime closed a kept connection before it took the request: the
                     // request went nowhere, so it goes again, on a new connection.
                     Some(unsent) if !fresh => request = unsent,
@@ -237,6 +252,7 @@ impl Upstream {
             host,
             sender,
             since: Instant::now(),
+            timer: Box::pin(tokio::time::sleep(self.timeout)),
         })
     }
 }
