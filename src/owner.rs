@@ -128,8 +128,13 @@ pub fn decode_owner(segment: &str) -> Result<String, OwnerError> {
     if segment.len() > 3 * MAX_OWNER_LEN {
         return Err(OwnerError::TooLong(segment.len()));
     }
-    let bytes: Vec<u8> = percent_encoding::percent_decode_str(segment).collect();
-    let owner = String::from_utf8(bytes).map_err(|_| OwnerError::InvalidUtf8)?;
+    // Most owners have no escape to decode.
+    let owner = if segment.contains('%') {
+        let bytes: Vec<u8> = percent_encoding::percent_decode_str(segment).collect();
+        String::from_utf8(bytes).map_err(|_| OwnerError::InvalidUtf8)?
+    } else {
+        segment.to_owned()
+    };
     if owner.is_empty() {
         return Err(OwnerError::Empty);
     }
