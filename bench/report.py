@@ -337,6 +337,23 @@ if mem:
     out.append(f"| one warm owner | {mem['warm_kib'] / 1024:.1f} | |")
     out.append(f"| {mem['keepalive_n']:.0f} idle keep-alive connections | {mem['keepalive_kib'] / 1024:.1f} | {per_ka:.1f} |")
     out.append(f"| {mem['ws_n']:.0f} open WebSockets | {mem['ws_kib'] / 1024:.1f} | {per_ws:.1f} |")
+peers_memory = of("memory_peer")
+if peers_memory:
+    out += [
+        "",
+        "Idle keep-alive connections (each warmed by one request) held on each contender and on the "
+        "runtime's own server (direct: a plain hyper HTTP/1.1 server, in its container): the resident "
+        "memory each connection adds.",
+        "",
+        "| contender | connections | RSS before MiB | RSS held MiB | per connection KiB |",
+        "|---|---|---|---|---|",
+    ]
+    for contender in ("lazygate", "nginx", "haproxy", "direct"):
+        rows = [r for r in peers_memory if r["contender"] == contender]
+        if not rows:
+            continue
+        before, held, n = (med(r[k] for r in rows) for k in ("before_kib", "held_kib", "n"))
+        out.append(f"| {contender} | {n:.0f} | {before / 1024:.1f} | {held / 1024:.1f} | {(held - before) / max(n, 1):.1f} |")
 if owners:
     out += ["", "| registered owners | small GET requests/s | RSS MiB |", "|---|---|---|"]
     for k, v in owners.items():

@@ -47,6 +47,7 @@ gateway_pid=""
 nginx_pid=""
 haproxy_pid=""
 hold_pid=""
+floor_pid=""
 REF=browser-use-browser-runtime:latest
 STUB=lazygate-stub-runtime:test
 NET=lazygate-bench
@@ -337,7 +338,6 @@ start_gateway $STUB target/release/lazygate serve
 # proxy on hyper, what lazygate's pipeline is measured against), alternating on the same
 # upstream; in the first repeat perf samples each (user and kernel) and bench/profile.py sums
 # the samples by component.
-floor_pid=""
 start_floor() {
   FLOOR_PORT=$(free_port)
   $LOADGEN hyper-floor --listen "127.0.0.1:$FLOOR_PORT" --upstream "127.0.0.1:$RT_PORT" >/dev/null 2>&1 &
@@ -449,13 +449,18 @@ fi
 
 # --- 5. scale of state: memory, and 10 000 registered owners ------------------------------
 echo "memory"
+rss_sum() { for pid in "$@"; do rss_kib "$pid"; done | awk '{t += $1} END {print t + 0}'; }
 hold() { # url connections [header]  -> RSS of the gateway while held, in KiB
   local url=$1 n=$2; shift 2
+  hold_rss "$url" "$n" "$gateway_pid" "$@"
+}
+hold_rss() { # url connections "pids" [header]  -> RSS of those processes while held, in KiB
+  local url=$1 n=$2 pids=$3; shift 3
   $LOADGEN hold --url "$url" --connections "$n" "$@" > "$work/hold.out" &
   hold_pid=$!
   # Its one line, whole (it ends with a newline).
   for _ in $(seq 1 1200); do grep -q '}$' "$work/hold.out" && break; sleep 0.1; done
-  local rss; rss=$(rss_kib "$gateway_pid")
+  local rss; rss=$(rss_sum $pids)
   local ready; ready=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["ready"])' "$work/hold.out") || ready=""
   kill "$hold_pid"; wait "$hold_pid" 2>/dev/null || true; hold_pid=""
   [ -n "$ready" ] || { echo "loadgen hold reported nothing for $url: $(cat "$work/hold.out")" >&2; exit 1; }
@@ -473,6 +478,23 @@ for r in $(seq 1 "$REPEATS"); do
   before_ws=$(rss_kib "$gateway_pid")
   read -r ws ws_n < <(hold "$(ws_url_of lazygate)" 1000)
   record "{\"kind\":\"memory\",\"idle_kib\":$idle,\"warm_kib\":$warm_rss,\"keepalive_kib\":$ka,\"keepalive_n\":$ka_n,\"before_ws_kib\":$before_ws,\"ws_kib\":$ws,\"ws_n\":$ws_n}"
+  # 2 000 idle keep-alive connections held on each contender, and on the runtime's own
+  # server (direct: a plain hyper HTTP/1.1 server), each warmed by one request first; the
+  # RSS of its processes (nginx's master and workers) before and while held. 2 000, as the
+  # connections closed before still hold the client's ports for a minute.
+  for contender in lazygate nginx haproxy direct; do
+    case $contender in
+      lazygate) pids=$gateway_pid ;;
+      nginx) pids="$nginx_pid $(pgrep -P "$nginx_pid" | tr '\n' ' ')" ;;
+      haproxy) pids=$haproxy_pid ;;
+      direct) pids=$(docker inspect -f '{{.State.Pid}}' "browser-use-browser-$HASH") ;;
+    esac
+    url=$(url_of $contender health)
+    curl -sf -H "$AUTH" "$url" >/dev/null
+    before=$(rss_sum $pids)
+    read -r held held_n < <(hold_rss "$url" 2000 "$pids" --header "$AUTH")
+    record "{\"kind\":\"memory_peer\",\"contender\":\"$contender\",\"before_kib\":$before,\"held_kib\":$held,\"n\":$held_n}"
+  done
 done
 fi
 echo "10 000 registered owners"
