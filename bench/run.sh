@@ -456,6 +456,7 @@ hold() { # url connections [header]  -> RSS of the gateway while held, in KiB
 }
 hold_rss() { # url connections "pids" [header]  -> RSS of those processes while held, in KiB
   local url=$1 n=$2 pids=$3; shift 3
+  echo "  $n idle connections to $url" >&2
   $LOADGEN hold --url "$url" --connections "$n" "$@" > "$work/hold.out" &
   hold_pid=$!
   # Its one line, whole (it ends with a newline).
@@ -492,8 +493,12 @@ for r in $(seq 1 "$REPEATS"); do
     url=$(url_of $contender health)
     curl -sf -H "$AUTH" "$url" >/dev/null
     before=$(rss_sum $pids)
-    read -r held held_n < <(hold_rss "$url" 2000 "$pids" --header "$AUTH")
-    record "{\"kind\":\"memory_peer\",\"contender\":\"$contender\",\"before_kib\":$before,\"held_kib\":$held,\"n\":$held_n}"
+    # A row missing rather than the whole run lost (a full run once got no answer here).
+    if read -r held held_n < <(hold_rss "$url" 2000 "$pids" --header "$AUTH"); then
+      record "{\"kind\":\"memory_peer\",\"contender\":\"$contender\",\"before_kib\":$before,\"held_kib\":$held,\"n\":$held_n}"
+    else
+      echo "  no memory row for $contender" >&2
+    fi
   done
 done
 fi
