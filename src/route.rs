@@ -205,10 +205,7 @@ fn split_first_segment(path: &str) -> (&str, Option<&str>) {
 /// separator, a control byte, or a further percent-escape (double encoding): the runtime
 /// must see exactly the path the gateway checked.
 fn forward_path(rest: &str, query: Option<&str>) -> Result<String, RouteError> {
-    // Most paths have no escape, no backslash and no segment that starts with a dot:
-    // nothing in them to check segment by segment.
-    let plain = !rest.bytes().any(|b| matches!(b, b'%' | b'\\')) && !rest.starts_with('.') && !rest.contains("/.");
-    for segment in rest.split('/').filter(|_| !plain) {
+    for segment in rest.split('/') {
         if segment.contains('\\') {
             return Err(RouteError::Path("backslash in path"));
         }
