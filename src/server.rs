@@ -439,6 +439,7 @@ where
 /// The waker of a connection watchdog's futures: notes that one of them is ready to be
 /// polled and wakes the connection's task.
 struct Alarm {
+    /// One of the watchdog's futures woke the task (or was just set): poll them.
     rang: AtomicBool,
     /// The connection's task, as of its last poll.
     task: AtomicWaker,
