@@ -86,6 +86,12 @@ enum RuntimesAction {
 }
 
 fn main() -> ExitCode {
+    // No transparent huge pages for this process: on a host that has them always on, every
+    // 2 MiB of address space mimalloc's arenas touch became resident whole (measured with 2 000
+    // idle keep-alive connections held: 21.8 MiB resident at rest instead of 16.1, and 22 KiB
+    // a connection instead of 15). Allocator pages are touched sparsely here, so huge pages
+    // buy the gateway little. Where the kernel lacks the call, nothing changes.
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
     let cli = Cli::parse();
     // The log format is read before anything is logged, so from the environment only.
     let json = match std::env::var("LAZYGATE_LOG_FORMAT").as_deref().map(str::trim) {

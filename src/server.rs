@@ -30,9 +30,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -98,24 +98,7 @@ impl Worker {
     async fn run(self, mut inbox: mpsc::UnboundedReceiver<Accepted>, open: Arc<AtomicUsize>) {
         let limits = &self.gateway.settings.limits;
         let handshake_timeout = limits.header_read_timeout;
-        let mut builder = Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            // The watchdog's to enforce (module doc).
-            .header_read_timeout(None)
-            .max_buf_size(limits.max_header_bytes);
-        // Only a limit other than hyper's own (100) is set: with one set, hyper sizes and
-        // fills its header arrays for every request head it parses (about 1 700 instructions
-        // a request, counted with callgrind), where its default arrays cost nothing.
-        if limits.max_headers != HYPER_MAX_HEADERS {
-            builder.http1().max_headers(limits.max_headers);
-        }
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(limits.max_header_bytes as u32)
-            .keep_alive_interval(Some(HTTP2_PING_INTERVAL))
-            .keep_alive_timeout(HTTP2_PING_TIMEOUT);
+        let builders = Arc::new(Builders::new(limits));
         // Asks every open connection to finish (graceful shutdown) once the acceptor is gone.
         let drain = CancellationToken::new();
         let connections = TaskTracker::new();
@@ -129,20 +112,34 @@ impl Worker {
                 }
             };
             let gateway = self.gateway.clone();
-            let builder = builder.clone();
+            let builders = builders.clone();
             let drain = drain.clone();
             let tls = self.tls.clone();
             let open = open.clone();
             connections.spawn(async move {
                 let _permit = permit;
+                let accepted = Instant::now();
                 let result = match tls {
-                    None => serve_io(stream, peer, false, gateway, &builder, drain).await,
+                    None => match sniff_protocol(&stream, accepted + handshake_timeout, &drain).await {
+                        Ok(Some(protocol)) => {
+                            serve_io(stream, protocol, peer, false, accepted, gateway, &builders, drain).await
+                        }
+                        Ok(None) => Ok(()),
+                        Err(error) => Err(error.into()),
+                    },
                     // Boxed: a TLS session's state is several KiB, which a plain connection's
                     // task would otherwise reserve too.
                     Some(acceptor) => {
                         Box::pin(async {
                             match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                                Ok(Ok(stream)) => serve_io(stream, peer, true, gateway, &builder, drain).await,
+                                Ok(Ok(stream)) => {
+                                    // As RFC 9113 has it, HTTP/2 over TLS is chosen by ALPN.
+                                    let protocol = match stream.get_ref().1.alpn_protocol() {
+                                        Some(b"h2") => Protocol::Http2,
+                                        _ => Protocol::Http1,
+                                    };
+                                    serve_io(stream, protocol, peer, true, accepted, gateway, &builders, drain).await
+                                }
                                 Ok(Err(error)) => Err(format!("TLS handshake: {error}").into()),
                                 Err(_) => Err("TLS handshake timed out".into()),
                             }
@@ -247,6 +244,95 @@ pub async fn serve(
     tracing::info!("all connections drained");
 }
 
+/// What a connection speaks, known before hyper reads a byte of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// The first bytes of an HTTP/2 connection with prior knowledge (RFC 9113, 3.4).
+const HTTP2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Tells HTTP/2 with prior knowledge from HTTP/1.1 by a plain connection's first bytes,
+/// peeked at rather than read, so that hyper reads them into its own buffer (hyper-util's
+/// `auto` server reads them into one of its own, and hyper's read buffer then grew to
+/// 16 KiB on every connection: 8 KiB more per idle keep-alive connection, seen with
+/// valgrind's DHAT). `None`: nothing came before `deadline`, or the gateway is draining.
+async fn sniff_protocol(
+    stream: &TcpStream,
+    deadline: Instant,
+    drain: &CancellationToken,
+) -> std::io::Result<Option<Protocol>> {
+    let sniffing = async {
+        let mut head = [0u8; HTTP2_PREFACE.len()];
+        loop {
+            stream.readable().await?;
+            // Peeked within `try_io`: when only a part of the preface has come, the
+            // readiness it clears is the one seen before the peek, so the next wait ends as
+            // soon as more bytes arrive, however soon that is.
+            let peeked = stream.try_io(tokio::io::Interest::READABLE, || {
+                let (n, _) = rustix::net::recv(stream, &mut head[..], rustix::net::RecvFlags::PEEK)?;
+                if n == 0 || head[..n] != HTTP2_PREFACE[..n] {
+                    // Closed (hyper sees that), or anything but the preface.
+                    Ok(Protocol::Http1)
+                } else if n == HTTP2_PREFACE.len() {
+                    Ok(Protocol::Http2)
+                } else {
+                    Err(std::io::ErrorKind::WouldBlock.into())
+                }
+            });
+            match peeked {
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+                peeked => return peeked,
+            }
+        }
+    };
+    tokio::select! {
+        sniffed = tokio::time::timeout_at(deadline, sniffing) => match sniffed {
+            Ok(protocol) => protocol.map(Some),
+            Err(_) => {
+                tracing::debug!("closing a connection with no request in time");
+                Ok(None)
+            }
+        },
+        () = drain.cancelled() => Ok(None),
+    }
+}
+
+/// The connection settings a worker serves with, one builder per protocol.
+struct Builders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(limits: &crate::config::Limits) -> Self {
+        let mut http1 = http1::Builder::new();
+        http1
+            // The watchdog's to enforce (module doc).
+            .header_read_timeout(None)
+            // Both: hyper checks its buffer's limit only while a head is incomplete, and its
+            // buffer grows by doubling, so a head somewhat over the limit can arrive whole
+            // (100 KB against 64 KiB did); the head's size is checked once it is parsed.
+            .max_buf_size(limits.max_header_bytes)
+            .max_header_size(limits.max_header_bytes);
+        // Only a limit other than hyper's own (100) is set: with one set, hyper sizes and
+        // fills its header arrays for every request head it parses (about 1 700 instructions
+        // a request, counted with callgrind), where its default arrays cost nothing.
+        if limits.max_headers != HYPER_MAX_HEADERS {
+            http1.max_headers(limits.max_headers);
+        }
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(limits.max_header_bytes as u32)
+            .keep_alive_interval(Some(HTTP2_PING_INTERVAL))
+            .keep_alive_timeout(HTTP2_PING_TIMEOUT);
+        Builders { http1, http2 }
+    }
+}
+
 /// The number of headers hyper's HTTP/1.1 parser takes when no limit is set.
 const HYPER_MAX_HEADERS: usize = 100;
 
@@ -277,11 +363,11 @@ struct Activity {
 }
 
 impl Activity {
-    fn new() -> Self {
+    fn new(accepted: Instant) -> Self {
         Activity {
             http2: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
-            idle_since: Mutex::new(Instant::now()),
+            idle_since: Mutex::new(accepted),
         }
     }
 
@@ -347,19 +433,22 @@ impl HttpBody for Tracked {
 }
 
 /// Serves one connection (plain or TLS) until it ends, it idles out, or shutdown asks it to.
+#[allow(clippy::too_many_arguments)]
 async fn serve_io<I>(
     io: I,
+    protocol: Protocol,
     peer: SocketAddr,
     tls: bool,
+    accepted: Instant,
     gateway: Arc<Gateway>,
-    builder: &Builder<TokioExecutor>,
+    builders: &Builders,
     drain: CancellationToken,
 ) -> Result<(), BoxError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let timeout = gateway.settings.limits.header_read_timeout;
-    let activity = Arc::new(Activity::new());
+    let activity = Arc::new(Activity::new(accepted));
     let watched = activity.clone();
     let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         let gateway = gateway.clone();
@@ -381,10 +470,11 @@ where
         });
         async move { Ok::<_, Infallible>(handling.await) }
     });
-    let connection = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service)
-        .into_owned();
-    let mut connection = std::pin::pin!(connection);
+    let io = TokioIo::new(io);
+    let mut connection = match protocol {
+        Protocol::Http1 => Serving::Http1(builders.http1.serve_connection(io, service).with_upgrades()),
+        Protocol::Http2 => Serving::Http2(Box::pin(builders.http2.serve_connection(io, service))),
+    };
     let mut draining = false;
     let mut drained = std::pin::pin!(drain.cancelled());
     let mut check = std::pin::pin!(tokio::time::sleep_until(watched.next_check(timeout)));
@@ -398,8 +488,8 @@ where
     });
     let alarm_waker = std::task::Waker::from(alarm.clone());
     std::future::poll_fn(|cx| {
-        if let Poll::Ready(result) = connection.as_mut().poll(cx) {
-            return Poll::Ready(result);
+        if let Poll::Ready(result) = connection.poll(cx) {
+            return Poll::Ready(result.map_err(BoxError::from));
         }
         alarm.task.register(cx.waker());
         if draining || !alarm.rang.swap(false, Ordering::AcqRel) {
@@ -408,7 +498,7 @@ where
         let mut alarm_cx = Context::from_waker(&alarm_waker);
         if drained.as_mut().poll(&mut alarm_cx).is_ready() {
             draining = true;
-            connection.as_mut().graceful_shutdown();
+            connection.graceful_shutdown();
             // The connection goes on, to finish: it is polled again at once.
             cx.waker().wake_by_ref();
             return Poll::Pending;
@@ -425,7 +515,7 @@ where
         if watched.http2.load(Ordering::Acquire) {
             tracing::debug!(%peer, "closing an idle HTTP/2 connection");
             draining = true;
-            connection.as_mut().graceful_shutdown();
+            connection.graceful_shutdown();
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
@@ -434,6 +524,41 @@ where
         Poll::Ready(Ok(()))
     })
     .await
+}
+
+/// A connection being served, by hyper's server for its protocol.
+// HTTP/1.1's state is inline: the common case, and one allocation fewer a connection.
+#[allow(clippy::large_enum_variant)]
+enum Serving<I, S>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+{
+    Http1(http1::UpgradeableConnection<TokioIo<I>, S>),
+    /// Boxed: HTTP/2's state is larger, and an HTTP/2 connection carries many requests.
+    Http2(Pin<Box<http2::Connection<TokioIo<I>, S, TokioExecutor>>>),
+}
+
+impl<I, S> Serving<I, S>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = Tracked> + Unpin,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
+        match self {
+            Serving::Http1(connection) => Pin::new(connection).poll(cx),
+            Serving::Http2(connection) => connection.as_mut().poll(cx),
+        }
+    }
+
+    /// Finishes the requests in flight, takes no more, then ends.
+    fn graceful_shutdown(&mut self) {
+        match self {
+            Serving::Http1(connection) => Pin::new(connection).graceful_shutdown(),
+            Serving::Http2(connection) => connection.as_mut().graceful_shutdown(),
+        }
+    }
 }
 
 /// The waker of a connection watchdog's futures: notes that one of them is ready to be

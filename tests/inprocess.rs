@@ -232,3 +232,67 @@ async fn over_tls_runs_go_through_on_http2_and_cdp_discovery_names_wss() {
         "{discovery}"
     );
 }
+
+/// Writes `first`, then lets the gateway look at it (a request on another connection goes
+/// through the same worker, which takes its connections in the order they came), then
+/// writes `rest`.
+async fn write_in_two(stream: &mut tokio::net::TcpStream, healthz: &str, first: &[u8], rest: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    stream.write_all(first).await.unwrap();
+    stream.flush().await.unwrap();
+    assert_eq!(get(healthz).await.status, 200);
+    stream.write_all(rest).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_and_http1_are_told_apart_however_their_first_bytes_arrive() {
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncReadExt;
+    let gateway = InProcess::start(|_| {}).await;
+    let healthz = gateway.url("/healthz");
+    let token = format!("Bearer {TEST_API_TOKEN}");
+
+    // HTTP/1.1 that starts with the preface's first letter: `P`, then `OST …`.
+    let mut http1 = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let rest = format!(
+        "OST /rpc/alice HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nh1"
+    );
+    write_in_two(&mut http1, &healthz, b"P", rest.as_bytes()).await;
+    let mut answer = String::new();
+    http1.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:.200}");
+    assert!(answer.contains(r#""body":"h1""#), "{answer}");
+
+    // HTTP/2 with prior knowledge whose preface comes in two parts: the client on one end
+    // of an in-memory pipe, the pipe relayed to the gateway with a pause after 8 bytes.
+    let (client_end, mut relay_end) = tokio::io::duplex(64 * 1024);
+    let mut tcp = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let relay = tokio::spawn(async move {
+        let mut preface = [0u8; 24];
+        relay_end.read_exact(&mut preface).await.unwrap();
+        write_in_two(&mut tcp, &healthz, &preface[..8], &preface[8..]).await;
+        let _ = tokio::io::copy_bidirectional(&mut relay_end, &mut tcp).await;
+    });
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(client_end),
+    )
+    .await
+    .unwrap();
+    let connection = tokio::spawn(connection);
+    let run = request(
+        Method::POST,
+        &gateway.url("/rpc/alice"),
+        &[("authorization", &token)],
+        "h2",
+    );
+    let response = sender.send_request(run).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["body"], "h2");
+    drop(sender);
+    connection.await.unwrap().unwrap();
+    relay.await.unwrap();
+}

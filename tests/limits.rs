@@ -119,6 +119,17 @@ async fn oversized_slow_and_smuggling_requests_are_refused() {
         format!("GET /healthz HTTP/1.1\r\nHost: x\r\nx-big: {huge}\r\n\r\n").as_bytes(),
     );
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.80}");
+    // The limit is the head's size (64 KiB by default), to the byte: one over it is refused,
+    // one within it served.
+    let head = |size: usize| {
+        let start = "GET /healthz HTTP/1.1\r\nHost: x\r\nx-big: ";
+        let filler = "a".repeat(size - start.len() - "\r\n\r\n".len());
+        format!("{start}{filler}\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    };
+    let answer = exchange(addr, head(65537).as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.80}");
+    let answer = exchange(addr, head(65536).as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:.80}");
 
     // An RPC body over the limit: 413 from its declared length, before a runtime starts.
     let body = "x".repeat(2000);
