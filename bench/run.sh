@@ -11,6 +11,10 @@
 #                           left alone
 #   BASELINE_BIN=<gateway binary> bench/run.sh
 #                           the profile section times and samples that build beside this one
+#   SECTIONS=heap bench/run.sh
+#                           (only when named) where the heap goes per idle keep-alive
+#                           connection: valgrind's DHAT on a build with glibc's malloc,
+#                           2 000 held, by allocation site (target/bench-heap.txt)
 #   SECTIONS=serve bench/run.sh
 #                           the fronts kept up for measuring by hand (target/bench-serve.env)
 # Contenders on the same upstream (one runtime container): direct (no proxy), lazygate, nginx
@@ -502,6 +506,27 @@ for r in $(seq 1 "$REPEATS"); do
   done
 done
 fi
+# --- 5b. the heap per idle keep-alive connection, by allocation site (only when named) ------
+# RSS says how much; this says whose. valgrind's DHAT sees only malloc, so the gateway is
+# built with glibc's (the system-allocator feature) and line tables, in a target directory
+# of its own; bench/heap.py sums its live blocks at the heap's peak by allocation site.
+if [[ " $SECTIONS " == *" heap "* ]]; then
+  echo "heap (valgrind's DHAT, 2 000 idle keep-alive connections)"
+  apt_install valgrind
+  CARGO_TARGET_DIR=target/heap CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
+    cargo build --release --quiet --bin lazygate --features system-allocator
+  [ -n "$gateway_pid" ] && { kill "$gateway_pid" 2>/dev/null || true; wait "$gateway_pid" 2>/dev/null || true; }
+  env $(gateway_env $STUB) valgrind --tool=dhat --dhat-out-file="$work/dhat.out" target/heap/release/lazygate serve >>"$work/gateway.log" 2>&1 &
+  gateway_pid=$!
+  url=$(url_of lazygate health)
+  for _ in $(seq 1 600); do curl -sf -H "$AUTH" "$url" >/dev/null && break; sleep 0.1; done
+  read -r _ held_n < <(hold "$url" 2000 --header "$AUTH")
+  # DHAT writes its file as the gateway exits.
+  kill "$gateway_pid"; wait "$gateway_pid" 2>/dev/null || true; gateway_pid=""
+  mkdir -p target && /usr/bin/python3 bench/heap.py "$work/dhat.out" "$held_n" | tee target/bench-heap.txt
+  start_gateway $STUB target/release/lazygate serve
+fi
+
 echo "10 000 registered owners"
 if wanted owners; then
 for r in $(seq 1 "$REPEATS"); do

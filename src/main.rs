@@ -9,7 +9,9 @@ use lazygate::config::{ProcessEnv, Settings};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of glibc's malloc: every forwarded request allocates and frees header
-/// maps, buffers and futures across threads, and glibc's arenas showed in the profile.
+/// maps, buffers and futures across threads, and glibc's arenas showed in the profile. The
+/// `system-allocator` feature keeps glibc's, for heap profilers that see only `malloc`.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
