@@ -193,7 +193,8 @@ pub fn parse(method: &Method, uri: &Uri) -> Result<Route, RouteError> {
 
 /// Splits `seg/rest...` into `seg` and `Some("/rest...")`; `seg` alone gives `None`.
 fn split_first_segment(path: &str) -> (&str, Option<&str>) {
-    match path.find('/') {
+    // A byte search: `str::find` with a `char` costs several times more on these short paths.
+    match path.bytes().position(|b| b == b'/') {
         Some(i) => (&path[..i], Some(&path[i..])),
         None => (path, None),
     }
@@ -205,14 +206,15 @@ fn split_first_segment(path: &str) -> (&str, Option<&str>) {
 /// separator, a control byte, or a further percent-escape (double encoding): the runtime
 /// must see exactly the path the gateway checked.
 fn forward_path(rest: &str, query: Option<&str>) -> Result<String, RouteError> {
-    for segment in rest.split('/') {
-        if segment.contains('\\') {
+    // Over bytes: splitting and searching a `str` by `char` cost several times more here.
+    for segment in rest.as_bytes().split(|&b| b == b'/') {
+        if segment.contains(&b'\\') {
             return Err(RouteError::Path("backslash in path"));
         }
-        if !segment.contains('%') && !segment.starts_with('.') {
+        if !segment.contains(&b'%') && segment.first() != Some(&b'.') {
             continue;
         }
-        let decoded: Vec<u8> = percent_encoding::percent_decode_str(segment).collect();
+        let decoded: Vec<u8> = percent_encoding::percent_decode(segment).collect();
         if decoded == b"." || decoded == b".." {
             return Err(RouteError::Path("dot segment in path"));
         }
