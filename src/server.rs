@@ -1,6 +1,8 @@
 //! The listener: the acceptor takes connections and hands them to worker threads, which
 //! serve HTTP/1.1 (with upgrades) and HTTP/2 on them; on shutdown the acceptor stops and the
-//! workers drain open connections within a deadline.
+//! workers drain open connections within a deadline. Which of the two a connection speaks is
+//! known before hyper reads from it: by ALPN over TLS, by peeking at a plain connection's
+//! first bytes (`sniff_protocol`); each is then served by hyper's server for it.
 //!
 //! Each worker is a thread with its own single-threaded event loop (as nginx has worker
 //! processes): a client connection, the kept upstream connections its requests use and the
@@ -534,7 +536,8 @@ where
     S: hyper::service::HttpService<hyper::body::Incoming>,
 {
     Http1(http1::UpgradeableConnection<TokioIo<I>, S>),
-    /// Boxed: HTTP/2's state is larger, and an HTTP/2 connection carries many requests.
+    /// Boxed, so that a connection's task is sized for HTTP/1.1, the common case (an
+    /// HTTP/2 client multiplexes its requests over few connections).
     Http2(Pin<Box<http2::Connection<TokioIo<I>, S, TokioExecutor>>>),
 }
 
