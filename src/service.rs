@@ -496,15 +496,8 @@ impl Gateway {
         if matches!(service, RuntimePort::Cdp | RuntimePort::View) {
             parts.headers.remove(header::ORIGIN);
         }
-        // Chrome's DevTools server answers only to an IP address or `localhost`; the other
-        // services get their own address.
         let host = match service {
-            RuntimePort::Cdp => {
-                parts
-                    .headers
-                    .insert(header::HOST, HeaderValue::from_static(cdp::DEVTOOLS_HOST));
-                HostHeader::Keep
-            }
+            RuntimePort::Cdp => HostHeader::Devtools,
             RuntimePort::Rpc | RuntimePort::View => HostHeader::Runtime,
         };
         let limit = match service {

@@ -57,16 +57,28 @@ pub enum HostHeader {
     /// The runtime's own address, whatever the client sent (a runtime serves itself, not
     /// the gateway's public name).
     Runtime,
-    /// The client's (the default upstream serves the public name; CDP's was set by the
-    /// caller), or the upstream's address when the client sent none.
+    /// `localhost`: Chrome's DevTools server answers only to an IP address or `localhost`.
+    Devtools,
+    /// The client's (the default upstream serves the public name), or the upstream's address
+    /// when the client sent none.
     Keep,
 }
 
 impl HostHeader {
     /// Sets `Host` in `headers` as this says; `upstream` is the upstream's own address.
     pub fn apply(self, headers: &mut http::HeaderMap, upstream: &HeaderValue) {
-        if self == HostHeader::Runtime || !headers.contains_key(header::HOST) {
-            headers.insert(header::HOST, upstream.clone());
+        match self {
+            HostHeader::Runtime => {
+                headers.insert(header::HOST, upstream.clone());
+            }
+            HostHeader::Devtools => {
+                headers.insert(header::HOST, HeaderValue::from_static(super::cdp::DEVTOOLS_HOST));
+            }
+            HostHeader::Keep => {
+                if !headers.contains_key(header::HOST) {
+                    headers.insert(header::HOST, upstream.clone());
+                }
+            }
         }
     }
 }
