@@ -355,7 +355,10 @@ const TUNNEL_CLOSE_WAIT: Duration = Duration::from_secs(6);
 /// What a connection's watchdog knows of it; written by its requests.
 #[derive(Debug)]
 struct Activity {
-    /// The connection speaks HTTP/2 (an idle one is shut down gracefully, with GOAWAY).
+    /// An HTTP/2 connection that has carried a request: once idle it is shut down gracefully
+    /// (GOAWAY). Set by its first request rather than from the sniffed protocol: one that
+    /// never carried any (a bare preface) is closed outright, as a graceful shutdown would
+    /// wait for the answer to its ping.
     http2: AtomicBool,
     /// Requests whose response has not been sent whole yet.
     in_flight: AtomicUsize,
