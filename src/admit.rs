@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 
 use http::{HeaderValue, Request, header};
-use hyper::body::Incoming;
+use crate::body::ClientBody;
 
 use crate::auth::{self, Auth, ViewSubject};
 use crate::config::{AnswerUrls, IsolationMode, Settings};
@@ -40,7 +40,7 @@ pub struct Admitted {
 
 impl Admission<'_> {
     /// The checks that hold for every request, routed or not: framing and header count.
-    pub fn check_shape(&self, request: &Request<Incoming>) -> Result<(), RequestError> {
+    pub fn check_shape(&self, request: &Request<ClientBody>) -> Result<(), RequestError> {
         headers::check_framing(request.headers()).map_err(RequestError::Framing)?;
         // HTTP/1.1's parser stops at the limit already; HTTP/2 hands over whatever fits in
         // its header list size, so the count is checked here for every protocol.
@@ -55,7 +55,7 @@ impl Admission<'_> {
     pub fn admit(
         &self,
         route: &Route,
-        request: &Request<Incoming>,
+        request: &Request<ClientBody>,
         peer: SocketAddr,
     ) -> Result<Admitted, RequestError> {
         let headers = request.headers();
@@ -147,7 +147,7 @@ impl Admission<'_> {
 }
 
 /// The host the client used (`Host`, else the URI's authority), if it is fit to go into a URL.
-fn checked_host(request: &Request<Incoming>) -> Result<String, RequestError> {
+fn checked_host(request: &Request<ClientBody>) -> Result<String, RequestError> {
     let host = request
         .headers()
         .get(header::HOST)

@@ -4,11 +4,10 @@
 
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::body::Body;
+use crate::body::{Body, ClientBody};
 use crate::config::{AnswerUrls, IsolationMode};
 use crate::error::{RequestError, json_response};
 use crate::metrics::Removal;
@@ -39,7 +38,7 @@ struct RunIdentity {
     thread_id: Option<String>,
 }
 
-async fn read_identity(request: Request<Incoming>) -> Result<RunIdentity, RequestError> {
+async fn read_identity(request: Request<ClientBody>) -> Result<RunIdentity, RequestError> {
     let bytes = Limited::new(request.into_body(), MAX_BODY)
         .collect()
         .await
@@ -92,7 +91,7 @@ impl RunIdentity {
 /// gateway: with gateway URLs, the answer points back the same way.
 pub async fn ensure(
     api: &Api<'_>,
-    request: Request<Incoming>,
+    request: Request<ClientBody>,
     public_host: Option<&str>,
     secure: bool,
 ) -> Result<(Response<Body>, bool), RequestError> {
@@ -184,7 +183,7 @@ async fn signed_view_url(api: &Api<'_>, owner_hash: OwnerHash) -> String {
 
 /// The seed's `cleanup_browser_runtime`: in per-task mode, removes the task's container and
 /// volume; in the other modes it does nothing, as the seed does.
-pub async fn cleanup(api: &Api<'_>, request: Request<Incoming>) -> Result<Response<Body>, RequestError> {
+pub async fn cleanup(api: &Api<'_>, request: Request<ClientBody>) -> Result<Response<Body>, RequestError> {
     let identity = read_identity(request).await?;
     let mode = api.settings.isolation_mode;
     if mode != IsolationMode::DockerPerTask {

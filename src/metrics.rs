@@ -125,6 +125,9 @@ pub struct Metrics {
     /// Holds: open WebSocket tunnels, and every lease alive (those tunnels and the
     /// requests in flight to runtimes).
     pub websockets_open: Gauge,
+    /// Idle HTTP/1.1 client connections kept without hyper's buffers (`server::parking`).
+    pub connections_parked: Gauge,
+    pub connection_parks: Counter,
     /// Pings the gateway sent to live views' clients, and tunnels it closed itself (1001),
     /// by reason (`client_gone`, `max_age`, `drained`).
     pub websocket_pings: Counter,
@@ -256,6 +259,8 @@ impl Metrics {
         let starts_in_flight = Gauge::default();
         let starts_waiting = Gauge::default();
         let websockets_open = Gauge::default();
+        let connections_parked = Gauge::default();
+        let connection_parks = Counter::default();
         let websocket_pings = Counter::default();
         let websocket_closes = Family::<ReasonLabels, Counter>::default();
         let holds = Gauge::default();
@@ -316,6 +321,16 @@ impl Metrics {
             "lazygate_websockets_open",
             "WebSocket tunnels open to runtimes (each holds its runtime)",
             websockets_open.clone(),
+        );
+        r.register(
+            "lazygate_connections_parked",
+            "Idle HTTP/1.1 client connections parked: kept open without their buffers until the client's next request",
+            connections_parked.clone(),
+        );
+        r.register(
+            "lazygate_connection_parks",
+            "Times an idle HTTP/1.1 client connection was parked",
+            connection_parks.clone(),
         );
         r.register(
             "lazygate_websocket_pings",
@@ -415,6 +430,8 @@ impl Metrics {
             starts_in_flight,
             starts_waiting,
             websockets_open,
+            connections_parked,
+            connection_parks,
             websocket_pings,
             websocket_closes,
             holds,

@@ -12,13 +12,12 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use serde_json::json;
 
 use crate::admit::{Admission, Admitted};
 use crate::api;
 use crate::auth::{self, Auth, AuthStore};
-use crate::body::{Body, empty};
+use crate::body::{Body, ClientBody, empty};
 use crate::config::{IsolationMode, Settings};
 use crate::error::{RequestError, json_response};
 use crate::metrics::{self, Metrics};
@@ -125,7 +124,7 @@ impl Gateway {
     }
 
     /// Serves one request; never fails (errors become JSON responses).
-    pub async fn handle(self: &Arc<Self>, mut request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    pub async fn handle(self: &Arc<Self>, mut request: Request<ClientBody>, peer: SocketAddr) -> Response<Body> {
         let trusted = self.settings.trusted_proxies.contains(&peer.ip());
         let request_id = headers::request_id(request.headers(), trusted);
         // The runtime gets the same id (the request's headers go to it).
@@ -160,7 +159,7 @@ impl Gateway {
 
     async fn dispatch(
         self: &Arc<Self>,
-        request: Request<Incoming>,
+        request: Request<ClientBody>,
         peer: SocketAddr,
         log: &mut RequestLog,
     ) -> Result<Response<Body>, RequestError> {
@@ -236,7 +235,7 @@ impl Gateway {
     /// runtime's answer for [`Gateway::run_result`].
     fn run_async(
         self: &Arc<Self>,
-        request: Request<Incoming>,
+        request: Request<ClientBody>,
         peer: SocketAddr,
         route: Route,
         admitted: Admitted,
@@ -348,7 +347,7 @@ impl Gateway {
     /// runtime key, and hop-by-hop headers, are taken out, and `X-Forwarded-*` are set.
     async fn pass_through(
         &self,
-        mut request: Request<Incoming>,
+        mut request: Request<ClientBody>,
         peer: SocketAddr,
         authority: &str,
     ) -> Result<Response<Body>, RequestError> {
@@ -462,7 +461,7 @@ impl Gateway {
     /// and the request — body included, since none of it was sent — goes to the new one.
     async fn forward(
         &self,
-        mut request: Request<Incoming>,
+        mut request: Request<ClientBody>,
         peer: SocketAddr,
         target: Target<'_>,
         admitted: &Admitted,

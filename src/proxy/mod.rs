@@ -21,9 +21,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Response;
 use http_body_util::BodyExt;
-use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
-use crate::body::{Body, BoxError};
+use crate::body::{Body, BoxError, ClientBody};
 use crate::error::RequestError;
 use crate::provision::Lease;
 
@@ -75,7 +75,7 @@ pub struct RequestBody {
     /// What attempts share; `None` for a request without a body.
     state: Option<Arc<Mutex<BodyState>>>,
     /// This attempt's hold on the unread rest of the client's body.
-    taken: Option<Incoming>,
+    taken: Option<ClientBody>,
     /// Kept frames this attempt has yielded again so far.
     replayed: usize,
     /// Still keeping what is read (false once past the limit, to skip the lock).
@@ -90,7 +90,7 @@ pub struct RequestBody {
 /// What attempts share of one client body.
 struct BodyState {
     /// The unread rest of the client's body, while no attempt holds it.
-    incoming: Option<Incoming>,
+    incoming: Option<ClientBody>,
     /// What has been read so far, to send again.
     kept: Vec<Bytes>,
     kept_len: usize,
@@ -103,7 +103,7 @@ struct BodyState {
 impl RequestBody {
     /// Wraps `incoming`, letting at most `max` bytes through; the returned handle makes
     /// fresh attempts at sending it.
-    pub fn new(incoming: Incoming, max: u64) -> (Self, BodyHandle) {
+    pub fn new(incoming: ClientBody, max: u64) -> (Self, BodyHandle) {
         let hint = incoming.size_hint();
         let end_stream = incoming.is_end_stream();
         let state = (!end_stream).then(|| {

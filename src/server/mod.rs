@@ -10,7 +10,8 @@
 //! on another core. The acceptor gives each connection to the worker with the fewest open,
 //! and enforces the connection cap for all of them.
 //!
-//! Every connection is watched ([`serve_io`]): one that has had no request open for
+//! Every connection is watched (`connection`, with what `activity` records of it): one
+//! that has had no request open for
 //! `limits.header_read_timeout` — since it was accepted, or since its last response went out —
 //! is closed (silent sockets, bare HTTP/2 prefaces, heads sent a byte at a time and idle
 //! keep-alive connections must not fill the connection cap); an HTTP/2 one is shut down
@@ -18,36 +19,30 @@
 //! header-read timeout of its own for HTTP/1.1, off here: it arms a timer for every request
 //! head (a boxed sleep, registered and cancelled: about 900 instructions a request, counted
 //! with callgrind), where the watchdog's one timer per connection fires once a timeout.
+//! An idle HTTP/1.1 connection is parked after a second (`parking`): it keeps its socket
+//! and gives up hyper's buffers until its client sends again.
 
-use std::convert::Infallible;
-use std::sync::Arc;
-use std::time::Duration;
+mod activity;
+mod connection;
+mod parking;
 
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::task::AtomicWaker;
-use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper::server::conn::{http1, http2};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
-use tokio_util::task::TaskTracker;
-
-use crate::body::{Body, BoxError};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::service::Gateway;
-use crate::tls::ClientTls;
+use connection::serve_io;
 
 /// A connection accepted by the acceptor, on its way to a worker.
 struct Accepted {
@@ -351,247 +346,6 @@ const TCP_KEEPALIVE: socket2::TcpKeepalive = socket2::TcpKeepalive::new()
 
 /// How long tunnels told to close at the drain deadline get to send their close frame.
 const TUNNEL_CLOSE_WAIT: Duration = Duration::from_secs(6);
-
-/// What a connection's watchdog knows of it; written by its requests.
-#[derive(Debug)]
-struct Activity {
-    /// An HTTP/2 connection that has carried a request: once idle it is shut down gracefully
-    /// (GOAWAY). Set by its first request rather than from the sniffed protocol: one that
-    /// never carried any (a bare preface) is closed outright, as a graceful shutdown would
-    /// wait for the answer to its ping.
-    http2: AtomicBool,
-    /// Requests whose response has not been sent whole yet.
-    in_flight: AtomicUsize,
-    /// When the connection last became idle (no request in flight): accepted, or its last
-    /// response sent.
-    idle_since: Mutex<Instant>,
-}
-
-impl Activity {
-    fn new(accepted: Instant) -> Self {
-        Activity {
-            http2: AtomicBool::new(false),
-            in_flight: AtomicUsize::new(0),
-            idle_since: Mutex::new(accepted),
-        }
-    }
-
-    /// When the connection should be looked at again.
-    fn next_check(&self, timeout: Duration) -> Instant {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            return Instant::now() + timeout;
-        }
-        *self.idle_since.lock().expect("activity lock") + timeout
-    }
-
-    /// True when the connection has had no request in flight for `timeout`.
-    fn is_idle(&self, timeout: Duration) -> bool {
-        self.in_flight.load(Ordering::Acquire) == 0
-            && self.idle_since.lock().expect("activity lock").elapsed() >= timeout
-    }
-
-    fn finish_request(&self) {
-        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            *self.idle_since.lock().expect("activity lock") = Instant::now();
-        }
-    }
-}
-
-/// One request in flight, counted from its head until its response has been sent whole or
-/// dropped (an HTTP/2 stream reset, or the client gone before the answer).
-struct InFlight(Arc<Activity>);
-
-impl InFlight {
-    fn start(activity: Arc<Activity>) -> Self {
-        activity.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(activity)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.finish_request();
-    }
-}
-
-/// A response body that holds its request's place in flight.
-struct Tracked {
-    inner: Body,
-    _in_flight: InFlight,
-}
-
-impl HttpBody for Tracked {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// Serves one connection (plain or TLS) until it ends, it idles out, or shutdown asks it to.
-#[allow(clippy::too_many_arguments)]
-async fn serve_io<I>(
-    io: I,
-    protocol: Protocol,
-    peer: SocketAddr,
-    tls: bool,
-    accepted: Instant,
-    gateway: Arc<Gateway>,
-    builders: &Builders,
-    drain: CancellationToken,
-) -> Result<(), BoxError>
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let timeout = gateway.settings.limits.header_read_timeout;
-    let activity = Arc::new(Activity::new(accepted));
-    let watched = activity.clone();
-    let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-        let gateway = gateway.clone();
-        if tls {
-            request.extensions_mut().insert(ClientTls);
-        }
-        if request.version() == http::Version::HTTP_2 {
-            activity.http2.store(true, Ordering::Release);
-        }
-        let in_flight = InFlight::start(activity.clone());
-        // Boxed: hyper keeps room for this future in every connection, idle or not, and the
-        // pipeline's future is several KiB; boxed, an idle keep-alive connection holds a pointer.
-        let handling = Box::pin(async move {
-            let response = gateway.handle(request, peer).await;
-            response.map(|inner| Tracked {
-                inner,
-                _in_flight: in_flight,
-            })
-        });
-        async move { Ok::<_, Infallible>(handling.await) }
-    });
-    let io = TokioIo::new(io);
-    let mut connection = match protocol {
-        Protocol::Http1 => Serving::Http1(builders.http1.serve_connection(io, service).with_upgrades()),
-        Protocol::Http2 => Serving::Http2(Box::pin(builders.http2.serve_connection(io, service))),
-    };
-    let mut draining = false;
-    let mut drained = std::pin::pin!(drain.cancelled());
-    let mut check = std::pin::pin!(tokio::time::sleep_until(watched.next_check(timeout)));
-    // The watchdog's own futures are polled with a waker of their own, and only once they
-    // have used it (or have just been set): the connection's task wakes three or four times
-    // a request, and polling them at each (as a `select!` does) cost about 700 instructions
-    // a request, counted with callgrind.
-    let alarm = Arc::new(Alarm {
-        rang: AtomicBool::new(true),
-        task: AtomicWaker::new(),
-    });
-    let alarm_waker = std::task::Waker::from(alarm.clone());
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(result) = connection.poll(cx) {
-            return Poll::Ready(result.map_err(BoxError::from));
-        }
-        alarm.task.register(cx.waker());
-        if draining || !alarm.rang.swap(false, Ordering::AcqRel) {
-            return Poll::Pending;
-        }
-        let mut alarm_cx = Context::from_waker(&alarm_waker);
-        if drained.as_mut().poll(&mut alarm_cx).is_ready() {
-            draining = true;
-            connection.graceful_shutdown();
-            // The connection goes on, to finish: it is polled again at once.
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        if check.as_mut().poll(&mut alarm_cx).is_pending() {
-            return Poll::Pending;
-        }
-        if !watched.is_idle(timeout) {
-            check.as_mut().reset(watched.next_check(timeout));
-            // Polled again, so that the moved timer is armed.
-            alarm.ring();
-            return Poll::Pending;
-        }
-        if watched.http2.load(Ordering::Acquire) {
-            tracing::debug!(%peer, "closing an idle HTTP/2 connection");
-            draining = true;
-            connection.graceful_shutdown();
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        // Nothing to answer: no request head came (whole) in time.
-        tracing::debug!(%peer, ?timeout, "closing a connection with no request in time");
-        Poll::Ready(Ok(()))
-    })
-    .await
-}
-
-/// A connection being served, by hyper's server for its protocol.
-// HTTP/1.1's state is inline: the common case, and one allocation fewer a connection.
-#[allow(clippy::large_enum_variant)]
-enum Serving<I, S>
-where
-    S: hyper::service::HttpService<hyper::body::Incoming>,
-{
-    Http1(http1::UpgradeableConnection<TokioIo<I>, S>),
-    /// Boxed, so that a connection's task is sized for HTTP/1.1, the common case (an
-    /// HTTP/2 client multiplexes its requests over few connections).
-    Http2(Pin<Box<http2::Connection<TokioIo<I>, S, TokioExecutor>>>),
-}
-
-impl<I, S> Serving<I, S>
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = Tracked> + Unpin,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-{
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
-        match self {
-            Serving::Http1(connection) => Pin::new(connection).poll(cx),
-            Serving::Http2(connection) => connection.as_mut().poll(cx),
-        }
-    }
-
-    /// Finishes the requests in flight, takes no more, then ends.
-    fn graceful_shutdown(&mut self) {
-        match self {
-            Serving::Http1(connection) => Pin::new(connection).graceful_shutdown(),
-            Serving::Http2(connection) => connection.as_mut().graceful_shutdown(),
-        }
-    }
-}
-
-/// The waker of a connection watchdog's futures: notes that one of them is ready to be
-/// polled and wakes the connection's task.
-struct Alarm {
-    /// One of the watchdog's futures woke the task (or was just set): poll them.
-    rang: AtomicBool,
-    /// The connection's task, as of its last poll.
-    task: AtomicWaker,
-}
-
-impl Alarm {
-    fn ring(&self) {
-        self.rang.store(true, Ordering::Release);
-        self.task.wake();
-    }
-}
-
-impl std::task::Wake for Alarm {
-    fn wake(self: Arc<Self>) {
-        self.ring();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.ring();
-    }
-}
 
 /// Answers a connection past the connection cap with a 503 and closes it.
 async fn refuse_over_capacity(mut stream: tokio::net::TcpStream) {
