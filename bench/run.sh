@@ -466,8 +466,7 @@ hold_rss() { # url connections "pids" [header]  -> RSS of those processes while 
   # Its one line, whole (it ends with a newline).
   for _ in $(seq 1 1200); do grep -q '}$' "$work/hold.out" && break; sleep 0.1; done
   # Idle for a moment, as held connections are, on every contender alike: lazygate parks a
-  # connection idle for a second (nginx frees its buffers at once), and the allocator
-  # returns freed pages shortly after.
+  # connection idle for 100 ms (nginx frees its buffers at once).
   sleep 2
   local rss; rss=$(rss_sum $pids)
   local ready; ready=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["ready"])' "$work/hold.out") || ready=""

@@ -8,8 +8,8 @@
 
 use std::net::SocketAddr;
 
-use http::{HeaderValue, Request, header};
 use crate::body::ClientBody;
+use http::{HeaderValue, Request, header};
 
 use crate::auth::{self, Auth, ViewSubject};
 use crate::config::{AnswerUrls, IsolationMode, Settings};

@@ -50,8 +50,7 @@ impl Activity {
 
     /// True when the connection has had nothing in flight for `wait`.
     pub fn is_idle(&self, wait: Duration) -> bool {
-        self.in_flight.load(Ordering::Acquire) == 0
-            && self.idle_since.lock().expect("activity lock").elapsed() >= wait
+        self.in_flight.load(Ordering::Acquire) == 0 && self.idle_since.lock().expect("activity lock").elapsed() >= wait
     }
 
     /// Counts a request (or a request body) in flight until [`Activity::finish`].
@@ -101,7 +100,9 @@ const PARKED: u8 = 2;
 impl ParkState {
     /// The watchdog asks: the next read that would wait ends the hyper connection instead.
     pub fn ask(&self) {
-        let _ = self.0.compare_exchange(SERVING, ASKED, Ordering::AcqRel, Ordering::Acquire);
+        let _ = self
+            .0
+            .compare_exchange(SERVING, ASKED, Ordering::AcqRel, Ordering::Acquire);
     }
 
     /// Asked and not yet parked (the watchdog does not ask twice).
@@ -124,4 +125,3 @@ impl ParkState {
         self.0.store(SERVING, Ordering::Release);
     }
 }
-

@@ -22,14 +22,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Builders;
+use super::Protocol;
 use super::activity::{Activity, InFlight};
 use super::parking::{PARK_AFTER, Parkable, Socket};
-use super::Protocol;
 use crate::body::{Body, BodyWatch, BoxError, ClientBody};
 use crate::metrics::GaugeHold;
-use prometheus_client::metrics::gauge::Gauge;
 use crate::service::Gateway;
 use crate::tls::ClientTls;
+use prometheus_client::metrics::gauge::Gauge;
 
 /// A response body that holds its request's place in flight.
 struct Tracked {
@@ -225,7 +225,10 @@ where
 {
     fn http1(builders: &Builders, socket: Parkable<I>, service: S) -> Self {
         Serving::Http1(Box::pin(
-            builders.http1.serve_connection(TokioIo::new(socket), service).with_upgrades(),
+            builders
+                .http1
+                .serve_connection(TokioIo::new(socket), service)
+                .with_upgrades(),
         ))
     }
 
@@ -288,7 +291,11 @@ where
     /// How long the connection may idle before the watchdog does something: park it
     /// (HTTP/1.1 being served), or close it.
     fn idle_wait(&self, timeout: Duration) -> Duration {
-        if self.is_http1() { PARK_AFTER.min(timeout) } else { timeout }
+        if self.is_http1() {
+            PARK_AFTER.min(timeout)
+        } else {
+            timeout
+        }
     }
 
     /// Finishes the requests in flight, takes no more, then ends.

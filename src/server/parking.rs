@@ -26,11 +26,14 @@ use tokio::net::TcpStream;
 
 use super::activity::Activity;
 
-/// How long an HTTP/1.1 connection has had no request in flight before it is parked: long
-/// enough that a client sending request after request never is (making a hyper connection
-/// costs more than a request's worth of buffer), short enough that idle connections
-/// cost little soon.
-pub const PARK_AFTER: Duration = Duration::from_secs(1);
+/// How long an HTTP/1.1 connection has had nothing in flight before it is parked. Not at
+/// once, as nginx does: a client sending request after request would have its connection
+/// parked and a new hyper connection made between each two. Short, so that a burst of new
+/// connections going idle together is parked before the next has taken memory of its own
+/// (2 000 opened 200 at a time, then idle, measured by hand: 1 s left 14.7 KiB a connection
+/// resident, 100 ms 8.5, 10 ms 4.5), while a busy connection's watchdog wakes only every
+/// 100 ms to see that it is busy.
+pub const PARK_AFTER: Duration = Duration::from_millis(100);
 
 /// A client socket whose readiness can be awaited without reading from it, so a parked
 /// connection leaves the client's bytes in the kernel until a hyper connection reads them.
