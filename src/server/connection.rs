@@ -31,6 +31,13 @@ use crate::service::Gateway;
 use crate::tls::ClientTls;
 use prometheus_client::metrics::gauge::Gauge;
 
+/// How often the watchdog looks at a connection it found busy twice in a row: a connection
+/// that carries request after request is not woken every [`PARK_AFTER`] to be found busy
+/// again, and one that goes idle after being busy is parked within this. (Under callgrind,
+/// where time runs slow, looks every 100 ms cost about 200 instructions a warm GET: 51,452
+/// against 51,257 with this, the unparked 0.6.3 at 51,015 and 51,023 in the same runs.)
+const BUSY_RECHECK: Duration = Duration::from_secs(1);
+
 /// A response body that holds its request's place in flight.
 struct Tracked {
     inner: Body,
@@ -101,6 +108,8 @@ pub(super) async fn serve_io<I: Socket>(
         Protocol::Http2 => Serving::Http2(Box::pin(builders.http2.serve_connection(TokioIo::new(io), service))),
     };
     let mut draining = false;
+    // The watchdog's last look found the connection busy (not parkable yet).
+    let mut busy_before = false;
     let mut drained = std::pin::pin!(drain.cancelled());
     let mut check = std::pin::pin!(tokio::time::sleep_until(
         watched.next_check(connection.idle_wait(timeout))
@@ -129,6 +138,7 @@ pub(super) async fn serve_io<I: Socket>(
                     alarm.ring();
                 }
                 Poll::Ready(Progress::Unparked) => {
+                    busy_before = false;
                     // Not parked again before `PARK_AFTER` (a head that comes in parts).
                     check.as_mut().reset(Instant::now() + PARK_AFTER.min(timeout));
                     alarm.ring();
@@ -161,8 +171,16 @@ pub(super) async fn serve_io<I: Socket>(
                 watched.park.ask();
                 cx.waker().wake_by_ref();
                 check.as_mut().reset(watched.next_check(timeout));
+                busy_before = false;
             } else {
-                check.as_mut().reset(watched.next_check(connection.idle_wait(timeout)));
+                let mut next = watched.next_check(connection.idle_wait(timeout));
+                if busy_before {
+                    // Busy at two looks in a row: looked at again in a while, not every
+                    // `PARK_AFTER` (each look wakes the connection's task).
+                    next = next.max(Instant::now() + BUSY_RECHECK.min(timeout));
+                }
+                busy_before = true;
+                check.as_mut().reset(next);
             }
             // Polled again, so that the moved timer is armed.
             alarm.ring();
