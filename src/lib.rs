@@ -3,8 +3,10 @@
 //! A request travels through the modules in this order:
 //!
 //! - [`server`] accepts connections and hands them to worker threads (one event loop per
-//!   core) that serve them (HTTP/1.1 with upgrades, HTTP/2; [`tls`] when configured) and
-//!   drain them on shutdown.
+//!   core) that serve them (HTTP/1.1 with upgrades, HTTP/2; [`tls`] when configured), park
+//!   idle HTTP/1.1 connections without their buffers, and drain them on shutdown. Every
+//!   stage below reads the request's body as a [`body::ClientBody`] and answers with a
+//!   [`body::Body`].
 //! - [`service`] is the pipeline for one request and its one log line; its stages follow.
 //! - [`route`] turns method + URI into a [`route::Route`], refusing malformed owners
 //!   ([`owner`]) and paths before anything else happens.
