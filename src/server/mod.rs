@@ -19,7 +19,7 @@
 //! header-read timeout of its own for HTTP/1.1, off here: it arms a timer for every request
 //! head (a boxed sleep, registered and cancelled: about 900 instructions a request, counted
 //! with callgrind), where the watchdog's one timer per connection fires at most every
-//! 100 ms, however many requests go by. An idle HTTP/1.1 connection is parked after those
+//! 100 ms (once a second on a busy connection), however many requests go by. An idle HTTP/1.1 connection is parked after those
 //! 100 ms (`parking`): it keeps its socket and gives up hyper's buffers until its client
 //! sends again.
 

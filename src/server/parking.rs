@@ -31,8 +31,8 @@ use super::activity::Activity;
 /// parked and a new hyper connection made between each two. Short, so that a burst of new
 /// connections going idle together is parked before the next has taken memory of its own
 /// (2 000 opened 200 at a time, then idle, measured by hand: 1 s left 14.7 KiB a connection
-/// resident, 100 ms 8.5, 10 ms 4.5), while a busy connection's watchdog wakes only every
-/// 100 ms to see that it is busy.
+/// resident, 100 ms 8.5, 10 ms 4.5), while a busy connection's watchdog does not wake
+/// often to find it busy (every 100 ms, and once a second once found busy twice in a row).
 pub const PARK_AFTER: Duration = Duration::from_millis(100);
 
 /// A client socket whose readiness can be awaited without reading from it, so a parked
