@@ -8,10 +8,10 @@
 
 use std::net::SocketAddr;
 
-use crate::body::ClientBody;
 use http::{HeaderValue, Request, header};
 
 use crate::auth::{self, Auth, ViewSubject};
+use crate::body::ClientBody;
 use crate::config::{AnswerUrls, IsolationMode, Settings};
 use crate::error::RequestError;
 use crate::proxy::{cdp, headers};

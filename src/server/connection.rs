@@ -258,16 +258,15 @@ where
                 let Serving::Http1(connection) = std::mem::replace(self, Serving::Moving) else {
                     unreachable!("matched above");
                 };
-                let by_parking = match &result {
-                    // The socket's end of file was parking's, not the client's; hyper
-                    // drops the start of a head at an end of file with this error, and
-                    // gives it back below.
+                // Nothing lost if parking's end of file ended it: hyper ends cleanly, or with
+                // this error when it holds the start of a head (given back below).
+                let resumable = match &result {
                     Ok(()) => true,
                     Err(error) => error.is_incomplete_message(),
                 };
                 let parts = Pin::into_inner(connection).into_parts();
                 match parts {
-                    Some(parts) if by_parking && parts.io.inner().is_parked() => {
+                    Some(parts) if resumable && parts.io.inner().is_parked() => {
                         *self = Serving::Parked(Parked {
                             socket: parts.io.into_inner().parked(parts.read_buf),
                             service: parts.service,

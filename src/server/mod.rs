@@ -10,18 +10,17 @@
 //! on another core. The acceptor gives each connection to the worker with the fewest open,
 //! and enforces the connection cap for all of them.
 //!
-//! Every connection is watched (`connection`, with what `activity` records of it): one
-//! that has had no request open for
-//! `limits.header_read_timeout` — since it was accepted, or since its last response went out —
-//! is closed (silent sockets, bare HTTP/2 prefaces, heads sent a byte at a time and idle
-//! keep-alive connections must not fill the connection cap); an HTTP/2 one is shut down
-//! gracefully (GOAWAY). HTTP/2 peers are also pinged, so a dead one is noticed. hyper has a
-//! header-read timeout of its own for HTTP/1.1, off here: it arms a timer for every request
-//! head (a boxed sleep, registered and cancelled: about 900 instructions a request, counted
-//! with callgrind), where the watchdog's one timer per connection fires at most every
-//! 100 ms (once a second on a busy connection), however many requests go by. An idle HTTP/1.1 connection is parked after those
-//! 100 ms (`parking`): it keeps its socket and gives up hyper's buffers until its client
-//! sends again.
+//! Every connection is watched (`connection`, with what `activity` records of it): one that
+//! has had no request open for `limits.header_read_timeout` — since it was accepted, or since
+//! its last response went out — is closed (silent sockets, bare HTTP/2 prefaces, heads sent
+//! a byte at a time and idle keep-alive connections must not fill the connection cap); an
+//! HTTP/2 one is shut down gracefully (GOAWAY). HTTP/2 peers are also pinged, so a dead one
+//! is noticed. hyper has a header-read timeout of its own for HTTP/1.1, off here: it arms a
+//! timer for every request head (a boxed sleep, registered and cancelled: about 900
+//! instructions a request, counted with callgrind), where the watchdog's one timer per
+//! connection fires at most every 100 ms (once a second on a busy connection), however many
+//! requests go by. An idle HTTP/1.1 connection is parked after those 100 ms (`parking`): it
+//! keeps its socket and gives up hyper's buffers until its client sends again.
 
 mod activity;
 mod connection;
