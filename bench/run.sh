@@ -235,6 +235,10 @@ LAZYGATE=http://127.0.0.1:$GW_PORT/rpc/$OWNER
 NGINX=http://127.0.0.1:$NG_PORT/rpc/$OWNER
 HAPROXY=http://127.0.0.1:$HA_PORT/rpc/$OWNER
 DIRECT=http://127.0.0.1:$RT_PORT
+LAZYGATE_WS="ws://127.0.0.1:$GW_PORT/view/$HASH/websockify?token=$VIEW_TOKEN"
+NGINX_WS=ws://127.0.0.1:$NG_PORT/view/$HASH/websockify
+HAPROXY_WS=ws://127.0.0.1:$HA_PORT/view/$HASH/websockify
+DIRECT_WS=ws://127.0.0.1:$VIEW_PORT/websockify
 SERVE
   cat target/bench-serve.env
   while :; do sleep 3600; done

@@ -23,7 +23,7 @@
 //!   through compare-and-swap labels); they share the engine's API client.
 //! - [`proxy`] streams the request to the runtime over a kept connection
 //!   ([`proxy::upstream`]: each worker's own, reused request after request) and the answer
-//!   back, and tunnels WebSockets
+//!   back, and tunnels WebSockets socket to socket
 //!   (pinging live views' clients between the runtime's frames, [`proxy::frames`]);
 //!   [`runs`] keeps the answers of asynchronous runs (`Prefer: respond-async`).
 //! - [`page`] is what a person's browser sees: the page while their runtime starts, and
@@ -233,7 +233,7 @@ pub async fn run(
     );
     // Worker threads serve the connections; this task accepts them and keeps the control
     // plane (adoption, the reaper, certificate reloads, the shutdown signal).
-    let tunnels = proxy::tunnel::Tunnels::default();
+    let tunnels = proxy::tunnel::Tunnels::new(server::parking::upgraded_socket);
     let limits = &settings.limits;
     let runs = Arc::new(runs::RunStore::new(
         limits.max_async_runs,

@@ -164,7 +164,7 @@ async fn a_websocket_opens_on_a_parked_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_tls_connection_is_parked_and_served_again() {
+async fn a_tls_connection_is_parked_and_served_again_and_carries_a_websocket() {
     let scope = Scope::new("parking-tls");
     let dir = tempfile::tempdir().unwrap();
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
@@ -201,5 +201,28 @@ async fn a_tls_connection_is_parked_and_served_again() {
             parks_so_far(&gateway).await > parks
         })
         .await;
+    }
+    // A WebSocket over TLS: the tunnel cannot take a TLS session's socket out of hyper's
+    // layers (it does a plain one's), so it relays through the upgraded connection.
+    let tcp = TcpStream::connect(gateway.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = connector.connect(name, tcp).await.unwrap();
+    let hash = seed_hash(&owner);
+    let url = format!("wss://localhost/view/{hash}/websockify?token={}", view_token(&owner));
+    let (mut socket, response) = tokio_tungstenite::client_async(url.as_str(), stream)
+        .await
+        .expect("a WebSocket over TLS");
+    assert_eq!(response.status(), 101);
+    for size in [100usize, 70_000] {
+        let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        socket.send(Message::binary(payload.clone())).await.unwrap();
+        let echoed = tokio::time::timeout(Duration::from_secs(30), socket.next())
+            .await
+            .unwrap();
+        assert_eq!(
+            echoed.unwrap().unwrap().into_data().as_ref(),
+            payload.as_slice(),
+            "{size} bytes"
+        );
     }
 }

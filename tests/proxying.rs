@@ -154,6 +154,90 @@ async fn websocket_frames_cross_byte_exact() {
     assert!(matches!(closing, Some(Ok(Message::Close(_))) | None), "{closing:?}");
 }
 
+/// Bytes that come in the same write as a WebSocket handshake cross the tunnel first, from
+/// either side: a client's first frame sent with its handshake, and an application's first
+/// frame sent with its 101 (the relay copies between the sockets themselves, so what hyper
+/// read past either head must go first). Raw TCP on both ends, to choose the writes.
+#[tokio::test(flavor = "multi_thread")]
+async fn bytes_sent_with_a_websocket_handshake_cross_first() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let scope = Scope::new("ws-early");
+    let application = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gateway = GatewayConfig::new(&scope)
+        .env(
+            "LAZYGATE_DEFAULT_UPSTREAM",
+            &format!("http://{}", application.local_addr().unwrap()),
+        )
+        .start();
+    // A client frame: masked, "ping!" (RFC 6455 §5.3).
+    let mask = [1u8, 2, 3, 4];
+    let mut client_frame = vec![0x82, 0x80 | 5];
+    client_frame.extend(mask);
+    client_frame.extend(b"ping!".iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+    let server_frame = b"\x82\x05pong!".to_vec();
+
+    /// Reads until `head_end` is found and then `more` bytes past it; returns what came after.
+    async fn read_past_head(socket: &mut tokio::net::TcpStream, more: usize) -> (String, Vec<u8>) {
+        let mut seen = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n")
+                && seen.len() >= end + 4 + more
+            {
+                let head = String::from_utf8_lossy(&seen[..end]).into_owned();
+                return (head, seen[end + 4..].to_vec());
+            }
+            let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut chunk))
+                .await
+                .expect("bytes in time")
+                .unwrap();
+            assert!(n > 0, "closed early; had {:?}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    let application = tokio::spawn({
+        let (client_frame, server_frame) = (client_frame.clone(), server_frame.clone());
+        async move {
+            let (mut socket, _) = application.accept().await.unwrap();
+            // (The client's frame comes only once the tunnel is open: after the 101.)
+            let (head, mut rest) = read_past_head(&mut socket, 0).await;
+            assert!(head.starts_with("GET /early"), "{head}");
+            // The 101 and the first frame in one write.
+            let mut answer = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+                .to_vec();
+            answer.extend(&server_frame);
+            socket.write_all(&answer).await.unwrap();
+            while rest.len() < client_frame.len() {
+                let mut chunk = [0u8; 64];
+                let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut chunk))
+                    .await
+                    .expect("the client's frame in time")
+                    .unwrap();
+                assert!(n > 0, "closed before the client's frame; had {rest:?}");
+                rest.extend_from_slice(&chunk[..n]);
+            }
+            (rest, socket)
+        }
+    });
+    let mut client = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    // The handshake and the first frame in one write.
+    let mut hello = format!(
+        "GET /early HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        gateway.addr
+    )
+    .into_bytes();
+    hello.extend(&client_frame);
+    client.write_all(&hello).await.unwrap();
+    let (head, rest) = read_past_head(&mut client, server_frame.len()).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(rest, server_frame, "the application's first frame, sent with its 101");
+    let (rest, _socket) = application.await.unwrap();
+    assert_eq!(rest, client_frame, "the client's first frame, sent with its handshake");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn hop_by_hop_headers_stay_and_forwarding_headers_are_set() {
     let scope = Scope::new("headers");

@@ -8,6 +8,7 @@
 pub mod cdp;
 pub mod frames;
 pub mod headers;
+pub mod latch;
 pub mod tunnel;
 pub mod upstream;
 

@@ -8,27 +8,35 @@
 //!
 //! Each direction copies through a buffer that starts small and grows once a read fills it:
 //! an idle live view (or a quiet input channel) costs a few KiB, while a stream of large
-//! frame updates moves through 64 KiB reads.
+//! frame updates moves through 64 KiB reads. A small frame's copy is cheap next to what is
+//! around it, so the relay keeps that small too: it copies between the TCP sockets
+//! themselves where it can (not through hyper's upgraded connections, shared by the two
+//! directions behind a lock), and what it waits on besides the bytes (the drain, the other
+//! direction's end, the ping timer) costs little to poll at every wake ([`super::latch`]).
 
-use prometheus_client::metrics::counter::Counter;
-
-use crate::metrics::{GaugeHold, Metrics, ReasonLabels};
+use std::io::Cursor;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri};
-use hyper::upgrade::OnUpgrade;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
-use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-
+use prometheus_client::metrics::counter::Counter;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Chain, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio_util::either::Either;
 use tokio_util::task::TaskTracker;
 
 use super::frames::{self, FrameBoundaries};
+use super::latch::Latch;
 use super::upstream::HostHeader;
 use super::{SendError, UpstreamBody, headers};
 use crate::body::Body;
+use crate::metrics::{GaugeHold, Metrics, ReasonLabels};
 use crate::provision::Lease;
 use crate::report::error_chain;
 
@@ -89,11 +97,35 @@ pub struct Watch {
 
 /// The open tunnels of all workers: tracked so that shutdown can wait for them, and told to
 /// close (1001, "going away") at the drain deadline.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Tunnels {
     pub tasks: TaskTracker,
-    /// Cancelled at the drain deadline: every tunnel sends its client a close frame and ends.
-    pub closing: CancellationToken,
+    /// Set at the drain deadline: every tunnel sends its client a close frame and ends.
+    pub closing: Arc<Latch>,
+    /// The plain TCP socket under a client's upgraded connection, if it is one: the server
+    /// knows how it wraps its sockets (the relay copies between the sockets themselves).
+    pub client_socket: ClientSocket,
+}
+
+/// Takes the TCP socket out of a client's upgraded connection, with the bytes already read
+/// from it and not yet used; gives the connection back when it is not plain TCP (TLS).
+pub type ClientSocket = fn(Upgraded) -> Result<(TcpStream, Bytes), Upgraded>;
+
+impl Default for Tunnels {
+    /// Tunnels that copy through hyper's upgraded connections (no socket taken out).
+    fn default() -> Self {
+        Tunnels::new(Err)
+    }
+}
+
+impl Tunnels {
+    pub fn new(client_socket: ClientSocket) -> Self {
+        Tunnels {
+            tasks: TaskTracker::new(),
+            closing: Arc::default(),
+            client_socket,
+        }
+    }
 }
 
 /// Answers the client with the runtime's `101 Switching Protocols` and, in a tracked task,
@@ -120,6 +152,7 @@ pub fn splice(
         .map(|l| l.runtime().owner_hash.to_string())
         .unwrap_or_default();
     let closing = tunnels.closing.clone();
+    let client_socket = tunnels.client_socket;
     tunnels.tasks.spawn(async move {
         let (_lease, _counted) = (lease, counted);
         let (client, upstream) = match tokio::try_join!(client, upstream) {
@@ -129,7 +162,14 @@ pub fn splice(
                 return;
             }
         };
-        match relay(TokioIo::new(client), TokioIo::new(upstream), watch, closing, &pings).await {
+        // The sockets themselves where they are plain TCP (the runtime's always is): hyper's
+        // layers over an upgraded connection, and a lock at each read and write to share it
+        // between the two directions, cost more than the copying of a small frame.
+        let upstream = upstream
+            .downcast::<TokioIo<TcpStream>>()
+            .map(|parts| (parts.io.into_inner(), parts.read_buf));
+        let relayed = relay(halves(client_socket(client)), halves(upstream), watch, closing, &pings).await;
+        match relayed {
             Ok(Relayed {
                 to_runtime,
                 to_client,
@@ -147,6 +187,29 @@ pub fn splice(
         }
     });
     Response::from_parts(parts, crate::body::empty())
+}
+
+/// A tunnel's side as its relay reads and writes it, in two halves: a TCP socket's (split
+/// without a lock; the bytes read from it before, by hyper or the server, come first), or an
+/// upgraded connection's (shared behind a lock).
+type Halves = (
+    Either<Chain<Cursor<Bytes>, OwnedReadHalf>, ReadHalf<TokioIo<Upgraded>>>,
+    Either<OwnedWriteHalf, WriteHalf<TokioIo<Upgraded>>>,
+);
+
+/// The halves of a side: its TCP socket with what was read from it, or its upgraded
+/// connection.
+fn halves(side: Result<(TcpStream, Bytes), Upgraded>) -> Halves {
+    match side {
+        Ok((socket, read)) => {
+            let (from, to) = socket.into_split();
+            (Either::Left(Cursor::new(read).chain(from)), Either::Left(to))
+        }
+        Err(upgraded) => {
+            let (from, to) = tokio::io::split(TokioIo::new(upgraded));
+            (Either::Right(from), Either::Right(to))
+        }
+    }
 }
 
 /// Why a tunnel ended.
@@ -189,36 +252,36 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// other side's write half is shut down, as `tokio::io::copy_bidirectional` does), watching
 /// the client as `watch` says and closing it with 1001 when it is gone, too old, or the
 /// gateway drains.
-async fn relay<C, U>(
-    client: C,
-    upstream: U,
+async fn relay<CR, CW, UR, UW>(
+    (client_read, client_write): (CR, CW),
+    (upstream_read, upstream_write): (UR, UW),
     watch: Watch,
-    closing: CancellationToken,
+    closing: Arc<Latch>,
     pings: &Counter,
 ) -> std::io::Result<Relayed>
 where
-    C: AsyncRead + AsyncWrite + Unpin,
-    U: AsyncRead + AsyncWrite + Unpin,
+    CR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+    UR: AsyncRead + Unpin,
+    UW: AsyncWrite + Unpin,
 {
-    let (client_read, client_write) = tokio::io::split(client);
-    let (upstream_read, upstream_write) = tokio::io::split(upstream);
     let heard = Heard::new();
     // The upward direction is over (the client ended it, or the gateway did).
-    let upward_done = CancellationToken::new();
+    let upward_done = Latch::default();
     let up = async {
         let sent = pump_up(client_read, upstream_write, &heard, &upward_done).await;
-        upward_done.cancel();
+        upward_done.set();
         sent
     };
     let down = async {
         let result = pump_down(upstream_read, client_write, &heard, watch, &closing, pings).await;
         if result.is_err() || result.as_ref().is_ok_and(|(_, ending)| *ending != Ending::Closed) {
-            upward_done.cancel();
+            upward_done.set();
         } else {
             // The runtime closed: the client gets a moment to close its side.
             tokio::select! {
-                _ = upward_done.cancelled() => {}
-                _ = tokio::time::sleep(CLOSE_GRACE) => upward_done.cancel(),
+                () = upward_done.wait() => {}
+                () = tokio::time::sleep(CLOSE_GRACE) => upward_done.set(),
             }
         }
         result
@@ -264,17 +327,24 @@ impl Heard {
 }
 
 /// Client → runtime, until the client ends it or `done` says the tunnel is over.
-async fn pump_up<R, W>(mut from: R, mut to: W, heard: &Heard, done: &CancellationToken) -> std::io::Result<u64>
+async fn pump_up<R, W>(mut from: R, mut to: W, heard: &Heard, done: &Latch) -> std::io::Result<u64>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut buffer = vec![0u8; SMALL_BUFFER];
     let mut total = 0u64;
+    // Made once for the tunnel's life: a fresh one for each read would put itself on the
+    // token's list of waiters and take itself off again every time.
+    let over = done.wait();
+    tokio::pin!(over);
     loop {
         let read = tokio::select! {
+            // In this order, without drawing a random number for it each time: the end is
+            // seen even while the client keeps sending.
+            biased;
+            () = &mut over => 0,
             read = from.read(&mut buffer) => read?,
-            _ = done.cancelled() => 0,
         };
         if read == 0 {
             to.shutdown().await.ok();
@@ -292,12 +362,18 @@ where
 
 /// Runtime → client: copies the runtime's frames unchanged and puts the gateway's pings and
 /// close frame between them ([`FrameBoundaries`]).
+///
+/// What to do besides copying (ping, close, give up) is decided only when something is due:
+/// at the start, when the timer fires, and when the gateway starts closing. A chunk read
+/// changes no deadline that would come sooner (the client's reads only move the next ping
+/// later), so the timer may fire early: the decision then finds nothing due yet and sets it
+/// again. Copying a chunk reads no clock.
 async fn pump_down<R, W>(
     mut from: R,
     mut to: W,
     heard: &Heard,
     watch: Watch,
-    closing: &CancellationToken,
+    closing: &Latch,
     pings: &Counter,
 ) -> std::io::Result<(u64, Ending)>
 where
@@ -317,84 +393,98 @@ where
     let mut ending: Option<(Ending, Instant)> = None;
     // A write that makes no progress this long means the client is gone.
     let write_limit = watch.ping_after.map(|p| p + watch.pong_timeout);
-    // One timer for the tunnel's life, moved only when what is due next moves: a busy view
-    // reads many chunks between two deadlines, and each would otherwise arm a new timer.
+    // One timer for the tunnel's life, moved only when a decision moves what is due next.
     let timer = tokio::time::sleep_until(began);
     tokio::pin!(timer);
+    let mut timed = false;
+    // Made once, as `pump_up`'s.
+    let drain = closing.wait();
+    tokio::pin!(drain);
+    let mut decide = true;
     loop {
-        if let Some((_, reads)) = ping_sent
-            && heard.reads() > reads
-        {
-            ping_sent = None;
-        }
-        let now = Instant::now();
-        // What the gateway decides at this moment: close, ping, or nothing.
-        if ending.is_none() {
-            let reason = if closing.is_cancelled() {
-                Some(Ending::Drained)
-            } else if watch.max_age.is_some_and(|age| now >= began + age) {
-                Some(Ending::MaxAge)
-            } else if ping_sent.is_some_and(|(sent, _)| now >= sent + watch.pong_timeout) {
-                Some(Ending::ClientGone)
-            } else {
-                None
-            };
-            if let Some(reason) = reason {
-                ending = Some((reason, now + CLOSE_GRACE));
-                queued = Some(&frames::CLOSE_GOING_AWAY);
-            } else if let Some(after) = watch.ping_after
-                && ping_sent.is_none()
-                && queued.is_none()
-                && now >= heard.last().max(began) + after
-                && !frames.is_lost()
+        if decide {
+            decide = false;
+            if let Some((_, reads)) = ping_sent
+                && heard.reads() > reads
             {
-                ping_sent = Some((now, heard.reads()));
-                queued = Some(&frames::PING);
-                pings.inc();
+                ping_sent = None;
             }
-        }
-        if let Some(frame) = queued
-            && frames.at_boundary()
-        {
-            queued = None;
-            write_bounded(&mut to, frame, write_limit).await?;
-        }
-        if let Some((reason, _)) = ending
-            && queued.is_none()
-        {
-            to.shutdown().await.ok();
-            return Ok((total, reason));
-        }
-        // The next moment something is due.
-        let next = [
-            ending.map(|(_, give_up)| give_up),
-            watch.max_age.map(|age| began + age),
-            ping_sent.map(|(sent, _)| sent + watch.pong_timeout),
-            // (Only when a ping can go: a past deadline that can do nothing would spin.)
-            watch
-                .ping_after
-                .filter(|_| ping_sent.is_none() && queued.is_none() && !frames.is_lost())
-                .map(|after| heard.last().max(began) + after),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        if let Some(next) = next
-            && timer.deadline() != next
-        {
-            timer.as_mut().reset(next);
-        }
-        let read = tokio::select! {
-            read = from.read(&mut buffer) => read?,
-            _ = closing.cancelled(), if ending.is_none() => continue,
-            _ = &mut timer, if next.is_some() => {
-                if let Some((reason, give_up)) = ending && Instant::now() >= give_up {
+            let now = Instant::now();
+            // What the gateway decides at this moment: close, ping, or nothing.
+            if let Some((reason, give_up)) = ending {
+                if now >= give_up {
                     // No boundary came in time: end without the close frame.
                     to.shutdown().await.ok();
                     return Ok((total, reason));
                 }
+            } else {
+                let reason = if closing.is_set() {
+                    Some(Ending::Drained)
+                } else if watch.max_age.is_some_and(|age| now >= began + age) {
+                    Some(Ending::MaxAge)
+                } else if ping_sent.is_some_and(|(sent, _)| now >= sent + watch.pong_timeout) {
+                    Some(Ending::ClientGone)
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    ending = Some((reason, now + CLOSE_GRACE));
+                    queued = Some(&frames::CLOSE_GOING_AWAY);
+                } else if let Some(after) = watch.ping_after
+                    && ping_sent.is_none()
+                    && queued.is_none()
+                    && now >= heard.last().max(began) + after
+                    && !frames.is_lost()
+                {
+                    ping_sent = Some((now, heard.reads()));
+                    queued = Some(&frames::PING);
+                    pings.inc();
+                }
+            }
+            if let Some(frame) = queued
+                && frames.at_boundary()
+            {
+                queued = None;
+                write_bounded(&mut to, frame, write_limit).await?;
+            }
+            if let Some((reason, _)) = ending
+                && queued.is_none()
+            {
+                to.shutdown().await.ok();
+                return Ok((total, reason));
+            }
+            // The next moment something is due.
+            let next = [
+                ending.map(|(_, give_up)| give_up),
+                watch.max_age.map(|age| began + age),
+                ping_sent.map(|(sent, _)| sent + watch.pong_timeout),
+                // (Only when a ping can go: a past deadline that can do nothing would spin.)
+                watch
+                    .ping_after
+                    .filter(|_| ping_sent.is_none() && queued.is_none() && !frames.is_lost())
+                    .map(|after| heard.last().max(began) + after),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            timed = next.is_some();
+            if let Some(next) = next
+                && timer.deadline() != next
+            {
+                timer.as_mut().reset(next);
+            }
+        }
+        let read = tokio::select! {
+            biased;
+            () = &mut drain, if ending.is_none() => {
+                decide = true;
                 continue;
             }
+            () = &mut timer, if timed => {
+                decide = true;
+                continue;
+            }
+            read = from.read(&mut buffer) => read?,
         };
         if read == 0 {
             to.shutdown().await.ok();
@@ -427,15 +517,20 @@ where
     }
 }
 
-/// Writes all of `bytes`, failing when the client takes none of them for `limit`.
+/// Writes all of `bytes`, failing when the client takes none of them for `limit`. A timer
+/// is armed only for a write that has to wait: most go out at once.
 async fn write_bounded<W: AsyncWrite + Unpin>(
     to: &mut W,
     bytes: &[u8],
     limit: Option<Duration>,
 ) -> std::io::Result<()> {
+    let mut write = std::pin::pin!(to.write_all(bytes));
+    if let std::task::Poll::Ready(written) = futures_util::poll!(write.as_mut()) {
+        return written;
+    }
     match limit {
-        None => to.write_all(bytes).await,
-        Some(limit) => tokio::time::timeout(limit, to.write_all(bytes))
+        None => write.await,
+        Some(limit) => tokio::time::timeout(limit, write)
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "the client took nothing"))?,
     }
@@ -455,7 +550,7 @@ mod tests {
     /// A relay between two in-memory peers: (the client's end, the runtime's end, the relay).
     fn start(
         watch: Watch,
-        closing: CancellationToken,
+        closing: Arc<Latch>,
     ) -> (
         DuplexStream,
         DuplexStream,
@@ -463,7 +558,17 @@ mod tests {
     ) {
         let (client, client_peer) = tokio::io::duplex(1 << 20);
         let (upstream, upstream_peer) = tokio::io::duplex(1 << 20);
-        let relayed = tokio::spawn(async move { relay(client, upstream, watch, closing, &Counter::default()).await });
+        let relayed = tokio::spawn(async move {
+            let pings = Counter::default();
+            relay(
+                tokio::io::split(client),
+                tokio::io::split(upstream),
+                watch,
+                closing,
+                &pings,
+            )
+            .await
+        });
         (client_peer, upstream_peer, relayed)
     }
 
@@ -472,7 +577,7 @@ mod tests {
 
     #[tokio::test]
     async fn relay_copies_both_ways_and_ends_when_both_sides_close() {
-        let (mut client_peer, mut upstream_peer, relayed) = start(Watch::default(), CancellationToken::new());
+        let (mut client_peer, mut upstream_peer, relayed) = start(Watch::default(), Arc::default());
         // Large enough to grow the buffer: the bytes must arrive whole and in order.
         let frame: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         client_peer.write_all(&frame).await.unwrap();
@@ -496,7 +601,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_client_that_answers_no_ping_is_closed_with_1001() {
-        let (mut client_peer, mut upstream_peer, relayed) = start(WATCHED, CancellationToken::new());
+        let (mut client_peer, mut upstream_peer, relayed) = start(WATCHED, Arc::default());
         // The client never reads nor answers: after a second of silence a ping, after one
         // more a close frame, then the end; the runtime's side is closed too.
         let relayed = relayed.await.unwrap().unwrap();
@@ -511,7 +616,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_client_that_answers_its_pings_stays_and_pings_go_between_frames() {
-        let (mut client_peer, mut upstream_peer, relayed) = start(WATCHED, CancellationToken::new());
+        let (mut client_peer, mut upstream_peer, relayed) = start(WATCHED, Arc::default());
         let mut pings = 0;
         // A frame of 10 bytes from the runtime, in two halves with a ping falling due
         // between them: the ping must come after the whole frame, never inside it.
@@ -548,11 +653,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_drain_deadline_and_the_age_cap_close_with_1001() {
-        let closing = CancellationToken::new();
+        let closing = Arc::new(Latch::default());
         let (mut client_peer, _upstream_peer, relayed) = start(Watch::default(), closing.clone());
         tokio::time::sleep(Duration::from_secs(3600)).await;
         assert!(!relayed.is_finished(), "an unwatched tunnel stays however quiet");
-        closing.cancel();
+        closing.set();
         assert_eq!(relayed.await.unwrap().unwrap().ending, Ending::Drained);
         let mut seen = Vec::new();
         client_peer.read_to_end(&mut seen).await.unwrap();
@@ -562,7 +667,7 @@ mod tests {
             max_age: Some(Duration::from_secs(60)),
             ..Watch::default()
         };
-        let (mut client_peer, mut upstream_peer, relayed) = start(capped, CancellationToken::new());
+        let (mut client_peer, mut upstream_peer, relayed) = start(capped, Arc::default());
         upstream_peer.write_all(&[0x81, 2, b'h', b'i']).await.unwrap();
         assert_eq!(relayed.await.unwrap().unwrap().ending, Ending::MaxAge);
         let mut seen = Vec::new();

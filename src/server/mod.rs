@@ -24,7 +24,7 @@
 
 mod activity;
 mod connection;
-mod parking;
+pub mod parking;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -168,7 +168,7 @@ impl Worker {
                 open = tunnels.tasks.len(),
                 "closing WebSocket tunnels still open at the drain deadline (1001)"
             );
-            tunnels.closing.cancel();
+            tunnels.closing.set();
             if tokio::time::timeout(TUNNEL_CLOSE_WAIT, tunnels.tasks.wait())
                 .await
                 .is_err()

@@ -21,6 +21,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -104,6 +106,21 @@ impl<I: Socket> Parkable<I> {
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.io.poll_read_ready(cx)
     }
+}
+
+/// The TCP socket under a client's upgraded connection (the server's [`Parkable`] under
+/// hyper's layers), with the bytes read from it and not yet used, in order: what hyper read
+/// past the handshake, then what the wrapper still held. The connection back when it is
+/// not plain TCP.
+pub fn upgraded_socket(upgraded: Upgraded) -> Result<(TcpStream, Bytes), Upgraded> {
+    let parts = upgraded.downcast::<TokioIo<Parkable<TcpStream>>>()?;
+    let socket = parts.io.into_inner();
+    let read = match (parts.read_buf.is_empty(), socket.unread.is_empty()) {
+        (_, true) => parts.read_buf,
+        (true, false) => socket.unread,
+        (false, false) => [parts.read_buf, socket.unread].concat().into(),
+    };
+    Ok((socket.io, read))
 }
 
 impl<I: Socket> AsyncRead for Parkable<I> {
