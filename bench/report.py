@@ -63,6 +63,12 @@ ws = {}
 for r in of("ws"):
     ws.setdefault((r["mode"], r["result"]["size"], r["contender"]), []).append(r["result"])
 ws = {k: {m: med(x[m] for x in v) for m in ("msgs_per_s", "mb_per_s", "rtt_p50_us", "rtt_p99_us")} for k, v in ws.items()}
+# Proxy CPU per message relayed (throughput runs of proxies only).
+ws_cpu = {}
+for r in of("ws", mode="throughput"):
+    if "cpu_us" in r and r["contender"] != "direct":
+        ws_cpu.setdefault((r["result"]["size"], r["contender"]), []).append(r["cpu_us"])
+ws_cpu = {k: med(v) for k, v in ws_cpu.items()}
 sizes = sorted({k[1] for k in ws})
 memory = of("memory")
 mem = {k: med(r[k] for r in memory) for k in memory[0]} if memory else {}
@@ -131,6 +137,9 @@ for size in sizes:
         targets.append(
             (f"WebSocket {size} B frames ≥ 1.0× nginx msgs/s", f"{g['msgs_per_s'] / n['msgs_per_s']:.2f}×", g["msgs_per_s"] >= n["msgs_per_s"])
         )
+if sizes and (sizes[0], "lazygate") in ws_cpu and (sizes[0], "nginx") in ws_cpu:
+    g, n = ws_cpu[(sizes[0], "lazygate")], ws_cpu[(sizes[0], "nginx")]
+    targets.append((f"WebSocket {sizes[0]} B frames proxy CPU ≤ nginx", f"{g:.1f} vs {n:.1f} µs", g <= n))
 for size in sizes:
     g, h = ws.get(("throughput", size, "lazygate")), ws.get(("throughput", size, "haproxy"))
     if g and h:
@@ -283,9 +292,10 @@ out += ["", "## 2. WebSocket relay through `/view/<hash>/websockify`", ""]
 out.append(
     "`loadgen ws-relay` (bench/loadgen, Rust + tokio-tungstenite) sends binary frames that the runtime "
     "echoes: 16 connections for 2 s for throughput (a message each way per round trip), 1 connection for "
-    "1 s for the round-trip latency."
+    "1 s for the round-trip latency. Proxy CPU is the user + system time the proxy's processes used "
+    "during the throughput run per message relayed (two a round trip), from /proc."
 )
-out += ["", "| frame | contender | messages/s | MB/s | vs nginx | vs HAProxy | RTT p50 µs | RTT p99 µs | added p50 µs |", "|---|---|---|---|---|---|---|---|---|"]
+out += ["", "| frame | contender | messages/s | MB/s | vs nginx | vs HAProxy | RTT p50 µs | RTT p99 µs | added p50 µs | proxy CPU µs/message |", "|---|---|---|---|---|---|---|---|---|---|"]
 for size in sizes:
     for c in CONTENDERS:
         t, lat = ws.get(("throughput", size, c)), ws.get(("latency", size, c))
@@ -296,8 +306,9 @@ for size in sizes:
         ratio = f"{t['msgs_per_s'] / n['msgs_per_s']:.2f}×" if n else ""
         vs_ha = f"{t['msgs_per_s'] / h['msgs_per_s']:.2f}×" if h else ""
         added = f"{lat['rtt_p50_us'] - base['rtt_p50_us']:+.0f}" if base and c != "direct" else ""
+        cpu = f"{ws_cpu[(size, c)]:.1f}" if (size, c) in ws_cpu else ""
         out.append(
-            f"| {size} B | {c} | {t['msgs_per_s']:.0f} | {t['mb_per_s']:.1f} | {ratio} | {vs_ha} | {lat['rtt_p50_us']:.0f} | {lat['rtt_p99_us']:.0f} | {added} |"
+            f"| {size} B | {c} | {t['msgs_per_s']:.0f} | {t['mb_per_s']:.1f} | {ratio} | {vs_ha} | {lat['rtt_p50_us']:.0f} | {lat['rtt_p99_us']:.0f} | {added} | {cpu} |"
         )
 
 out += ["", "## 3. Cold start: first response for a new owner", ""]

@@ -446,8 +446,13 @@ if wanted ws; then
 for r in $(seq 1 "$REPEATS"); do
   for size in 100 4096 65536; do
     for contender in direct lazygate nginx haproxy; do
+      pids=$(proxy_pids "$contender")
+      before=$(cpu_ticks $pids)
       out=$($LOADGEN ws-relay --url "$(ws_url_of $contender)" --size $size --connections 16 --seconds 2)
-      record "{\"kind\":\"ws\",\"mode\":\"throughput\",\"contender\":\"$contender\",\"result\":$out}"
+      after=$(cpu_ticks $pids)
+      # CPU the proxy spent per message relayed (two a round trip), as for HTTP requests.
+      cpu_us=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(round(int(sys.argv[2]) * 1e6 / int(sys.argv[3]) / (2 * d["round_trips"]), 2))' "$out" $((after - before)) "$(getconf CLK_TCK)")
+      record "{\"kind\":\"ws\",\"mode\":\"throughput\",\"contender\":\"$contender\",\"cpu_us\":$cpu_us,\"result\":$out}"
       out=$($LOADGEN ws-relay --url "$(ws_url_of $contender)" --size $size --connections 1 --seconds 1)
       record "{\"kind\":\"ws\",\"mode\":\"latency\",\"contender\":\"$contender\",\"result\":$out}"
     done
