@@ -203,6 +203,13 @@ fn halves(side: Result<(TcpStream, Bytes), Upgraded>) -> Halves {
     match side {
         Ok((socket, read)) => {
             let (from, to) = socket.into_split();
+            // Copied (usually nothing): what hyper read past a head is a slice of its read
+            // buffer, which it would keep whole for the tunnel's life.
+            let read = if read.is_empty() {
+                Bytes::new()
+            } else {
+                Bytes::copy_from_slice(&read)
+            };
             (Either::Left(Cursor::new(read).chain(from)), Either::Left(to))
         }
         Err(upgraded) => {
