@@ -24,7 +24,7 @@
 
 mod activity;
 mod connection;
-pub mod parking;
+pub(crate) mod parking;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
