@@ -129,7 +129,7 @@ async fn a_person_gets_the_waiting_page_and_a_killed_runtime_is_replaced_with_th
     let first = post(&gateway.url("/rpc/carol"), "one").await;
     assert_eq!(first.status, 200, "{}", first.text());
     let starts = gateway.engine.starts.load(Ordering::SeqCst);
-    gateway.engine.kill("carol");
+    gateway.engine.kill("carol").await;
     let resent = post(&gateway.url("/rpc/carol"), "two").await;
     assert_eq!(resent.status, 200, "{}", resent.text());
     assert_eq!(resent.json()["body"], "two", "the body went to the new runtime");

@@ -19,6 +19,7 @@ use hyper_util::rt::TokioIo;
 use lazygate::owner::OwnerHash;
 use lazygate::provision::{Backend, BackendError, Endpoints, Engine, RuntimeInfo, RuntimeSpec, TunnelLogs};
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 #[path = "../stub-runtime/src/echo.rs"]
@@ -33,7 +34,25 @@ fn text(body: impl Into<Bytes>) -> Body {
 /// One fake runtime: its servers, and the id that tells it from its successors.
 struct FakeRuntime {
     info: RuntimeInfo,
-    servers: Vec<JoinHandle<()>>,
+    servers: Vec<Server>,
+}
+
+impl FakeRuntime {
+    /// Stops its servers and returns once every socket of theirs is closed: a runtime
+    /// killed is gone before the test goes on (an aborted task is dropped only later, and
+    /// could still take a request meant to show what comes after the kill).
+    async fn stop(self) {
+        for server in self.servers {
+            server.stop.send(()).ok();
+            server.task.await.ok();
+        }
+    }
+}
+
+/// A fake runtime's server, and how to stop it.
+struct Server {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
 }
 
 /// The in-process engine. Cheap to clone; clones share the runtimes.
@@ -52,27 +71,35 @@ impl FakeEngine {
         }
     }
 
-    /// Stops an owner's runtime behind the gateway's back (its ports refuse from now on).
-    pub fn kill(&self, owner: &str) {
-        if let Some(runtime) = self.runtimes.lock().unwrap().remove(&OwnerHash::of(owner)) {
-            for server in runtime.servers {
-                server.abort();
-            }
+    /// Stops an owner's runtime behind the gateway's back (its ports refuse from now on, and
+    /// its connections are closed).
+    pub async fn kill(&self, owner: &str) {
+        let runtime = self.runtimes.lock().unwrap().remove(&OwnerHash::of(owner));
+        if let Some(runtime) = runtime {
+            runtime.stop().await;
         }
     }
 }
 
-/// Serves `handler` on a fresh loopback port until aborted.
-async fn serve<F, Fut>(handler: F) -> (String, JoinHandle<()>)
+/// Serves `handler` on a fresh loopback port until stopped.
+async fn serve<F, Fut>(handler: F) -> (String, Server)
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
+    let (stop, mut stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let mut connections = tokio::task::JoinSet::new();
-        while let Ok((stream, _)) = listener.accept().await {
+        loop {
+            let stream = tokio::select! {
+                _ = &mut stopped => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(_) => break,
+                },
+            };
             let handler = handler.clone();
             connections.spawn(async move {
                 let service = service_fn(move |request| {
@@ -85,8 +112,11 @@ where
                     .await;
             });
         }
+        // The port refuses from here on, and every connection is closed before the task ends.
+        drop(listener);
+        connections.shutdown().await;
     });
-    (address, task)
+    (address, Server { stop, task })
 }
 
 /// RPC: `/health`, `/run` (echoes method, path, body and who it is), `/headers`.
@@ -211,10 +241,9 @@ impl Backend for FakeEngine {
     }
 
     async fn remove(&self, owner_hash: &OwnerHash, _with_volume: bool) -> Result<(), BackendError> {
-        if let Some(runtime) = self.runtimes.lock().unwrap().remove(owner_hash) {
-            for server in runtime.servers {
-                server.abort();
-            }
+        let runtime = self.runtimes.lock().unwrap().remove(owner_hash);
+        if let Some(runtime) = runtime {
+            runtime.stop().await;
         }
         Ok(())
     }
