@@ -111,13 +111,6 @@ pub struct Tunnels {
 /// from it and not yet used; gives the connection back when it is not plain TCP (TLS).
 pub type ClientSocket = fn(Upgraded) -> Result<(TcpStream, Bytes), Upgraded>;
 
-impl Default for Tunnels {
-    /// Tunnels that copy through hyper's upgraded connections (no socket taken out).
-    fn default() -> Self {
-        Tunnels::new(Err)
-    }
-}
-
 impl Tunnels {
     pub fn new(client_socket: ClientSocket) -> Self {
         Tunnels {
@@ -342,7 +335,7 @@ where
     let mut buffer = vec![0u8; SMALL_BUFFER];
     let mut total = 0u64;
     // Made once for the tunnel's life: a fresh one for each read would put itself on the
-    // token's list of waiters and take itself off again every time.
+    // latch's list of waiters and take itself off again every time.
     let over = done.wait();
     tokio::pin!(over);
     loop {

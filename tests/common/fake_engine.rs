@@ -74,7 +74,12 @@ impl FakeEngine {
     /// Stops an owner's runtime behind the gateway's back (its ports refuse from now on, and
     /// its connections are closed).
     pub async fn kill(&self, owner: &str) {
-        let runtime = self.runtimes.lock().unwrap().remove(&OwnerHash::of(owner));
+        self.stop(&OwnerHash::of(owner)).await;
+    }
+
+    /// Takes an owner's runtime out and stops it.
+    async fn stop(&self, owner_hash: &OwnerHash) {
+        let runtime = self.runtimes.lock().unwrap().remove(owner_hash);
         if let Some(runtime) = runtime {
             runtime.stop().await;
         }
@@ -241,10 +246,7 @@ impl Backend for FakeEngine {
     }
 
     async fn remove(&self, owner_hash: &OwnerHash, _with_volume: bool) -> Result<(), BackendError> {
-        let runtime = self.runtimes.lock().unwrap().remove(owner_hash);
-        if let Some(runtime) = runtime {
-            runtime.stop().await;
-        }
+        self.stop(owner_hash).await;
         Ok(())
     }
 
