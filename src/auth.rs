@@ -538,39 +538,14 @@ pub fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator
         .map(|(_, v)| v.to_owned())
 }
 
-/// Removes the gateway's own credentials (bearer token, view cookie) before a request goes
-/// on to a runtime.
-pub fn strip_credentials(headers: &mut HeaderMap) {
-    headers.remove(header::AUTHORIZATION);
-    strip_gateway_credentials(headers);
-}
+/// What only the gateway sends a runtime: a client's are dropped from every forwarded
+/// request, to a runtime or the default upstream (a `static`, as every list of names: a
+/// `const` array of names is built and dropped at each use).
+pub static GATEWAY_ONLY: [HeaderName; 2] = [RUNTIME_KEY_HEADER, OWNER_HASH_HEADER];
 
-/// Removes what only the gateway may send or read (a runtime's key, the view cookie) and
-/// keeps the client's own `Authorization`: for the default upstream, which does its own.
-pub fn strip_gateway_credentials(headers: &mut HeaderMap) {
-    // Only the gateway speaks with a runtime's key; a client's attempt is dropped.
-    headers.remove(&RUNTIME_KEY_HEADER);
-    headers.remove(&OWNER_HASH_HEADER);
-    // Most requests have no cookie: one lookup instead of reading and removing.
-    if !headers.contains_key(header::COOKIE) {
-        return;
-    }
-    let kept: Vec<String> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty() && pair.split_once('=').is_none_or(|(name, _)| name != VIEW_COOKIE))
-        .map(str::to_owned)
-        .collect();
-    headers.remove(header::COOKIE);
-    if !kept.is_empty()
-        && let Ok(value) = HeaderValue::from_str(&kept.join("; "))
-    {
-        headers.insert(header::COOKIE, value);
-    }
-}
+/// What a request to a runtime leaves at the gateway: the client's credentials (checked here;
+/// a runtime trusts the gateway's key) and what only the gateway sends.
+pub static CLIENT_CREDENTIALS: [HeaderName; 3] = [header::AUTHORIZATION, RUNTIME_KEY_HEADER, OWNER_HASH_HEADER];
 
 /// The `Set-Cookie` for a view token: HttpOnly, SameSite=Strict, scoped to the owner's view
 /// (the shared view's noVNC lives at the root: `/`), living as long as the token; Secure
@@ -744,15 +719,11 @@ mod tests {
         assert!(a.check_origin(&h).unwrap_err().is_forbidden());
 
         let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
         h.insert(
             header::COOKIE,
             HeaderValue::from_static("a=1; lazygate_view=t.1.x; b=2"),
         );
         assert_eq!(cookie_value(&h, VIEW_COOKIE).as_deref(), Some("t.1.x"));
-        strip_credentials(&mut h);
-        assert!(h.get(header::AUTHORIZATION).is_none());
-        assert_eq!(h.get(header::COOKIE).unwrap(), "a=1; b=2");
 
         assert_eq!(
             take_query_token("path=view/x/websockify&token=abc&autoconnect=1"),

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::json;
 
@@ -320,23 +320,26 @@ impl Gateway {
         }
     }
 
-    /// The head every forwarded request goes on with, to a runtime or the default upstream:
-    /// hop-by-hop headers out (`Upgrade` kept for a handshake), `X-Forwarded-For` and
-    /// `-Host` set (a trusted proxy's kept), `X-Forwarded-Proto: https` after TLS.
-    fn set_forwarding(&self, parts: &mut http::request::Parts, peer: SocketAddr, upgrade: bool) {
-        let public_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
-        headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-        let trusted = self.settings.trusted_proxies.contains(&peer.ip());
-        headers::set_forwarded(&mut parts.headers, peer.ip(), public_host, trusted);
-        if parts.extensions.get::<crate::tls::ClientTls>().is_some() {
-            parts
-                .headers
-                .insert(headers::X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+    /// How a request from `peer` goes on, to a runtime or the default upstream
+    /// ([`headers::Forwarding`]): hop-by-hop headers stay here (`Upgrade` goes on for a
+    /// handshake), `X-Forwarded-*` are set (a trusted proxy's kept), `X-Forwarded-Proto:
+    /// https` after TLS, the view cookie and the headers in `drop` stay here.
+    fn forwarding<'a>(
+        &self,
+        parts: &http::request::Parts,
+        peer: SocketAddr,
+        upgrade: bool,
+        host: HostHeader,
+        drop: &'a [HeaderName],
+    ) -> headers::Forwarding<'a> {
+        headers::Forwarding {
+            peer: peer.ip(),
+            trusted: self.settings.trusted_proxies.contains(&peer.ip()),
+            tls: parts.extensions.get::<crate::tls::ClientTls>().is_some(),
+            upgrade,
+            keep_host: host == HostHeader::Keep,
+            drop,
+            drop_cookie: auth::VIEW_COOKIE,
         }
     }
 
@@ -352,18 +355,29 @@ impl Gateway {
         authority: &str,
     ) -> Result<Response<Body>, RequestError> {
         let client_upgrade = headers::is_websocket_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
-        let (mut parts, incoming) = request.into_parts();
+        let (parts, incoming) = request.into_parts();
         let path_and_query = parts
             .uri
             .path_and_query()
             .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
-        self.set_forwarding(&mut parts, peer, client_upgrade.is_some());
-        auth::strip_gateway_credentials(&mut parts.headers);
+        let head = self
+            .forwarding(
+                &parts,
+                peer,
+                client_upgrade.is_some(),
+                HostHeader::Keep,
+                &auth::GATEWAY_ONLY,
+            )
+            .head(
+                &parts.headers,
+                parts.uri.authority().map(|a| a.as_str()),
+                std::iter::empty(),
+            );
         let failed = |error: SendError| error.at_default_upstream(authority);
         match client_upgrade {
             Some(client_upgrade) => {
                 let (response, upgrade) = tunnel::handshake(
-                    &parts,
+                    head,
                     HostHeader::Keep,
                     authority,
                     &path_and_query,
@@ -388,7 +402,7 @@ impl Gateway {
                 let (body, _handle) = RequestBody::new(incoming, u64::MAX);
                 let response = self
                     .upstream
-                    .send(&parts, HostHeader::Keep, authority, &path_and_query, body)
+                    .send(&parts.method, head, HostHeader::Keep, authority, &path_and_query, body)
                     .await
                     .map_err(failed)?;
                 Ok(proxy::into_client_response(response, None))
@@ -487,18 +501,18 @@ impl Gateway {
             return Ok(page::waiting());
         }
         let client_upgrade = headers::is_websocket_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
-        let (mut parts, incoming) = request.into_parts();
-        self.set_forwarding(&mut parts, peer, client_upgrade.is_some());
-        auth::strip_credentials(&mut parts.headers);
-        // The gateway checked the origin already; the reference runtime's CDP and VNC
-        // WebSockets refuse any request that carries one (every one a web page opens).
-        if matches!(service, RuntimePort::Cdp | RuntimePort::View) {
-            parts.headers.remove(header::ORIGIN);
-        }
+        let (parts, incoming) = request.into_parts();
         let host = match service {
             RuntimePort::Cdp => HostHeader::Devtools,
             RuntimePort::Rpc | RuntimePort::View => HostHeader::Runtime,
         };
+        // The gateway checked the origin already; the reference runtime's CDP and VNC
+        // WebSockets refuse any request that carries one (every one a web page opens).
+        let stays: &[HeaderName] = match service {
+            RuntimePort::Rpc => &auth::CLIENT_CREDENTIALS,
+            RuntimePort::Cdp | RuntimePort::View => &CLIENT_CREDENTIALS_AND_ORIGIN,
+        };
+        let forwarding = self.forwarding(&parts, peer, client_upgrade.is_some(), host, stays);
         let limit = match service {
             RuntimePort::Rpc => self.settings.limits.max_rpc_body_bytes,
             RuntimePort::View | RuntimePort::Cdp => u64::MAX,
@@ -523,14 +537,17 @@ impl Gateway {
                 .filter(|l| l.cold())
                 .and_then(|l| metrics::server_timing(log.started.elapsed(), &l.runtime().phases));
             log.cold |= lease.as_ref().is_some_and(Lease::cold);
-            if let Some(lease) = &lease {
-                if let Some(key) = lease.runtime().key.clone() {
-                    parts.headers.insert(auth::RUNTIME_KEY_HEADER, key);
-                }
-                parts
-                    .headers
-                    .insert(auth::OWNER_HASH_HEADER, lease.runtime().owner_hash.header_value());
-            }
+            // The runtime learns whose request it is, and that it comes from the gateway.
+            let runtime = lease.as_ref().map(Lease::runtime);
+            let key = runtime
+                .and_then(|r| r.key.clone())
+                .map(|key| (auth::RUNTIME_KEY_HEADER, key));
+            let whose = runtime.map(|r| (auth::OWNER_HASH_HEADER, r.owner_hash.header_value()));
+            let head = forwarding.head(
+                &parts.headers,
+                parts.uri.authority().map(|a| a.as_str()),
+                key.into_iter().chain(whose),
+            );
             let shared;
             let authority: &str = match (&lease, service) {
                 (None, _) => {
@@ -545,7 +562,7 @@ impl Gateway {
             let result = match client_upgrade {
                 Some(_) => {
                     Box::pin(tunnel::handshake(
-                        &parts,
+                        head,
                         host,
                         authority,
                         rest,
@@ -559,7 +576,7 @@ impl Gateway {
                         .or_else(|| handle.resend())
                         .ok_or_else(|| RequestError::UpstreamFailed("request body was already sent".into()))?;
                     self.upstream
-                        .send(&parts, host, authority, rest, body)
+                        .send(&parts.method, head, host, authority, rest, body)
                         .await
                         .map(|r| (r, None))
                 }
@@ -649,6 +666,15 @@ impl Gateway {
         }
     }
 }
+
+/// What a request to a runtime's CDP or view leaves at the gateway: the client's credentials
+/// and its `Origin`.
+static CLIENT_CREDENTIALS_AND_ORIGIN: [HeaderName; 4] = [
+    header::AUTHORIZATION,
+    auth::RUNTIME_KEY_HEADER,
+    auth::OWNER_HASH_HEADER,
+    header::ORIGIN,
+];
 
 /// What a proxied request is for.
 #[derive(Clone, Copy)]

@@ -82,7 +82,7 @@ pub async fn rewrite_response(
         }
         Err(_) => bytes,
     };
-    super::headers::strip_hop_by_hop(&mut parts.headers, false);
+    super::headers::strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(http::header::CONTENT_LENGTH);
     Ok(Response::from_parts(parts, full(body)))
 }

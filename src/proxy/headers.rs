@@ -4,8 +4,7 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Headers that describe one connection, never the message (RFC 9110 §7.6.1); `Upgrade`
-/// last, as a WebSocket handshake keeps it ([`CONNECTION_ONLY`] leaves it out).
+/// Headers that describe one connection, never the message (RFC 9110 §7.6.1).
 static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -17,31 +16,16 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
-/// How many of [`HOP_BY_HOP`] go from a WebSocket handshake: all but `Upgrade`.
-const CONNECTION_ONLY: usize = 8;
 
-/// Removes hop-by-hop headers, including those the `Connection` header names. `Upgrade` is
-/// removed too unless `keep_upgrade` (a WebSocket handshake carries it to the runtime).
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+/// Removes a response's hop-by-hop headers, including those its `Connection` header names
+/// (a request's head is made without them: [`Forwarding`]).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-            .filter(|name| !(keep_upgrade && name == header::UPGRADE))
-            .collect();
-        for name in &named {
+        for name in &connection_named(headers, false) {
             headers.remove(name);
         }
     }
-    if keep_upgrade {
-        remove_present(headers, &HOP_BY_HOP[..CONNECTION_ONLY]);
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        remove_present(headers, &HOP_BY_HOP);
-    }
+    remove_present(headers, &HOP_BY_HOP);
 }
 
 /// A name's length as one bit of a set (lengths of 63 and more share the last).
@@ -125,43 +109,177 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
 }
 
-/// Sets `X-Forwarded-For` (appending the peer), `-Proto` and `-Host` for the runtime. What a
-/// client sent in them is believed only from a `trusted` peer (the tunnel); from anyone else
-/// it is replaced.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, original_host: Option<HeaderValue>, trusted: bool) {
-    if !trusted {
-        remove_present(headers, &FORWARDING);
-        headers.insert(X_FORWARDED_FOR, ip_value(peer));
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-        if let Some(original) = original_host {
-            headers.insert(X_FORWARDED_HOST, original);
+/// How a forwarded request's head is made from the client's: hop-by-hop headers stay on
+/// their hop (`Upgrade` goes on for a WebSocket handshake, with `Connection: upgrade`),
+/// `X-Forwarded-*` are the gateway's (what a trusted proxy sent is kept and extended), and
+/// what the caller names (credentials, `Origin`, a cookie) goes no further.
+///
+/// The head is built in one pass over the client's headers into a new map: that costs less
+/// than cloning the client's map and taking headers out of it (every removal hashes and
+/// probes, whether the header is there or not), and the client's head stays as it came, for
+/// a request sent again.
+pub struct Forwarding<'a> {
+    /// The client's address, appended to `X-Forwarded-For`.
+    pub peer: IpAddr,
+    /// The peer is a trusted proxy (the tunnel): the `X-Forwarded-*` it sent are believed.
+    pub trusted: bool,
+    /// The client came over TLS: `X-Forwarded-Proto: https` whatever it said.
+    pub tls: bool,
+    /// A WebSocket handshake: `Upgrade` goes on, with `Connection: upgrade`.
+    pub upgrade: bool,
+    /// The client's `Host` goes on (the default upstream serves the public name); otherwise
+    /// the sender sets the upstream's ([`super::upstream::HostHeader`]).
+    pub keep_host: bool,
+    /// The client's headers that go no further (credentials, `Origin`).
+    pub drop: &'a [HeaderName],
+    /// The cookie that goes no further (the gateway's view cookie): taken out of `Cookie`.
+    pub drop_cookie: &'a str,
+}
+
+/// What a header is to [`Forwarding::head`].
+enum Role {
+    Host,
+    Cookie,
+    /// Hop-by-hop, `Upgrade` aside.
+    Hop,
+    Upgrade,
+    ForwardedFor,
+    ForwardedProto,
+    ForwardedHost,
+    /// `Forwarded` (RFC 7239): a trusted proxy's goes on as it is, anyone else's goes.
+    Forwarded,
+    Other,
+}
+
+impl Role {
+    fn of(name: &HeaderName) -> Role {
+        match name.as_str() {
+            "host" => Role::Host,
+            "cookie" => Role::Cookie,
+            "upgrade" => Role::Upgrade,
+            "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding" => Role::Hop,
+            "x-forwarded-for" => Role::ForwardedFor,
+            "x-forwarded-proto" => Role::ForwardedProto,
+            "x-forwarded-host" => Role::ForwardedHost,
+            "forwarded" => Role::Forwarded,
+            _ => Role::Other,
         }
-        return;
     }
-    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) => HeaderValue::from_str(&format!("{existing}, {peer}")).ok(),
-        None => Some(ip_value(peer)),
-    };
-    if let Some(value) = value {
-        headers.insert(X_FORWARDED_FOR, value);
+}
+
+impl Forwarding<'_> {
+    /// The head that goes to the upstream: the client's `headers` as this says, then
+    /// `extra` (the gateway's own for this attempt). `authority` is the request URI's: the
+    /// public host (`X-Forwarded-Host`) when the client sent no `Host` (HTTP/2).
+    pub fn head(
+        &self,
+        headers: &HeaderMap,
+        authority: Option<&str>,
+        extra: impl IntoIterator<Item = (HeaderName, HeaderValue)>,
+    ) -> HeaderMap {
+        // Headers the `Connection` header names are hop-by-hop too (read only when it is sent).
+        let named = connection_named(headers, self.upgrade);
+        let mut head = HeaderMap::with_capacity(headers.len() + 8);
+        let mut public_host = None;
+        let mut forwarded_for = None;
+        let (mut has_proto, mut has_host) = (false, false);
+        let mut cookies: Option<String> = None;
+        for (name, value) in headers {
+            let role = Role::of(name);
+            if matches!(role, Role::Host) && public_host.is_none() {
+                public_host = Some(value);
+            }
+            if named.contains(name) {
+                continue;
+            }
+            match role {
+                Role::Hop => continue,
+                Role::Host if !self.keep_host => continue,
+                Role::Upgrade if !self.upgrade => continue,
+                Role::ForwardedFor => {
+                    if self.trusted && forwarded_for.is_none() {
+                        forwarded_for = Some(value);
+                    }
+                    continue;
+                }
+                Role::ForwardedProto | Role::ForwardedHost | Role::Forwarded if !self.trusted => continue,
+                Role::ForwardedProto if self.tls => continue,
+                Role::ForwardedProto => has_proto = true,
+                Role::ForwardedHost => has_host = true,
+                Role::Cookie => {
+                    let kept = cookies.get_or_insert_with(String::new);
+                    let pairs = value.to_str().unwrap_or_default().split(';').map(str::trim);
+                    for pair in pairs.filter(|pair| {
+                        !pair.is_empty() && pair.split_once('=').is_none_or(|(name, _)| name != self.drop_cookie)
+                    }) {
+                        if !kept.is_empty() {
+                            kept.push_str("; ");
+                        }
+                        kept.push_str(pair);
+                    }
+                    continue;
+                }
+                Role::Other if self.drop.contains(name) => continue,
+                Role::Host | Role::Upgrade | Role::Forwarded | Role::Other => {}
+            }
+            head.append(name.clone(), value.clone());
+        }
+        let forwarded_for = match forwarded_for.and_then(|v| v.to_str().ok()) {
+            Some(existing) => HeaderValue::from_str(&format!("{existing}, {}", self.peer)).ok(),
+            None => Some(ip_value(self.peer)),
+        };
+        if let Some(value) = forwarded_for {
+            head.append(X_FORWARDED_FOR, value);
+        }
+        if self.tls {
+            head.append(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        } else if !has_proto {
+            head.append(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        }
+        if !has_host {
+            let public_host = public_host
+                .cloned()
+                .or_else(|| authority.and_then(|a| HeaderValue::from_str(a).ok()));
+            if let Some(public_host) = public_host {
+                head.append(X_FORWARDED_HOST, public_host);
+            }
+        }
+        if self.upgrade {
+            head.append(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        if let Some(cookies) = cookies.filter(|c| !c.is_empty())
+            && let Ok(value) = HeaderValue::from_str(&cookies)
+        {
+            head.append(header::COOKIE, value);
+        }
+        head.extend(extra);
+        head
     }
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    }
-    if let Some(original) = original_host
-        && !headers.contains_key(&X_FORWARDED_HOST)
-    {
-        headers.insert(X_FORWARDED_HOST, original);
-    }
+}
+
+/// The names a message's `Connection` header lists (but `Upgrade` when it is kept): most
+/// messages send none, and then nothing is allocated.
+fn connection_named(headers: &HeaderMap, keep_upgrade: bool) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .filter(|name| !(keep_upgrade && name == header::UPGRADE))
+        .collect()
 }
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
-/// What a client may not tell the runtime about where its request came from (a `static`, as
-/// every list of names here: a `const` array of names is built and dropped at each use).
-static FORWARDING: [HeaderName; 4] = [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST, FORWARDED];
 
 /// Room for a value the gateway writes for every request ([`request_id`], [`ip_value`]).
 const SHORT_VALUE: usize = 64;
@@ -292,7 +410,7 @@ mod tests {
         h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        strip_hop_by_hop(&mut h, false);
+        strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key(header::CONTENT_TYPE));
     }
@@ -355,37 +473,148 @@ mod tests {
     }
 
     #[test]
-    fn websocket_handshake_keeps_upgrade() {
+    fn a_websocket_handshake_is_told_apart() {
         let mut h = HeaderMap::new();
         h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        assert!(!is_websocket_upgrade(&h));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         assert!(is_websocket_upgrade(&h));
-        strip_hop_by_hop(&mut h, true);
-        assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
-        assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
+    }
+
+    /// The head of a request from `peer` as `forwarding` makes it, with one extra header.
+    fn head_of(forwarding: &Forwarding, headers: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in headers {
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        let extra = [(HeaderName::from_static("x-extra"), HeaderValue::from_static("1"))];
+        forwarding.head(&h, Some("from-uri:1"), extra)
+    }
+
+    fn values<'a>(h: &'a HeaderMap, name: &str) -> Vec<&'a str> {
+        h.get_all(name).iter().map(|v| v.to_str().unwrap()).collect()
+    }
+
+    static STAYS: [HeaderName; 2] = [header::AUTHORIZATION, header::ORIGIN];
+
+    fn forwarding(trusted: bool) -> Forwarding<'static> {
+        Forwarding {
+            peer: "127.0.0.1".parse().unwrap(),
+            trusted,
+            tls: false,
+            upgrade: false,
+            keep_host: false,
+            drop: &STAYS,
+            drop_cookie: "lazygate_view",
+        }
+    }
+
+    #[test]
+    fn a_forwarded_head_keeps_the_message_and_leaves_the_hop_and_the_credentials() {
+        let client = [
+            ("host", "gw:8080"),
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic x"),
+            ("authorization", "Bearer token"),
+            ("origin", "https://evil.example"),
+            ("cookie", "a=1; lazygate_view=t.1.x"),
+            ("cookie", "b=2"),
+            ("content-type", "text/plain"),
+            ("accept", "a"),
+            ("accept", "b"),
+            ("x-request-id", "id-1"),
+        ];
+        let h = head_of(&forwarding(false), &client);
+        let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "content-type",
+                "accept",
+                "x-request-id",
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-forwarded-host",
+                "cookie",
+                "x-extra"
+            ],
+            "{h:?}"
+        );
+        assert_eq!(values(&h, "accept"), ["a", "b"]);
+        assert_eq!(
+            values(&h, "cookie"),
+            ["a=1; b=2"],
+            "the view cookie stays, the others go on as one"
+        );
+        assert_eq!(values(&h, "x-forwarded-host"), ["gw:8080"]);
+        assert_eq!(values(&h, "x-extra"), ["1"]);
+
+        // The client's Host goes on where asked; without one the URI's authority is the public host.
+        let keep = Forwarding {
+            keep_host: true,
+            ..forwarding(false)
+        };
+        assert_eq!(values(&head_of(&keep, &client), "host"), ["gw:8080"]);
+        let h = head_of(&keep, &[("cookie", "lazygate_view=t.1.x")]);
+        assert!(!h.contains_key("host") && !h.contains_key("cookie"), "{h:?}");
+        assert_eq!(values(&h, "x-forwarded-host"), ["from-uri:1"]);
+    }
+
+    #[test]
+    fn a_handshake_head_keeps_upgrade() {
+        let upgrade = Forwarding {
+            upgrade: true,
+            ..forwarding(false)
+        };
+        let client = [("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")];
+        let h = head_of(&upgrade, &client);
+        assert_eq!(values(&h, "connection"), ["upgrade"]);
+        assert_eq!(values(&h, "upgrade"), ["websocket"]);
     }
 
     #[test]
     fn forwarded_headers_are_believed_only_from_trusted_peers() {
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        let mut untrusted = h.clone();
-        set_forwarded(&mut untrusted, "127.0.0.1".parse().unwrap(), None, false);
-        assert_eq!(untrusted.get("x-forwarded-for").unwrap(), "127.0.0.1");
-        assert_eq!(untrusted.get("x-forwarded-proto").unwrap(), "http");
-        set_forwarded(
-            &mut h,
-            "127.0.0.1".parse().unwrap(),
-            Some(HeaderValue::from_static("gw:8080")),
-            true,
-        );
-        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.1");
+        let client = [
+            ("host", "gw:8080"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "public.example"),
+            ("forwarded", "for=10.0.0.1"),
+        ];
+        let untrusted = head_of(&forwarding(false), &client);
+        assert_eq!(values(&untrusted, "x-forwarded-for"), ["127.0.0.1"]);
+        assert_eq!(values(&untrusted, "x-forwarded-proto"), ["http"]);
+        assert_eq!(values(&untrusted, "x-forwarded-host"), ["gw:8080"]);
+        assert!(!untrusted.contains_key("forwarded"));
+
+        let trusted = head_of(&forwarding(true), &client);
+        assert_eq!(values(&trusted, "x-forwarded-for"), ["10.0.0.1, 127.0.0.1"]);
         assert_eq!(
-            h.get("x-forwarded-proto").unwrap(),
-            "https",
+            values(&trusted, "x-forwarded-proto"),
+            ["https"],
             "the tunnel says the client used HTTPS"
         );
-        assert_eq!(h.get("x-forwarded-host").unwrap(), "gw:8080");
+        assert_eq!(values(&trusted, "x-forwarded-host"), ["public.example"]);
+        assert_eq!(values(&trusted, "forwarded"), ["for=10.0.0.1"]);
+
+        let tls = Forwarding {
+            tls: true,
+            ..forwarding(true)
+        };
+        let h = head_of(&tls, &[("x-forwarded-proto", "http")]);
+        assert_eq!(
+            values(&h, "x-forwarded-proto"),
+            ["https"],
+            "over TLS, whatever was said"
+        );
     }
 }

@@ -281,7 +281,7 @@ impl HttpBody for LeasedBody {
 /// streamed through with the lease attached.
 pub fn into_client_response(response: Response<UpstreamBody>, lease: Option<Lease>) -> Response<Body> {
     let (mut parts, incoming) = response.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers, false);
+    headers::strip_hop_by_hop(&mut parts.headers);
     let body = if incoming.is_end_stream() {
         drop(lease);
         crate::body::empty()

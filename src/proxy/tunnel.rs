@@ -34,7 +34,7 @@ use tokio_util::task::TaskTracker;
 use super::frames::{self, FrameBoundaries};
 use super::latch::Latch;
 use super::upstream::HostHeader;
-use super::{SendError, UpstreamBody, headers};
+use super::{SendError, UpstreamBody};
 use crate::body::Body;
 use crate::metrics::{GaugeHold, Metrics, ReasonLabels};
 use crate::provision::Lease;
@@ -45,10 +45,11 @@ const SMALL_BUFFER: usize = 2 * 1024;
 /// A direction's buffer once a read has filled the small one.
 const LARGE_BUFFER: usize = 64 * 1024;
 
-/// Sends the handshake to `authority` on a fresh connection and returns the runtime's answer
-/// together with its upgrade, when it agreed to switch protocols.
+/// Sends the handshake (a GET with `head`, made by [`super::headers::Forwarding`] for an
+/// upgrade) to `authority` on a fresh connection and returns the runtime's answer together
+/// with its upgrade, when it agreed to switch protocols.
 pub async fn handshake(
-    parts: &http::request::Parts,
+    head: http::HeaderMap,
     host: HostHeader,
     authority: &str,
     path_and_query: &str,
@@ -67,10 +68,8 @@ pub async fn handshake(
         .parse()
         .map_err(|e| SendError::Failed(format!("bad upstream path: {e}")))?;
     let mut request = Request::new(http_body_util::Empty::<bytes::Bytes>::new());
-    *request.method_mut() = parts.method.clone();
     *request.uri_mut() = uri;
-    *request.headers_mut() = parts.headers.clone();
-    headers::strip_hop_by_hop(request.headers_mut(), true);
+    *request.headers_mut() = head;
     let upstream = http::HeaderValue::from_str(authority).map_err(|e| SendError::Failed(e.to_string()))?;
     host.apply(request.headers_mut(), &upstream);
     let mut response = tokio::time::timeout(timeout, sender.send_request(request))

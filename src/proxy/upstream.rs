@@ -193,10 +193,12 @@ impl Upstream {
         }
     }
 
-    /// Sends `parts` (method and headers) with `body` to `http://<authority><path_and_query>`.
+    /// Sends a request with `method`, `head` (made by [`super::headers::Forwarding`]) and
+    /// `body` to `http://<authority><path_and_query>`.
     pub async fn send(
         &self,
-        parts: &http::request::Parts,
+        method: &http::Method,
+        head: http::HeaderMap,
         host: HostHeader,
         authority: &str,
         path_and_query: &str,
@@ -204,9 +206,9 @@ impl Upstream {
     ) -> Result<Response<UpstreamBody>, SendError> {
         let uri = Uri::try_from(path_and_query).map_err(|e| SendError::Failed(format!("bad upstream path: {e}")))?;
         let mut request = Request::new(body);
-        *request.method_mut() = parts.method.clone();
+        *request.method_mut() = method.clone();
         *request.uri_mut() = uri;
-        *request.headers_mut() = parts.headers.clone();
+        *request.headers_mut() = head;
         let mut reused = self.idle.take(authority);
         loop {
             let fresh = reused.is_none();
