@@ -318,7 +318,9 @@ out.append(
     "its `/health` every 2 ms. Through lazygate: the gateway container (`LAZYGATE_UPSTREAM=network`), "
     "curl's total time for a new owner's first `GET /rpc/<owner>/health`. The seed: its "
     "`ensure_browser_runtime` plus one `/health` request, run in a container on the runtime network "
-    "(it reaches runtimes by name)."
+    "(it reaches runtimes by name). Each start is measured with no other runtime up. A start through "
+    "lazygate also makes the runtime's own network and fences it (its `Server-Timing` names the "
+    "phases: `network`, and `fence` beside `ready`), which neither a start by hand nor the seed does."
 )
 out += ["", "| runtime image | runtime alone ms | lazygate ms | overhead ms | seed ms | seed ÷ lazygate |", "|---|---|---|---|---|---|"]
 for image, c in cold.items():

@@ -577,6 +577,9 @@ for image in $STUB $REF; do
     docker volume rm -f "$volume" >/dev/null
     owner="cold-$r-$RANDOM$RANDOM"
     gw_ms=$(curl -s -o /dev/null -w '%{time_total}' -H "$AUTH" "http://127.0.0.1:$GW_PORT/rpc/$owner/health" | awk '{printf "%.1f", $1*1000}')
+    # Each start with no other runtime up: a browser still starting (or idling) beside it
+    # takes CPU from the next one on these 2 cores.
+    remove_bench_runtimes
     seed_ms=$(BENCH_SEED_IMAGE=$image seed "seed-cold-$r-$RANDOM$RANDOM" | python3 -c 'import json,sys;print(json.load(sys.stdin)["wall_ms"])')
     remove_seed_runtimes
     record "{\"kind\":\"cold\",\"image\":\"$image\",\"direct_ms\":$direct_ms,\"gateway_ms\":$gw_ms,\"seed_ms\":$seed_ms}"
