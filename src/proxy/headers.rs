@@ -481,7 +481,7 @@ mod tests {
         assert!(is_websocket_upgrade(&h));
     }
 
-    /// The head of a request from `peer` as `forwarding` makes it, with one extra header.
+    /// The head `forwarding` makes of a request with `headers`, and one extra header.
     fn head_of(forwarding: &Forwarding, headers: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (name, value) in headers {
