@@ -4,57 +4,20 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Headers that describe one connection, never the message (RFC 9110 §7.6.1).
-static HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-/// Removes a response's hop-by-hop headers, including those its `Connection` header names
-/// (a request's head is made without them: [`Forwarding`]).
+/// Removes a response's hop-by-hop headers (RFC 9110 §7.6.1), including those its
+/// `Connection` header names (a request's head is made without them: [`Forwarding`]). The
+/// names are those a forwarded head leaves out (`Role::of`): requests and responses leave
+/// the same ones behind. Most responses have none, and then nothing is allocated.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        for name in &connection_named(headers, false) {
-            headers.remove(name);
-        }
-    }
-    remove_present(headers, &HOP_BY_HOP);
-}
-
-/// A name's length as one bit of a set (lengths of 63 and more share the last).
-fn length_bit(name: &HeaderName) -> u64 {
-    1 << name.as_str().len().min(63)
-}
-
-/// Removes those of `names` (at most 32) that `headers` has. Most messages have none of the
-/// names the gateway takes out, and a removal hashes its name and probes the map whether the
-/// header is there or not: one pass over the message's own names (usually a handful) costs
-/// less than that.
-fn remove_present(headers: &mut HeaderMap, names: &[HeaderName]) {
-    debug_assert!(names.len() <= 32);
-    // The lengths of `names`, so that most of the message's names are passed over on their
-    // length alone.
-    let lengths = names.iter().fold(0u64, |set, n| set | length_bit(n));
-    let mut found = 0u32;
-    for name in headers.keys() {
-        if lengths & length_bit(name) == 0 {
-            continue;
-        }
-        if let Some(i) = names.iter().position(|n| n == name) {
-            found |= 1 << i;
-        }
-    }
-    for (i, name) in names.iter().enumerate() {
-        if found & (1 << i) != 0 {
-            headers.remove(name);
-        }
+    let mut hop = connection_named(headers, false);
+    hop.extend(
+        headers
+            .keys()
+            .filter(|name| matches!(Role::of(name), Role::Hop | Role::Upgrade))
+            .cloned(),
+    );
+    for name in &hop {
+        headers.remove(name);
     }
 }
 
@@ -136,11 +99,11 @@ pub struct Forwarding<'a> {
     pub drop_cookie: &'a str,
 }
 
-/// What a header is to [`Forwarding::head`].
+/// What a header is to [`Forwarding::head`] and [`strip_hop_by_hop`].
 enum Role {
     Host,
     Cookie,
-    /// Hop-by-hop, `Upgrade` aside.
+    /// Hop-by-hop (RFC 9110 §7.6.1), `Upgrade` aside.
     Hop,
     Upgrade,
     ForwardedFor,
@@ -416,7 +379,7 @@ mod tests {
     }
 
     #[test]
-    fn remove_present_takes_out_only_the_named_headers() {
+    fn strip_hop_by_hop_takes_out_only_the_hop_by_hop_headers() {
         let mut h = HeaderMap::new();
         h.insert(
             header::USER_AGENT,
@@ -426,10 +389,10 @@ mod tests {
         h.append(header::TE, HeaderValue::from_static("trailers"));
         h.append(header::TE, HeaderValue::from_static("gzip"));
         h.insert(header::HOST, HeaderValue::from_static("x"));
-        remove_present(&mut h, &HOP_BY_HOP);
+        strip_hop_by_hop(&mut h);
         let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         assert_eq!(left, ["user-agent", "host"]);
-        remove_present(&mut h, &HOP_BY_HOP);
+        strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 2, "nothing more to take out");
     }
 
