@@ -1,5 +1,5 @@
 //! Faults users meet in production: viewers that vanish without closing (a laptop lid shut),
-//! and the gateway shut down under a run and an open view.
+//! the gateway shut down under a run and an open view, or killed in the middle of a start.
 
 mod common;
 
@@ -535,11 +535,58 @@ async fn a_gateway_killed_in_the_middle_of_a_start_leaves_nothing_twice() {
     let gateway = config.start();
     let reply = post(&gateway.url(&format!("/rpc/{owner}")), "{}").await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-    eventually("leftovers cleaned", Duration::from_secs(30), || {
+    // A fence helper the kill left running is taken once it has ended and is
+    // `LEFTOVER_AGE` (10 s) old, by a sweep every 10 s.
+    eventually("leftovers cleaned", Duration::from_secs(60), || {
         scope.containers().len() == 1
     })
     .await;
     assert_eq!(scope.networks().len(), 1, "{:?}", scope.networks());
     assert_eq!(scope.volumes().len(), 1, "{:?}", scope.volumes());
     assert!(boots(&gateway, &owner).await <= 2);
+}
+
+/// What a gateway killed mid-fence leaves: a fence helper still running (its `ip` not done)
+/// and one made but never started. Nothing but the fence label says what they are.
+#[tokio::test(flavor = "multi_thread")]
+async fn fence_helpers_a_killed_gateway_left_are_removed_once_they_have_ended() {
+    let scope = Scope::new("helper-leftovers");
+    let labels = [
+        "--label".to_owned(),
+        "lazygate.fence=0123456789abcdef".to_owned(),
+        "--label".to_owned(),
+        format!("lazygate.scope={}", scope.name),
+    ];
+    let helper = |verb: &[&'static str], seconds: &'static str| {
+        let mut args = verb.to_vec();
+        args.extend(labels.iter().map(String::as_str));
+        args.extend(["--entrypoint", "sleep", "lazygate:latest", seconds]);
+        docker(&args).expect("a helper container").trim().to_owned()
+    };
+    let running = helper(&["run", "-d"], "30");
+    let never_started = helper(&["create"], "0");
+    let gateway = GatewayConfig::new(&scope).start();
+
+    eventually("the helper that never started removed", Duration::from_secs(60), || {
+        inspect(&never_started).is_none()
+    })
+    .await;
+    // Still running: it could be some gateway's fence in progress, whatever its age.
+    let state = inspect(&running).map(|c| c["State"]["Status"].clone());
+    assert_eq!(
+        state,
+        Some(serde_json::json!("running")),
+        "a running helper is left alone"
+    );
+    eventually("the helper removed once it ended", Duration::from_secs(60), || {
+        inspect(&running).is_none()
+    })
+    .await;
+    assert!(
+        !gateway
+            .log_lines("removed fence helpers a stopped gateway left")
+            .is_empty(),
+        "the gateway says what it removed"
+    );
+    assert!(scope.containers().is_empty(), "{:?}", scope.containers());
 }

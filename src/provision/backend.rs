@@ -28,6 +28,16 @@ pub const LABEL_LAST_USED: &str = "lazygate.last_used";
 /// helper left by a gateway killed mid-fence is found and removed.
 pub const LABEL_FENCE: &str = "lazygate.fence";
 
+/// How old a finished helper must be before [`Backend::sweep_leftovers`] takes it: a
+/// helper lives well under a second from creation to removal by the gateway that made it,
+/// so one this old is no gateway's fence in progress, while one that is still running is
+/// left alone whatever its age.
+pub const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How often the reaper sweeps leftovers ([`Backend::sweep_leftovers`]): one filtered list
+/// of the engine's containers.
+pub const LEFTOVER_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Label of a warm-pool runtime, its container and volume and network (value: the pool id
 /// in their names). It stays after the runtime is claimed (Docker labels are fixed), which
 /// is how a claimed runtime's own network and volume are found again.
@@ -441,6 +451,14 @@ pub trait Backend: Send + Sync + 'static {
     /// reachable as [`Backend::ensure`] makes them; claimed warm-pool runtimes among them,
     /// unclaimed ones not.
     async fn list(&self) -> Result<Vec<RuntimeInfo>, BackendError>;
+
+    /// Removes what a gateway killed in the middle of an operation left on the engine
+    /// (Docker: fence helpers that ended, or were never started, at least
+    /// [`LEFTOVER_AGE`] after they were made); how many it removed. The reaper calls it
+    /// once runtimes are adopted and every [`LEFTOVER_SWEEP_INTERVAL`] after.
+    async fn sweep_leftovers(&self) -> Result<usize, BackendError> {
+        Ok(0)
+    }
 
     /// Creates and starts one warm-pool runtime: no owner, a network and a fresh profile
     /// volume of its own, fenced like any runtime. Readiness is the caller's to wait for.

@@ -26,8 +26,8 @@ use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::errors::Error as EngineError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig, Ipam, IpamConfig, Network,
-    NetworkCreateRequest, NetworkDisconnectRequest, PortBinding, VolumeCreateRequest,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummaryStateEnum, HostConfig,
+    Ipam, IpamConfig, Network, NetworkCreateRequest, NetworkDisconnectRequest, PortBinding, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
@@ -38,7 +38,7 @@ use ipnet::Ipv4Net;
 
 use super::backend::{
     Backend, BackendError, Blueprint, Claim, Endpoints, LABEL_FENCE, LABEL_MANAGED_BY, LABEL_OWNER_HASH, LABEL_POOL,
-    LABEL_PROFILE_IN, LABEL_RUNTIME, LABEL_SCOPE, MANAGED_BY, Operation, PoolSpec, PooledRuntime, Ports,
+    LABEL_PROFILE_IN, LABEL_RUNTIME, LABEL_SCOPE, LEFTOVER_AGE, MANAGED_BY, Operation, PoolSpec, PooledRuntime, Ports,
     RUNTIME_KEY_ENV, RuntimeInfo, RuntimeSpec, TunnelLogs, container_name, network_name, pool_container_name,
     pool_network_name, pool_volume_name, volume_name,
 };
@@ -585,32 +585,6 @@ impl DockerBackend {
             tracing::warn!(%helper, %error, "cannot remove a helper container");
         }
         outcome
-    }
-
-    /// Removes fence helpers a gateway killed mid-fence left behind (of this scope).
-    async fn sweep_fence_helpers(&self, docker: &Docker) {
-        let filters = self.engine.scoped_filter(LABEL_FENCE.to_owned());
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let Ok(helpers) = docker.list_containers(Some(options)).await else {
-            return;
-        };
-        for helper in helpers {
-            if self.engine.is_another_scopes(&helper.labels.unwrap_or_default()) {
-                continue;
-            }
-            // A running helper may be another gateway's fence in progress.
-            if helper.state.as_ref().map(|s| s.to_string()).as_deref() == Some("running") {
-                continue;
-            }
-            if let Some(id) = helper.id
-                && let Err(error) = self.remove_container(docker, &id).await
-            {
-                tracing::debug!(%id, %error, "cannot remove a leftover fence helper");
-            }
-        }
     }
 
     /// The seed's container and volume names for an owner, and its own network's.
@@ -1168,8 +1142,48 @@ impl Backend for DockerBackend {
             }
         }
         self.sweep_networks(&docker, &runtimes).await;
-        self.sweep_fence_helpers(&docker).await;
         Ok(runtimes)
+    }
+
+    /// Fence helpers of this scope that a gateway killed mid-fence left: never started, or
+    /// ended, and made at least [`LEFTOVER_AGE`] ago. A running one may be some gateway's
+    /// fence in progress; a later sweep takes it once it has ended.
+    async fn sweep_leftovers(&self) -> Result<usize, BackendError> {
+        let docker = self.engine.docker().await?;
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&self.engine.scoped_filter(LABEL_FENCE.to_owned()))
+            .build();
+        let helpers = docker
+            .list_containers(Some(options))
+            .await
+            .map_err(fail(Operation::ListContainers))?;
+        let made_before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .saturating_sub(LEFTOVER_AGE)
+            .as_secs();
+        let mut removed = 0;
+        for helper in helpers {
+            use ContainerSummaryStateEnum::{CREATED, DEAD, EXITED};
+            let ended = matches!(helper.state, Some(CREATED | EXITED | DEAD));
+            let old = helper
+                .created
+                .is_some_and(|at| u64::try_from(at).is_ok_and(|at| at <= made_before));
+            if !ended || !old || self.engine.is_another_scopes(&helper.labels.unwrap_or_default()) {
+                continue;
+            }
+            if let Some(id) = helper.id {
+                match self.remove_container(&docker, &id).await {
+                    Ok(()) => removed += 1,
+                    Err(error) => tracing::warn!(%id, %error, "cannot remove a leftover fence helper"),
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "removed fence helpers a stopped gateway left");
+        }
+        Ok(removed)
     }
 
     async fn start_pooled(&self, spec: &PoolSpec) -> Result<PooledRuntime, BackendError> {

@@ -100,6 +100,10 @@ impl Backend for Instrumented {
         self.timed("list", self.inner.list()).await
     }
 
+    async fn sweep_leftovers(&self) -> Result<usize, BackendError> {
+        self.timed("sweep_leftovers", self.inner.sweep_leftovers()).await
+    }
+
     async fn start_pooled(&self, spec: &PoolSpec) -> Result<PooledRuntime, BackendError> {
         self.timed("start_pooled", self.inner.start_pooled(spec)).await
     }

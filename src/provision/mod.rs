@@ -469,6 +469,14 @@ impl Provisioner {
         }
     }
 
+    /// Removes what a gateway killed mid-operation left on the engine
+    /// ([`Backend::sweep_leftovers`]); an engine that does not answer is tried next time.
+    pub async fn sweep_leftovers(&self) {
+        if let Err(error) = self.backend.sweep_leftovers().await {
+            tracing::debug!(%error, "cannot sweep leftovers yet; will retry");
+        }
+    }
+
     /// Records each owner's last use as a sighting, for the profile retention.
     fn record_sightings(&self) {
         if let Some(ledger) = &self.profiles {

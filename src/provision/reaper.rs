@@ -6,17 +6,20 @@ use std::sync::Arc;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+use super::backend::LEFTOVER_SWEEP_INTERVAL;
 use super::{Provisioner, retention};
 
 /// Runs until `shutdown` is cancelled: every reap interval, adopt running runtimes (until
 /// that has worked once; every time on a shared backend), record last use on a shared
 /// backend, retire idle runtimes, sync the registry file, and remove the
 /// runtimes of other writers' expired entries (the seed's cleanup); every
+/// [`LEFTOVER_SWEEP_INTERVAL`], remove what killed gateways left (fence helpers); every
 /// [`retention::SWEEP_INTERVAL`], remove profiles past the retention (when it is on).
 pub async fn run(provisioner: Arc<Provisioner>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(provisioner.settings().reap_interval());
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_sweep: Option<tokio::time::Instant> = None;
+    let mut last_leftover_sweep: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -38,6 +41,10 @@ pub async fn run(provisioner: Arc<Provisioner>, shutdown: CancellationToken) {
         // yet is not anybody else's.
         if provisioner.is_adopted() {
             provisioner.reap_foreign().await;
+        }
+        if provisioner.is_adopted() && last_leftover_sweep.is_none_or(|at| at.elapsed() >= LEFTOVER_SWEEP_INTERVAL) {
+            last_leftover_sweep = Some(tokio::time::Instant::now());
+            provisioner.sweep_leftovers().await;
         }
         if provisioner.is_adopted() && last_sweep.is_none_or(|at| at.elapsed() >= retention::SWEEP_INTERVAL) {
             last_sweep = Some(tokio::time::Instant::now());
