@@ -8,10 +8,10 @@
 
 use std::net::SocketAddr;
 
-use http::{HeaderValue, Request, header};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, header};
 
 use crate::auth::{self, Auth, ViewSubject};
-use crate::body::ClientBody;
 use crate::config::{AnswerUrls, IsolationMode, Settings};
 use crate::error::RequestError;
 use crate::proxy::{cdp, headers};
@@ -40,26 +40,21 @@ pub struct Admitted {
 
 impl Admission<'_> {
     /// The checks that hold for every request, routed or not: framing and header count.
-    pub fn check_shape(&self, request: &Request<ClientBody>) -> Result<(), RequestError> {
-        headers::check_framing(request.headers()).map_err(RequestError::Framing)?;
+    pub fn check_shape(&self, headers: &HeaderMap) -> Result<(), RequestError> {
+        headers::check_framing(headers).map_err(RequestError::Framing)?;
         // HTTP/1.1's parser stops at the limit already; HTTP/2 hands over whatever fits in
         // its header list size, so the count is checked here for every protocol.
         let limit = self.settings.limits.max_headers;
-        if request.headers().len() > limit {
+        if headers.len() > limit {
             return Err(RequestError::TooManyHeaders { limit });
         }
         Ok(())
     }
 
     /// Decides whether a routed request may go on, and what the later stages need of it.
-    pub fn admit(
-        &self,
-        route: &Route,
-        request: &Request<ClientBody>,
-        peer: SocketAddr,
-    ) -> Result<Admitted, RequestError> {
-        let headers = request.headers();
-        let secure = request.extensions().get::<ClientTls>().is_some()
+    pub fn admit(&self, route: &Route, request: &Parts, peer: SocketAddr) -> Result<Admitted, RequestError> {
+        let headers = &request.headers;
+        let secure = request.extensions.get::<ClientTls>().is_some()
             || headers::client_used_https(&self.settings.trusted_proxies, peer, headers);
         let mut admitted = Admitted {
             secure,
@@ -88,8 +83,7 @@ impl Admission<'_> {
             // gateway only checks that a WebSocket handshake is one.
             Route::SharedView { .. } | Route::Other => {
                 if headers::is_websocket_upgrade(headers) {
-                    headers::check_websocket_handshake(request.method(), headers)
-                        .map_err(RequestError::BadWebSocket)?;
+                    headers::check_websocket_handshake(&request.method, headers).map_err(RequestError::BadWebSocket)?;
                 }
                 return Ok(admitted);
             }
@@ -113,7 +107,7 @@ impl Admission<'_> {
         }
         if headers::is_websocket_upgrade(headers) {
             self.auth.check_origin(headers)?;
-            headers::check_websocket_handshake(request.method(), headers).map_err(RequestError::BadWebSocket)?;
+            headers::check_websocket_handshake(&request.method, headers).map_err(RequestError::BadWebSocket)?;
         }
         Ok(admitted)
     }
@@ -147,12 +141,12 @@ impl Admission<'_> {
 }
 
 /// The host the client used (`Host`, else the URI's authority), if it is fit to go into a URL.
-fn checked_host(request: &Request<ClientBody>) -> Result<String, RequestError> {
+fn checked_host(request: &Parts) -> Result<String, RequestError> {
     let host = request
-        .headers()
+        .headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+        .or_else(|| request.uri.authority().map(|a| a.as_str()))
         .unwrap_or_default();
     Ok(cdp::valid_public_host(host).ok_or(RequestError::BadHost)?.to_owned())
 }

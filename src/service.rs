@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http::request::Parts;
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::json;
@@ -47,16 +48,16 @@ pub struct RequestLog {
 }
 
 impl RequestLog {
-    /// The line of `request`, started now.
-    fn new<B>(
-        request: &Request<B>,
+    /// The line of a `method` request, started now.
+    fn new(
+        method: &Method,
         route: &'static str,
         owner_hash: Option<OwnerHash>,
         metrics: &Arc<Metrics>,
         request_id: HeaderValue,
     ) -> Self {
         RequestLog {
-            method: request.method().clone(),
+            method: method.clone(),
             started: Instant::now(),
             route,
             owner_hash,
@@ -124,15 +125,20 @@ impl Gateway {
     }
 
     /// Serves one request; never fails (errors become JSON responses).
-    pub async fn handle(self: &Arc<Self>, mut request: Request<ClientBody>, peer: SocketAddr) -> Response<Body> {
+    pub async fn handle(self: &Arc<Self>, request: Request<ClientBody>, peer: SocketAddr) -> Response<Body> {
+        // Taken apart before anything else (and never borrowed whole): the head stays here
+        // and the stages borrow it, so that each stage's future does not hold (and each
+        // call copy) the request again; every stage's future is moved whole into its
+        // caller's, and this one into its box.
+        let (mut parts, body) = request.into_parts();
         let trusted = self.settings.trusted_proxies.contains(&peer.ip());
-        let request_id = headers::request_id(request.headers(), trusted);
+        let request_id = headers::request_id(&parts.headers, trusted);
         // The runtime gets the same id (the request's headers go to it).
-        request.headers_mut().insert(headers::REQUEST_ID, request_id.clone());
-        let mut log = RequestLog::new(&request, "-", None, self.provisioner.metrics(), request_id.clone());
+        parts.headers.insert(headers::REQUEST_ID, request_id.clone());
+        let mut log = RequestLog::new(&parts.method, "-", None, self.provisioner.metrics(), request_id.clone());
         // A person's browser gets an error as a page, anything else as JSON.
-        let navigation = page::is_navigation(request.method(), request.headers());
-        let mut response = match self.dispatch(request, peer, &mut log).await {
+        let navigation = page::is_navigation(&parts.method, &parts.headers);
+        let mut response = match self.dispatch(&mut parts, body, peer, &mut log).await {
             Ok(response) => response,
             Err(error) => {
                 if error.status().is_server_error() {
@@ -159,23 +165,24 @@ impl Gateway {
 
     async fn dispatch(
         self: &Arc<Self>,
-        request: Request<ClientBody>,
+        parts: &mut Parts,
+        body: ClientBody,
         peer: SocketAddr,
         log: &mut RequestLog,
     ) -> Result<Response<Body>, RequestError> {
         // The secrets in force when the request arrived decide it, start to finish.
         let auth = self.auth.current();
         let admission = self.admission(&auth);
-        admission.check_shape(&request)?;
-        let route = route::parse(request.method(), request.uri())?;
+        admission.check_shape(&parts.headers)?;
+        let route = route::parse(&parts.method, &parts.uri)?;
         log.route = route.kind();
         log.owner_hash = route.owner_hash();
-        let admitted = admission.admit(&route, &request, peer)?;
+        let admitted = admission.admit(&route, parts, peer)?;
         match route {
             Route::Health => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
             Route::Ready => Box::pin(self.readiness()).await,
             Route::ViewRedirect { owner_hash } => {
-                let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+                let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
                 let location = format!("/view/{owner_hash}/{query}");
                 let mut response = Response::new(empty());
                 *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
@@ -184,8 +191,8 @@ impl Gateway {
                 }
                 Ok(response)
             }
-            Route::Rpc { .. } if request.method() == Method::POST && runs::prefers_async(request.headers()) => {
-                self.run_async(request, peer, route, admitted)
+            Route::Rpc { .. } if parts.method == Method::POST && runs::prefers_async(&parts.headers) => {
+                self.run_async(take_parts(parts), body, peer, route, admitted)
             }
             Route::RunResult { owner_hash, id } => self.run_result(owner_hash, &id),
             Route::View { .. } | Route::Rpc { .. } | Route::Cdp { .. } => {
@@ -194,7 +201,7 @@ impl Gateway {
                     rest: admitted.rest.as_deref().unwrap_or(target.rest),
                     ..target
                 };
-                let mut response = self.forward(request, peer, target, &admitted, log).await?;
+                let mut response = self.forward(parts, body, peer, target, &admitted, log).await?;
                 if let Some(cookie) = admitted.view_cookie {
                     response.headers_mut().append(header::SET_COOKIE, cookie);
                 }
@@ -205,11 +212,15 @@ impl Gateway {
             Route::Release { owner_hash, .. } => Box::pin(api::release(&self.api(&auth), owner_hash)).await,
             Route::ApiEnsure => {
                 let host = admitted.public_host.as_deref();
+                let request = Request::from_parts(take_parts(parts), body);
                 let (response, cold) = Box::pin(api::ensure(&self.api(&auth), request, host, admitted.secure)).await?;
                 log.cold = cold;
                 Ok(response)
             }
-            Route::ApiCleanup => Box::pin(api::cleanup(&self.api(&auth), request)).await,
+            Route::ApiCleanup => {
+                let request = Request::from_parts(take_parts(parts), body);
+                Box::pin(api::cleanup(&self.api(&auth), request)).await
+            }
             Route::SharedView { rest } if self.settings.isolation_mode == IsolationMode::Shared => {
                 let target = Target {
                     owner_hash: None,
@@ -217,15 +228,15 @@ impl Gateway {
                     service: RuntimePort::View,
                     rest: admitted.rest.as_deref().unwrap_or(&rest),
                 };
-                let mut response = Box::pin(self.forward(request, peer, target, &admitted, log)).await?;
+                let mut response = Box::pin(self.forward(parts, body, peer, target, &admitted, log)).await?;
                 if let Some(cookie) = admitted.view_cookie {
                     response.headers_mut().append(header::SET_COOKIE, cookie);
                 }
                 Ok(response)
             }
             Route::SharedView { .. } | Route::Other => match &self.settings.default_upstream {
-                Some(authority) => Box::pin(self.pass_through(request, peer, authority)).await,
-                None => Err(route::RouteError::not_found(request.uri().path()).into()),
+                Some(authority) => Box::pin(self.pass_through(parts, body, peer, authority)).await,
+                None => Err(route::RouteError::not_found(parts.uri.path()).into()),
             },
         }
     }
@@ -235,7 +246,8 @@ impl Gateway {
     /// runtime's answer for [`Gateway::run_result`].
     fn run_async(
         self: &Arc<Self>,
-        request: Request<ClientBody>,
+        mut parts: Parts,
+        body: ClientBody,
         peer: SocketAddr,
         route: Route,
         admitted: Admitted,
@@ -245,12 +257,12 @@ impl Gateway {
         };
         let (id, ticket) = self.runs.begin(*owner_hash)?;
         let location = format!("/rpc/{}/runs/{id}", crate::owner::encode_owner(owner));
-        let request_id = request.headers().get(&headers::REQUEST_ID).cloned();
+        let request_id = parts.headers.get(&headers::REQUEST_ID).cloned();
         let this = self.clone();
         tokio::spawn(async move {
             let line_id = request_id.clone().unwrap_or(HeaderValue::from_static("-"));
             let mut log = RequestLog::new(
-                &request,
+                &parts.method,
                 "rpc_async",
                 route.owner_hash(),
                 this.provisioner.metrics(),
@@ -261,7 +273,7 @@ impl Gateway {
                 rest: admitted.rest.as_deref().unwrap_or(target.rest),
                 ..target
             };
-            let response = match this.forward(request, peer, target, &admitted, &mut log).await {
+            let response = match this.forward(&mut parts, body, peer, target, &admitted, &mut log).await {
                 Ok(response) => response,
                 Err(error) => error.to_response(request_id.as_ref().and_then(|v| v.to_str().ok())),
             };
@@ -350,19 +362,19 @@ impl Gateway {
     /// runtime key, and hop-by-hop headers, are taken out, and `X-Forwarded-*` are set.
     async fn pass_through(
         &self,
-        mut request: Request<ClientBody>,
+        parts: &mut Parts,
+        incoming: ClientBody,
         peer: SocketAddr,
         authority: &str,
     ) -> Result<Response<Body>, RequestError> {
-        let client_upgrade = headers::is_websocket_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
-        let (parts, incoming) = request.into_parts();
+        let client_upgrade = headers::is_websocket_upgrade(&parts.headers).then(|| proxy::take_upgrade(parts));
         let path_and_query = parts
             .uri
             .path_and_query()
             .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
         let head = self
             .forwarding(
-                &parts,
+                parts,
                 peer,
                 client_upgrade.is_some(),
                 HostHeader::Keep,
@@ -475,7 +487,8 @@ impl Gateway {
     /// and the request — body included, since none of it was sent — goes to the new one.
     async fn forward(
         &self,
-        mut request: Request<ClientBody>,
+        parts: &mut Parts,
+        incoming: ClientBody,
         peer: SocketAddr,
         target: Target<'_>,
         admitted: &Admitted,
@@ -493,15 +506,14 @@ impl Gateway {
         let owner_hash = owner_hash.filter(|_| !shared);
         if let Some(owner_hash) = owner_hash
             && matches!(service, RuntimePort::View)
-            && page::is_navigation(request.method(), request.headers())
+            && page::is_navigation(&parts.method, &parts.headers)
             && !self.provisioner.is_ready(owner_hash)
         {
             self.provisioner.start_in_background(owner_hash);
             log.cold = true;
             return Ok(page::waiting());
         }
-        let client_upgrade = headers::is_websocket_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
-        let (parts, incoming) = request.into_parts();
+        let client_upgrade = headers::is_websocket_upgrade(&parts.headers).then(|| proxy::take_upgrade(parts));
         let host = match service {
             RuntimePort::Cdp => HostHeader::Devtools,
             RuntimePort::Rpc | RuntimePort::View => HostHeader::Runtime,
@@ -512,7 +524,7 @@ impl Gateway {
             RuntimePort::Rpc => &auth::CLIENT_CREDENTIALS,
             RuntimePort::Cdp | RuntimePort::View => &CLIENT_CREDENTIALS_AND_ORIGIN,
         };
-        let forwarding = self.forwarding(&parts, peer, client_upgrade.is_some(), host, stays);
+        let forwarding = self.forwarding(parts, peer, client_upgrade.is_some(), host, stays);
         let limit = match service {
             RuntimePort::Rpc => self.settings.limits.max_rpc_body_bytes,
             RuntimePort::View | RuntimePort::Cdp => u64::MAX,
@@ -712,6 +724,13 @@ impl<'a> Target<'a> {
             rest,
         })
     }
+}
+
+/// Moves a request's head out from behind a borrow, for the stages that keep the request (a
+/// run in the background, the API's handlers): http's `Parts` has no `Default`, so an empty
+/// request's head takes its place.
+fn take_parts(parts: &mut Parts) -> Parts {
+    std::mem::replace(parts, Request::new(()).into_parts().0)
 }
 
 /// Reads a body whole, up to `max` bytes; `Ok(None)` when it is larger.

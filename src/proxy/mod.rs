@@ -277,6 +277,15 @@ impl HttpBody for LeasedBody {
     }
 }
 
+/// The client connection's upgrade, as `hyper::upgrade::on` takes it from a whole request:
+/// out of the head's extensions, or (when hyper put none there) one that fails when awaited.
+pub fn take_upgrade(parts: &mut http::request::Parts) -> hyper::upgrade::OnUpgrade {
+    parts
+        .extensions
+        .remove::<hyper::upgrade::OnUpgrade>()
+        .unwrap_or_else(|| hyper::upgrade::on(http::Request::new(())))
+}
+
 /// Turns a runtime's response into the client's: hop-by-hop headers removed, the body
 /// streamed through with the lease attached.
 pub fn into_client_response(response: Response<UpstreamBody>, lease: Option<Lease>) -> Response<Body> {

@@ -209,13 +209,15 @@ impl Upstream {
         *request.method_mut() = method.clone();
         *request.uri_mut() = uri;
         *request.headers_mut() = head;
-        let mut reused = self.idle.take(authority);
+        // A kept connection is tried first, once; a request that one never took goes again
+        // on a new connection. One connection at a time is held across the send: this
+        // future is moved whole into its caller's, so its size counts on every request.
+        let mut may_reuse = true;
         loop {
-            let fresh = reused.is_none();
-            let mut connection = match reused.take() {
-                Some(connection) => connection,
+            let (mut connection, fresh) = match may_reuse.then(|| self.idle.take(authority)).flatten() {
+                Some(connection) => (connection, false),
                 // Boxed: rare, and its future (name resolution, connect, handshake) is large.
-                None => Box::pin(self.dial(authority)).await?,
+                None => (Box::pin(self.dial(authority)).await?, true),
             };
             host.apply(request.headers_mut(), &connection.host);
             connection
@@ -239,7 +241,10 @@ impl Upstream {
                 Some(Err(mut error)) => match error.take_message() {
                     // The runtime closed a kept connection before it took the request: the
                     // request went nowhere, so it goes again, on a new connection.
-                    Some(unsent) if !fresh => request = unsent,
+                    Some(unsent) if !fresh => {
+                        request = unsent;
+                        may_reuse = false;
+                    }
                     _ => return Err(SendError::Failed(error_chain(&error.into_error()))),
                 },
             }
