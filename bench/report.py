@@ -20,8 +20,8 @@ root = Path(__file__).resolve().parent.parent
 plots = root / "bench" / "plots"
 plots.mkdir(parents=True, exist_ok=True)
 med = statistics.median
-CONTENDERS = ["direct", "lazygate", "nginx", "haproxy"]
-COLORS = {"direct": "#999", "lazygate": "#2a7", "nginx": "#37c", "haproxy": "#a5c", "seed": "#c63"}
+CONTENDERS = ["direct", "lazygate", "nginx", "haproxy", "hyper-floor"]
+COLORS = {"direct": "#999", "lazygate": "#2a7", "nginx": "#37c", "haproxy": "#a5c", "hyper-floor": "#db3", "seed": "#c63"}
 
 
 def ms(text: str) -> float:
@@ -185,8 +185,10 @@ out += [f"| {name} | {value} | {mark(ok)} |" for name, value, ok in targets]
 
 out += ["", "## 1. Warm HTTP through `/rpc/<owner>/…`", ""]
 out.append(
-    f"One stub runtime behind all three. Fixed concurrency: wrk, 2 threads, {connections} connections, "
-    f"{duration} per run. Fixed rate: oha over 16 connections for 3 s, latency corrected for coordinated omission."
+    f"One stub runtime behind all of them. Fixed concurrency: wrk, 2 threads, {connections} connections, "
+    f"{duration} per run. Fixed rate: oha over 16 connections for 3 s, latency corrected for coordinated omission. "
+    "`hyper-floor` (bench/loadgen) is hyper's HTTP/1.1 server and client with nothing else, on worker threads "
+    "as lazygate's: the least a proxy on hyper costs, measured in the same run as the peers."
 )
 out.append(
     "Proxy CPU is the user + system time the proxy's processes used per request during the run "
@@ -404,9 +406,10 @@ fig.savefig(plots / "warm_http.png", dpi=80)
 
 if sizes:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    width = 0.8 / len(CONTENDERS)
-    for i, c in enumerate(CONTENDERS):
-        xs = [j + (i - (len(CONTENDERS) - 1) / 2) * width for j in range(len(sizes))]
+    relayed = [c for c in CONTENDERS if any(("throughput", s, c) in ws for s in sizes)]
+    width = 0.8 / len(relayed)
+    for i, c in enumerate(relayed):
+        xs = [j + (i - (len(relayed) - 1) / 2) * width for j in range(len(sizes))]
         axes[0].bar(xs, [ws.get(("throughput", s, c), {}).get("mb_per_s", 0) for s in sizes], width, label=c, color=COLORS[c])
         axes[1].bar(xs, [ws.get(("latency", s, c), {}).get("rtt_p50_us", 0) for s in sizes], width, label=c, color=COLORS[c])
     for ax, title in zip(axes, ("MB/s, 16 connections", "round trip p50 µs, 1 connection")):

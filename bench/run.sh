@@ -19,8 +19,9 @@
 #                           the fronts kept up for measuring by hand (target/bench-serve.env)
 # Contenders on the same upstream (one runtime container): direct (no proxy), lazygate, nginx
 # as a keep-alive reverse proxy with as many workers as lazygate has worker threads, HAProxy
-# with as many threads (connection reuse always), none of them logging requests, and for
-# cold starts the seed (shared/seed's browser_runtime_manager.py, copied in bench/seed/).
+# with as many threads (connection reuse always), hyper-floor (bench/loadgen: hyper's server
+# and client and nothing else, the same worker threads), none of them logging requests, and
+# for cold starts the seed (shared/seed's browser_runtime_manager.py, copied in bench/seed/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/engine.sh
@@ -250,9 +251,20 @@ wrk.method = "POST"
 wrk.body = string.rep("x", 65536)
 wrk.headers["Content-Type"] = "application/octet-stream"
 LUA
+# hyper-floor (bench/loadgen): the least reverse proxy on hyper, a contender in the warm
+# section and what the profile section measures lazygate's pipeline against.
+start_floor() {
+  FLOOR_PORT=$(free_port)
+  $LOADGEN hyper-floor --listen "127.0.0.1:$FLOOR_PORT" --upstream "127.0.0.1:$RT_PORT" >/dev/null 2>&1 &
+  floor_pid=$!
+  for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$FLOOR_PORT/health" >/dev/null && return 0; sleep 0.05; done
+  return 1
+}
+stop_floor() { kill "$floor_pid" 2>/dev/null || true; wait "$floor_pid" 2>/dev/null || true; floor_pid=""; }
 url_of() { # contender path
   case $1 in
     direct) echo "http://127.0.0.1:$RT_PORT/$2" ;;
+    hyper-floor) echo "http://127.0.0.1:$FLOOR_PORT/$2" ;;
     lazygate) echo "http://127.0.0.1:$GW_PORT/rpc/$OWNER/$2" ;;
     nginx) echo "http://127.0.0.1:$NG_PORT/rpc/$OWNER/$2" ;;
     haproxy) echo "http://127.0.0.1:$HA_PORT/rpc/$OWNER/$2" ;;
@@ -296,8 +308,9 @@ print(json.dumps({'kind':'rate','scenario':'$scenario','contender':'$contender',
 }
 echo "warm HTTP (wrk -t2 -c$CONNECTIONS -d$DURATION; oha at $RATE and $RATE_POST req/s; x$REPEATS)"
 if wanted warm; then
+start_floor
 for r in $(seq 1 "$REPEATS"); do
-  for contender in direct lazygate nginx haproxy; do
+  for contender in direct lazygate nginx haproxy hyper-floor; do
     hdr=(); [ $contender = lazygate ] && hdr=(-H "$AUTH")
     run_wrk warm "$contender" get "$(url_of $contender health)" "${hdr[@]}"
     run_wrk warm "$contender" post64k "$(url_of $contender echo)" "${hdr[@]}" -s "$work/post64k.lua"
@@ -307,6 +320,7 @@ for r in $(seq 1 "$REPEATS"); do
       -m POST -D "$work/body64k" -T application/octet-stream
   done
 done
+stop_floor
 fi
 
 # --- 1b. the cost of metrics: the warm GET with per-request metrics on and off ------------
@@ -346,14 +360,6 @@ start_gateway $STUB target/release/lazygate serve
 # proxy on hyper, what lazygate's pipeline is measured against), alternating on the same
 # upstream; in the first repeat perf samples each (user and kernel) and bench/profile.py sums
 # the samples by component.
-start_floor() {
-  FLOOR_PORT=$(free_port)
-  $LOADGEN hyper-floor --listen "127.0.0.1:$FLOOR_PORT" --upstream "127.0.0.1:$RT_PORT" >/dev/null 2>&1 &
-  floor_pid=$!
-  for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$FLOOR_PORT/health" >/dev/null && return 0; sleep 0.05; done
-  return 1
-}
-stop_floor() { kill "$floor_pid" 2>/dev/null || true; wait "$floor_pid" 2>/dev/null || true; floor_pid=""; }
 if wanted profile; then
   echo "profile (warm GET, x$REPEATS)"
   apt_install linux-perf
