@@ -26,8 +26,9 @@ use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::errors::Error as EngineError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummaryStateEnum, HostConfig,
-    Ipam, IpamConfig, Network, NetworkCreateRequest, NetworkDisconnectRequest, PortBinding, VolumeCreateRequest,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary,
+    ContainerSummaryStateEnum, HostConfig, Ipam, IpamConfig, Network, NetworkCreateRequest, NetworkDisconnectRequest,
+    PortBinding, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
@@ -440,6 +441,18 @@ impl DockerBackend {
         if let Err(error) = self.remove_network(docker, network).await {
             tracing::debug!(%network, %error, "cannot remove the network of a runtime that failed to start");
         }
+    }
+
+    /// Containers of this scope, running or not, that carry `label` (any value).
+    async fn labelled_containers(&self, docker: &Docker, label: &str) -> Result<Vec<ContainerSummary>, BackendError> {
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&self.engine.scoped_filter(label.to_owned()))
+            .build();
+        docker
+            .list_containers(Some(options))
+            .await
+            .map_err(fail(Operation::ListContainers))
     }
 
     async fn remove_container(&self, docker: &Docker, name: &str) -> Result<(), BackendError> {
@@ -1150,14 +1163,7 @@ impl Backend for DockerBackend {
     /// fence in progress; a later sweep takes it once it has ended.
     async fn sweep_leftovers(&self) -> Result<usize, BackendError> {
         let docker = self.engine.docker().await?;
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&self.engine.scoped_filter(LABEL_FENCE.to_owned()))
-            .build();
-        let helpers = docker
-            .list_containers(Some(options))
-            .await
-            .map_err(fail(Operation::ListContainers))?;
+        let helpers = self.labelled_containers(&docker, LABEL_FENCE).await?;
         let made_before = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
@@ -1231,14 +1237,7 @@ impl Backend for DockerBackend {
 
     async fn list_pooled(&self) -> Result<Vec<PooledRuntime>, BackendError> {
         let docker = self.engine.docker().await?;
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&self.engine.scoped_filter(LABEL_POOL.to_owned()))
-            .build();
-        let summaries = docker
-            .list_containers(Some(options))
-            .await
-            .map_err(fail(Operation::ListContainers))?;
+        let summaries = self.labelled_containers(&docker, LABEL_POOL).await?;
         let mut pooled = Vec::new();
         for summary in summaries {
             let labels = summary.labels.unwrap_or_default();
