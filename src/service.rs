@@ -367,7 +367,7 @@ impl Gateway {
         peer: SocketAddr,
         authority: &str,
     ) -> Result<Response<Body>, RequestError> {
-        let client_upgrade = headers::is_websocket_upgrade(&parts.headers).then(|| proxy::take_upgrade(parts));
+        let client_upgrade = proxy::take_websocket_upgrade(parts);
         let path_and_query = parts
             .uri
             .path_and_query()
@@ -513,7 +513,7 @@ impl Gateway {
             log.cold = true;
             return Ok(page::waiting());
         }
-        let client_upgrade = headers::is_websocket_upgrade(&parts.headers).then(|| proxy::take_upgrade(parts));
+        let client_upgrade = proxy::take_websocket_upgrade(parts);
         let host = match service {
             RuntimePort::Cdp => HostHeader::Devtools,
             RuntimePort::Rpc | RuntimePort::View => HostHeader::Runtime,

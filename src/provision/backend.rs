@@ -34,10 +34,6 @@ pub const LABEL_FENCE: &str = "lazygate.fence";
 /// left alone whatever its age.
 pub const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// How often the reaper sweeps leftovers ([`Backend::sweep_leftovers`]): one filtered list
-/// of the engine's containers.
-pub const LEFTOVER_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// Label of a warm-pool runtime, its container and volume and network (value: the pool id
 /// in their names). It stays after the runtime is claimed (Docker labels are fixed), which
 /// is how a claimed runtime's own network and volume are found again.
@@ -455,7 +451,7 @@ pub trait Backend: Send + Sync + 'static {
     /// Removes what a gateway killed in the middle of an operation left on the engine
     /// (Docker: fence helpers that ended, or were never started, at least
     /// [`LEFTOVER_AGE`] after they were made); how many it removed. The reaper calls it
-    /// once runtimes are adopted and every [`LEFTOVER_SWEEP_INTERVAL`] after.
+    /// once runtimes are adopted and every [`super::reaper::LEFTOVER_SWEEP_INTERVAL`] after.
     async fn sweep_leftovers(&self) -> Result<usize, BackendError> {
         Ok(0)
     }
