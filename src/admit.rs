@@ -6,17 +6,15 @@
 //! view URLs or their cookie for people, the declared size of a run, the origin and shape of
 //! a WebSocket handshake, and the host CDP discovery answers will name.
 
-use std::net::SocketAddr;
-
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, header};
 
 use crate::auth::{self, Auth, ViewSubject};
 use crate::config::{AnswerUrls, IsolationMode, Settings};
 use crate::error::RequestError;
+use crate::peer::Peer;
 use crate::proxy::{cdp, headers};
 use crate::route::Route;
-use crate::tls::ClientTls;
 
 /// The settings and credentials admission decides with.
 pub struct Admission<'a> {
@@ -36,6 +34,9 @@ pub struct Admitted {
     pub public_host: Option<String>,
     /// The client used HTTPS, to us or to a trusted proxy in front of us.
     pub secure: bool,
+    /// A WebSocket handshake, checked: the stages after take the client's upgrade (told
+    /// apart here, once a request).
+    pub websocket: bool,
 }
 
 impl Admission<'_> {
@@ -52,10 +53,9 @@ impl Admission<'_> {
     }
 
     /// Decides whether a routed request may go on, and what the later stages need of it.
-    pub fn admit(&self, route: &Route, request: &Parts, peer: SocketAddr) -> Result<Admitted, RequestError> {
+    pub fn admit(&self, route: &Route, request: &Parts, peer: &Peer) -> Result<Admitted, RequestError> {
         let headers = &request.headers;
-        let secure = request.extensions.get::<ClientTls>().is_some()
-            || headers::client_used_https(&self.settings.trusted_proxies, peer, headers);
+        let secure = peer.tls || (peer.trusted && headers::says_https(headers));
         let mut admitted = Admitted {
             secure,
             ..Admitted::default()
@@ -82,7 +82,8 @@ impl Admission<'_> {
             // The application behind the default upstream does its own authorisation; the
             // gateway only checks that a WebSocket handshake is one.
             Route::SharedView { .. } | Route::Other => {
-                if headers::is_websocket_upgrade(headers) {
+                admitted.websocket = headers::is_websocket_upgrade(headers);
+                if admitted.websocket {
                     headers::check_websocket_handshake(&request.method, headers).map_err(RequestError::BadWebSocket)?;
                 }
                 return Ok(admitted);
@@ -105,7 +106,8 @@ impl Admission<'_> {
                 }
             }
         }
-        if headers::is_websocket_upgrade(headers) {
+        admitted.websocket = headers::is_websocket_upgrade(headers);
+        if admitted.websocket {
             self.auth.check_origin(headers)?;
             headers::check_websocket_handshake(&request.method, headers).map_err(RequestError::BadWebSocket)?;
         }

@@ -8,6 +8,7 @@
 //!   stage below reads the request's body as a [`body::ClientBody`] and answers with a
 //!   [`body::Body`].
 //! - [`service`] is the pipeline for one request and its one log line; its stages follow.
+//!   A request comes with its connection's [`peer::Peer`] (worked out once a connection).
 //! - [`route`] turns method + URI into a [`route::Route`], refusing malformed owners
 //!   ([`owner`]) and paths before anything else happens.
 //! - [`admit`] makes every authorisation and request-shape check right after routing, with
@@ -56,6 +57,7 @@ pub mod error;
 pub mod metrics;
 pub mod owner;
 pub mod page;
+pub mod peer;
 pub mod provision;
 pub mod proxy;
 pub mod reload;

@@ -6,7 +6,6 @@
 //! [`Gateway::handle`] is the outer layer: it runs [`Gateway::dispatch`] (which uses `?`
 //! throughout), turns a [`RequestError`] into its JSON response, and logs once.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +23,7 @@ use crate::error::{RequestError, json_response};
 use crate::metrics::{self, Metrics};
 use crate::owner::OwnerHash;
 use crate::page;
+use crate::peer::Peer;
 use crate::provision::{Lease, Provisioner, RuntimePort};
 use crate::proxy::upstream::HostHeader;
 use crate::proxy::{self, RequestBody, SendError, Upstream, cdp, headers, tunnel};
@@ -125,19 +125,16 @@ impl Gateway {
     }
 
     /// Serves one request; never fails (errors become JSON responses).
-    pub async fn handle(self: &Arc<Self>, request: Request<ClientBody>, peer: SocketAddr) -> Response<Body> {
+    pub async fn handle(self: &Arc<Self>, request: Request<ClientBody>, peer: &Peer) -> Response<Body> {
         // Taken apart before anything else (and never borrowed whole): the head stays here
         // and the stages borrow it, so that each stage's future does not hold (and each
         // call copy) the request again; every stage's future is moved whole into its
         // caller's, and this one into its box.
         let (mut parts, body) = request.into_parts();
-        let trusted = self.settings.trusted_proxies.contains(&peer.ip());
-        let request_id = headers::request_id(&parts.headers, trusted);
+        let request_id = headers::request_id(&parts.headers, peer.trusted);
         // The runtime gets the same id (the request's headers go to it).
         parts.headers.insert(headers::REQUEST_ID, request_id.clone());
         let mut log = RequestLog::new(&parts.method, "-", None, self.provisioner.metrics(), request_id.clone());
-        // A person's browser gets an error as a page, anything else as JSON.
-        let navigation = page::is_navigation(&parts.method, &parts.headers);
         let mut response = match self.dispatch(&mut parts, body, peer, &mut log).await {
             Ok(response) => response,
             Err(error) => {
@@ -152,7 +149,9 @@ impl Gateway {
                     );
                 }
                 let mut response = error.to_response(request_id.to_str().ok());
-                if navigation {
+                // A person's browser gets an error as a page, anything else as JSON (a route
+                // that took the head, an API's or a background run's, answers JSON).
+                if page::is_navigation(&parts.method, &parts.headers) {
                     page::show_error(&mut response, error.code(), &error.to_string());
                 }
                 response
@@ -167,7 +166,7 @@ impl Gateway {
         self: &Arc<Self>,
         parts: &mut Parts,
         body: ClientBody,
-        peer: SocketAddr,
+        peer: &Peer,
         log: &mut RequestLog,
     ) -> Result<Response<Body>, RequestError> {
         // The secrets in force when the request arrived decide it, start to finish.
@@ -192,7 +191,7 @@ impl Gateway {
                 Ok(response)
             }
             Route::Rpc { .. } if parts.method == Method::POST && runs::prefers_async(&parts.headers) => {
-                self.run_async(take_parts(parts), body, peer, route, admitted)
+                self.run_async(take_parts(parts), body, peer.clone(), route, admitted)
             }
             Route::RunResult { owner_hash, id } => self.run_result(owner_hash, &id),
             Route::View { .. } | Route::Rpc { .. } | Route::Cdp { .. } => {
@@ -235,7 +234,7 @@ impl Gateway {
                 Ok(response)
             }
             Route::SharedView { .. } | Route::Other => match &self.settings.default_upstream {
-                Some(authority) => Box::pin(self.pass_through(parts, body, peer, authority)).await,
+                Some(authority) => Box::pin(self.pass_through(parts, body, peer, admitted.websocket, authority)).await,
                 None => Err(route::RouteError::not_found(parts.uri.path()).into()),
             },
         }
@@ -248,7 +247,7 @@ impl Gateway {
         self: &Arc<Self>,
         mut parts: Parts,
         body: ClientBody,
-        peer: SocketAddr,
+        peer: Peer,
         route: Route,
         admitted: Admitted,
     ) -> Result<Response<Body>, RequestError> {
@@ -273,7 +272,7 @@ impl Gateway {
                 rest: admitted.rest.as_deref().unwrap_or(target.rest),
                 ..target
             };
-            let response = match this.forward(&mut parts, body, peer, target, &admitted, &mut log).await {
+            let response = match this.forward(&mut parts, body, &peer, target, &admitted, &mut log).await {
                 Ok(response) => response,
                 Err(error) => error.to_response(request_id.as_ref().and_then(|v| v.to_str().ok())),
             };
@@ -337,17 +336,15 @@ impl Gateway {
     /// handshake), `X-Forwarded-*` are set (a trusted proxy's kept), `X-Forwarded-Proto:
     /// https` after TLS, the view cookie and the headers in `drop` stay here.
     fn forwarding<'a>(
-        &self,
-        parts: &http::request::Parts,
-        peer: SocketAddr,
+        peer: &'a Peer,
         upgrade: bool,
         host: HostHeader,
         drop: &'a [HeaderName],
     ) -> headers::Forwarding<'a> {
         headers::Forwarding {
-            peer: peer.ip(),
-            trusted: self.settings.trusted_proxies.contains(&peer.ip()),
-            tls: parts.extensions.get::<crate::tls::ClientTls>().is_some(),
+            peer: &peer.forwarded_for,
+            trusted: peer.trusted,
+            tls: peer.tls,
             upgrade,
             keep_host: host == HostHeader::Keep,
             drop,
@@ -364,27 +361,20 @@ impl Gateway {
         &self,
         parts: &mut Parts,
         incoming: ClientBody,
-        peer: SocketAddr,
+        peer: &Peer,
+        websocket: bool,
         authority: &str,
     ) -> Result<Response<Body>, RequestError> {
-        let client_upgrade = proxy::take_websocket_upgrade(parts);
+        let client_upgrade = websocket.then(|| proxy::take_upgrade(parts));
         let path_and_query = parts
             .uri
             .path_and_query()
             .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
-        let head = self
-            .forwarding(
-                parts,
-                peer,
-                client_upgrade.is_some(),
-                HostHeader::Keep,
-                &auth::GATEWAY_ONLY,
-            )
-            .head(
-                &parts.headers,
-                parts.uri.authority().map(|a| a.as_str()),
-                std::iter::empty(),
-            );
+        let head = Self::forwarding(peer, client_upgrade.is_some(), HostHeader::Keep, &auth::GATEWAY_ONLY).head(
+            &parts.headers,
+            parts.uri.authority().map(|a| a.as_str()),
+            std::iter::empty(),
+        );
         let failed = |error: SendError| error.at_default_upstream(authority);
         match client_upgrade {
             Some(client_upgrade) => {
@@ -489,7 +479,7 @@ impl Gateway {
         &self,
         parts: &mut Parts,
         incoming: ClientBody,
-        peer: SocketAddr,
+        peer: &Peer,
         target: Target<'_>,
         admitted: &Admitted,
         log: &mut RequestLog,
@@ -513,7 +503,7 @@ impl Gateway {
             log.cold = true;
             return Ok(page::waiting());
         }
-        let client_upgrade = proxy::take_websocket_upgrade(parts);
+        let client_upgrade = admitted.websocket.then(|| proxy::take_upgrade(parts));
         let host = match service {
             RuntimePort::Cdp => HostHeader::Devtools,
             RuntimePort::Rpc | RuntimePort::View => HostHeader::Runtime,
@@ -524,7 +514,7 @@ impl Gateway {
             RuntimePort::Rpc => &auth::CLIENT_CREDENTIALS,
             RuntimePort::Cdp | RuntimePort::View => &CLIENT_CREDENTIALS_AND_ORIGIN,
         };
-        let forwarding = self.forwarding(parts, peer, client_upgrade.is_some(), host, stays);
+        let forwarding = Self::forwarding(peer, client_upgrade.is_some(), host, stays);
         let limit = match service {
             RuntimePort::Rpc => self.settings.limits.max_rpc_body_bytes,
             RuntimePort::View | RuntimePort::Cdp => u64::MAX,

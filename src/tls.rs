@@ -14,10 +14,6 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
 
-/// Marks a request that arrived over TLS on this listener (in the request's extensions).
-#[derive(Clone, Copy, Debug)]
-pub struct ClientTls;
-
 /// How often the certificate files are checked for changes.
 const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 

@@ -277,16 +277,14 @@ impl HttpBody for LeasedBody {
     }
 }
 
-/// For a WebSocket handshake, the client connection's upgrade, as `hyper::upgrade::on` takes
+/// The client connection's upgrade (for a WebSocket handshake), as `hyper::upgrade::on` takes
 /// it from a whole request: out of the head's extensions, or (when hyper put none there) one
-/// that fails when awaited. `None` for any other request.
-pub fn take_websocket_upgrade(parts: &mut http::request::Parts) -> Option<hyper::upgrade::OnUpgrade> {
-    headers::is_websocket_upgrade(&parts.headers).then(|| {
-        parts
-            .extensions
-            .remove::<hyper::upgrade::OnUpgrade>()
-            .unwrap_or_else(|| hyper::upgrade::on(http::Request::new(())))
-    })
+/// that fails when awaited.
+pub fn take_upgrade(parts: &mut http::request::Parts) -> hyper::upgrade::OnUpgrade {
+    parts
+        .extensions
+        .remove::<hyper::upgrade::OnUpgrade>()
+        .unwrap_or_else(|| hyper::upgrade::on(http::Request::new(())))
 }
 
 /// Turns a runtime's response into the client's: hop-by-hop headers removed, the body

@@ -27,8 +27,8 @@ use super::activity::{Activity, InFlight};
 use super::parking::{PARK_AFTER, Parkable, Socket};
 use crate::body::{Body, BodyWatch, BoxError, ClientBody};
 use crate::metrics::GaugeHold;
+use crate::peer::Peer;
 use crate::service::Gateway;
-use crate::tls::ClientTls;
 use prometheus_client::metrics::gauge::Gauge;
 
 /// How often the watchdog looks at a connection it found busy twice in a row: a connection
@@ -77,25 +77,24 @@ pub(super) async fn serve_io<I: Socket>(
     let metrics = gateway.provisioner.metrics().clone();
     let activity = Arc::new(Activity::new(accepted));
     let watched = activity.clone();
+    let client = Peer::new(peer, tls, &gateway.settings.trusted_proxies);
     let service = service_fn(move |request: hyper::Request<Incoming>| {
         let gateway = gateway.clone();
+        let client = client.clone();
         let in_flight = InFlight::start(activity.clone());
         // A body still to come is in flight too, until read whole or dropped.
         let body_watch = (!request.body().is_end_stream()).then(|| {
             activity.start();
             activity.clone() as Arc<dyn BodyWatch>
         });
-        let mut request = request.map(|incoming| ClientBody::new(incoming, body_watch));
-        if tls {
-            request.extensions_mut().insert(ClientTls);
-        }
+        let request = request.map(|incoming| ClientBody::new(incoming, body_watch));
         if request.version() == http::Version::HTTP_2 {
             activity.http2.store(true, Ordering::Release);
         }
         // Boxed: hyper keeps room for this future in every connection, idle or not, and the
         // pipeline's future is several KiB; boxed, an idle keep-alive connection holds a pointer.
         let handling = Box::pin(async move {
-            let response = gateway.handle(request, peer).await;
+            let response = gateway.handle(request, &client).await;
             response.map(|inner| Tracked {
                 inner,
                 _in_flight: in_flight,
