@@ -226,27 +226,31 @@ impl Upstream {
                 .reset(tokio::time::Instant::now() + self.timeout);
             let mut sending = std::pin::pin!(connection.sender.try_send_request(request));
             let timer = &mut connection.timer;
+            // hyper's answer (several hundred bytes, the unsent request inside) is made small
+            // where it is polled: it is moved at each step up, twice a request.
             let sent = std::future::poll_fn(|cx| match sending.as_mut().poll(cx) {
-                Poll::Ready(sent) => Poll::Ready(Some(sent)),
-                Poll::Pending => timer.as_mut().poll(cx).map(|()| None),
+                Poll::Ready(Ok(response)) => Poll::Ready(Sent::Answer(response)),
+                Poll::Ready(Err(mut error)) => Poll::Ready(match error.take_message() {
+                    Some(unsent) if !fresh => Sent::Unsent(Box::new(unsent)),
+                    _ => Sent::Failed(error_chain(&error.into_error())),
+                }),
+                Poll::Pending => timer.as_mut().poll(cx).map(|()| Sent::TimedOut),
             })
             .await;
             match sent {
-                None => return Err(SendError::Timeout(self.timeout)),
-                Some(Ok(response)) => {
+                Sent::TimedOut => return Err(SendError::Timeout(self.timeout)),
+                Sent::Answer(response) => {
                     let (parts, incoming) = response.into_parts();
                     let body = UpstreamBody::new(incoming, connection, self.idle.clone());
                     return Ok(Response::from_parts(parts, body));
                 }
-                Some(Err(mut error)) => match error.take_message() {
-                    // The runtime closed a kept connection before it took the request: the
-                    // request went nowhere, so it goes again, on a new connection.
-                    Some(unsent) if !fresh => {
-                        request = unsent;
-                        may_reuse = false;
-                    }
-                    _ => return Err(SendError::Failed(error_chain(&error.into_error()))),
-                },
+                // The runtime closed a kept connection before it took the request: the
+                // request went nowhere, so it goes again, on a new connection.
+                Sent::Unsent(unsent) => {
+                    request = *unsent;
+                    may_reuse = false;
+                }
+                Sent::Failed(error) => return Err(SendError::Failed(error)),
             }
         }
     }
@@ -274,6 +278,15 @@ impl Upstream {
             timer: Box::pin(tokio::time::sleep(self.timeout)),
         })
     }
+}
+
+/// What became of a request handed to a connection.
+enum Sent {
+    Answer(Response<Incoming>),
+    /// The connection closed before it took the request (rare: boxed).
+    Unsent(Box<Request<RequestBody>>),
+    Failed(String),
+    TimedOut,
 }
 
 /// A TCP connection to `authority` (`host:port`), with Nagle off, within [`CONNECT_TIMEOUT`].
