@@ -522,7 +522,10 @@ impl Provisioner {
     fn lease(&self, slot: &Arc<Slot>, runtime: Arc<RuntimeInfo>, cold: bool) -> Lease {
         slot.holds.fetch_add(1, Ordering::AcqRel);
         slot.last_used_ms.fetch_max(self.clock.now_ms(), Ordering::AcqRel);
-        self.mark_dirty();
+        // The registry file learns of the use from the reaper's `share_use`, once newer than
+        // its last write by the refresh interval: marking it stale here, at every request,
+        // had every pass (up to one a second) rewrite the whole file while requests came —
+        // its cost grows with the owners, not with the requests.
         Lease {
             slot: slot.clone(),
             runtime,
