@@ -157,7 +157,8 @@ impl Forwarding<'_> {
         // Room for the gateway's own at once (growing later would move every entry again).
         head.reserve(headers.len() + GATEWAY_HEADERS);
         let mut public_host = None;
-        let mut forwarded_for = None;
+        // A trusted proxy sent `X-Forwarded-For` (in one field or several).
+        let mut forwarded_for = false;
         let (mut has_proto, mut has_host) = (false, false);
         // `Cookie` is rewritten when it carries the view cookie or comes in several fields
         // (HTTP/2 splits it; HTTP/1.1 allows one).
@@ -176,11 +177,9 @@ impl Forwarding<'_> {
                 }
                 Role::Host => !self.keep_host,
                 Role::Upgrade => !self.upgrade,
-                // Set below, from the first a trusted proxy sent.
+                // Set below, extending what a trusted proxy sent.
                 Role::ForwardedFor => {
-                    if self.trusted && forwarded_for.is_none() {
-                        forwarded_for = Some(value);
-                    }
+                    forwarded_for |= self.trusted;
                     false
                 }
                 Role::ForwardedProto | Role::ForwardedHost | Role::Forwarded if !self.trusted => true,
@@ -209,7 +208,7 @@ impl Forwarding<'_> {
         if has_connection {
             for name in connection_named(headers, self.upgrade) {
                 match Role::of(&name) {
-                    Role::ForwardedFor => forwarded_for = None,
+                    Role::ForwardedFor => forwarded_for = false,
                     Role::ForwardedProto => has_proto = false,
                     Role::ForwardedHost => has_host = false,
                     Role::Cookie => (cookie_fields, drops_cookie) = (0, false),
@@ -218,12 +217,19 @@ impl Forwarding<'_> {
                 head.remove(&name);
             }
         }
-        let forwarded_for = match forwarded_for.and_then(|v| v.to_str().ok()) {
-            Some(existing) => {
-                let peer = self.peer.to_str().unwrap_or_default();
-                HeaderValue::from_str(&format!("{existing}, {peer}")).ok()
-            }
-            None => Some(self.peer.clone()),
+        // The chain the trusted proxy sent, every field of it in order, then the peer.
+        let forwarded_for = if forwarded_for {
+            let mut chain: Vec<&str> = headers
+                .get_all(X_FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .collect();
+            chain.push(self.peer.to_str().unwrap_or_default());
+            HeaderValue::from_str(&chain.join(", ")).ok()
+        } else {
+            Some(self.peer.clone())
         };
         match forwarded_for {
             Some(value) => head.insert(X_FORWARDED_FOR, value),
@@ -614,7 +620,11 @@ mod tests {
         assert!(!untrusted.contains_key("forwarded"));
 
         let trusted = head_of(&forwarding(true), &client);
-        assert_eq!(values(&trusted, "x-forwarded-for"), ["10.0.0.1, 127.0.0.1"]);
+        assert_eq!(
+            values(&trusted, "x-forwarded-for"),
+            ["10.0.0.1, 10.0.0.2, 127.0.0.1"],
+            "every field of the chain, in order, then the peer"
+        );
         assert_eq!(
             values(&trusted, "x-forwarded-proto"),
             ["https"],
