@@ -278,7 +278,9 @@ if instructions:
         "(oha, 8 connections, after 500 to warm up); counts are inclusive (a stage counts what it calls), "
         "from `bench/instructions.py`. Valgrind's CPU has no SHA instructions, so SHA-256 runs in software "
         "there (about 3 400 instructions a hash, two a request: the owner's hash and the API token's) "
-        "where this machine's CPU uses SHA-NI."
+        "where this machine's CPU uses SHA-NI. nginx runs as one process (no master, one worker) with "
+        "its route and upstream from the rows above. Only user space is counted, for every column: the "
+        "kernel's share (most of a request's CPU here, and about the same for each) is not."
     )
     labels = list(instructions)
     names = []

@@ -401,11 +401,14 @@ fi
 # divides by the requests and splits lazygate's count by stage. Valgrind's CPU has no SHA
 # instructions: SHA-256 runs in software there (about 3 400 instructions a hash, two per
 # request: the owner's hash and the API token's), where this machine's CPU uses SHA-NI.
+# nginx runs the same way, as one process (no master, one worker: callgrind follows one
+# process), with the same route and upstream as its rows above: the user-space work the
+# target is set against.
 CALLGRIND_REQUESTS=${CALLGRIND_REQUESTS:-3000}
 if wanted instructions; then
   echo "instructions (callgrind, $CALLGRIND_REQUESTS warm GETs each)"
   apt_install valgrind
-  builds=("this=target/release/lazygate" "hyper-floor=$LOADGEN")
+  builds=("this=target/release/lazygate" "hyper-floor=$LOADGEN" "nginx=nginx")
   [ -n "${BASELINE_BIN:-}" ] && builds=("baseline=$BASELINE_BIN" "${builds[@]}")
   for entry in "${builds[@]}"; do
     label=${entry%%=*}
@@ -417,6 +420,27 @@ if wanted instructions; then
       floor_pid=$!
       pid=$floor_pid
       url="http://127.0.0.1:$FLOOR_PORT/health"
+    elif [ "$label" = nginx ]; then
+      NG_GRIND_PORT=$(free_port)
+      cat > "$work/nginx/grind.conf" <<NGINX
+worker_processes 1;
+master_process off;
+error_log $work/nginx/logs/grind-error.log warn;
+pid $work/nginx/grind.pid;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  upstream rpc { server 127.0.0.1:$RT_PORT; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NG_GRIND_PORT;
+    location /rpc/$OWNER/ { include $work/nginx/rpc.conf; }
+  }
+}
+NGINX
+      "${grind[@]}" nginx -p "$work/nginx" -c "$work/nginx/grind.conf" -g 'daemon off;' >/dev/null 2>&1 &
+      floor_pid=$!
+      pid=$floor_pid
+      url="http://127.0.0.1:$NG_GRIND_PORT/rpc/$OWNER/health"
     else
       [ -n "$gateway_pid" ] && { kill "$gateway_pid" 2>/dev/null || true; wait "$gateway_pid" 2>/dev/null || true; }
       env $(gateway_env $STUB) "${grind[@]}" "${entry#*=}" serve >>"$work/gateway.log" 2>&1 &
@@ -430,7 +454,7 @@ if wanted instructions; then
     $OHA -n "$CALLGRIND_REQUESTS" -c 8 --no-tui -H "$AUTH" "$url" >/dev/null
     callgrind_control -i off "$pid" >/dev/null
     kill "$pid"; wait "$pid" 2>/dev/null || true
-    [ "$label" = hyper-floor ] && floor_pid="" || gateway_pid=""
+    case $label in hyper-floor | nginx) floor_pid="" ;; *) gateway_pid="" ;; esac
     callgrind_annotate --inclusive=yes --threshold=100 "$out" 2>/dev/null > "$work/callgrind-$label.txt"
     mkdir -p target && cp "$work/callgrind-$label.txt" "target/bench-callgrind-$label.txt" && cp "$out" "target/bench-callgrind-$label.out"
     record "{\"kind\":\"instructions\",\"build\":\"$label\",\"requests\":$CALLGRIND_REQUESTS,\"result\":$(/usr/bin/python3 bench/instructions.py "$work/callgrind-$label.txt" "$CALLGRIND_REQUESTS")}"
