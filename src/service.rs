@@ -370,16 +370,19 @@ impl Gateway {
             .uri
             .path_and_query()
             .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
-        let head = Self::forwarding(peer, client_upgrade.is_some(), HostHeader::Keep, &auth::GATEWAY_ONLY).head(
-            &parts.headers,
-            parts.uri.authority().map(|a| a.as_str()),
-            std::iter::empty(),
-        );
+        let forwarding = Self::forwarding(peer, client_upgrade.is_some(), HostHeader::Keep, &auth::GATEWAY_ONLY);
+        let head_of = |parts: &Parts| {
+            forwarding.head(
+                &parts.headers,
+                parts.uri.authority().map(|a| a.as_str()),
+                std::iter::empty(),
+            )
+        };
         let failed = |error: SendError| error.at_default_upstream(authority);
         match client_upgrade {
             Some(client_upgrade) => {
                 let (response, upgrade) = tunnel::handshake(
-                    head,
+                    head_of(parts),
                     HostHeader::Keep,
                     authority,
                     &path_and_query,
@@ -401,12 +404,29 @@ impl Gateway {
                 })
             }
             None => {
-                let (body, _handle) = RequestBody::new(incoming, u64::MAX);
-                let response = self
-                    .upstream
-                    .send(&parts.method, head, HostHeader::Keep, authority, &path_and_query, body)
-                    .await
-                    .map_err(failed)?;
+                let (body, handle) = RequestBody::new(incoming, u64::MAX);
+                let send = |body| {
+                    self.upstream.send(
+                        &parts.method,
+                        head_of(parts),
+                        HostHeader::Keep,
+                        authority,
+                        &path_and_query,
+                        body,
+                    )
+                };
+                let response = match send(body).await {
+                    // A kept connection the application closed as the request went: once
+                    // more on a new one, when the request may be repeated (as to a runtime).
+                    Err(SendError::Dropped(_)) if parts.method == Method::GET || parts.method == Method::HEAD => {
+                        let body = handle
+                            .resend()
+                            .ok_or_else(|| RequestError::UpstreamFailed("request body was already sent".into()))?;
+                        send(body).await
+                    }
+                    sent => sent,
+                }
+                .map_err(failed)?;
                 Ok(proxy::into_client_response(response, None))
             }
         }
@@ -522,6 +542,8 @@ impl Gateway {
         let (body, handle) = RequestBody::new(incoming, limit);
         let mut body = Some(body);
         let mut retried = false;
+        // Sent again once already because a kept connection dropped it.
+        let mut resent_dropped = false;
         let port = service;
         // A runtime's port that has not answered yet is waited for, within the start timeout
         // (from the request's arrival: the clock is read once a request, by its log line).
@@ -627,7 +649,21 @@ impl Gateway {
                     return Ok(with_timing(response));
                 }
                 Ok((response, None)) => return Ok(with_timing(proxy::into_client_response(response, lease))),
-                Err(error @ (SendError::Connect(_) | SendError::Failed(_))) if !handle.exceeded() => {
+                // The runtime closed a kept connection as the request went (its keep-alive
+                // timeout, most often): once more on a new connection, when the request may
+                // be repeated. A run is not, as below: it answers 502 rather than maybe run twice.
+                Err(SendError::Dropped(_))
+                    if !resent_dropped
+                        && (parts.method == Method::GET || parts.method == Method::HEAD)
+                        && handle.can_resend() =>
+                {
+                    resent_dropped = true;
+                    drop(lease);
+                    continue;
+                }
+                Err(error @ (SendError::Connect(_) | SendError::Dropped(_) | SendError::Failed(_)))
+                    if !handle.exceeded() =>
+                {
                     let Some(lease) = lease else {
                         return Err(error.into());
                     };

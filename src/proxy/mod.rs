@@ -34,6 +34,11 @@ pub enum SendError {
     /// Nothing was sent: the runtime could not be reached (may be gone).
     Connect(String),
     Timeout(Duration),
+    /// A kept connection closed after it took the request and before any of the answer:
+    /// most often the runtime closing it for idleness just as the request went (its
+    /// keep-alive timeout), or the runtime dying on it. A request that may be repeated goes
+    /// again, on a new connection.
+    Dropped(String),
     Failed(String),
 }
 
@@ -43,7 +48,9 @@ impl SendError {
         let (problem, timed_out) = match self {
             SendError::Connect(message) => (format!("refused the connection: {message}"), false),
             SendError::Timeout(waited) => (format!("did not answer within {waited:?}"), true),
-            SendError::Failed(message) => (format!("connection failed: {message}"), false),
+            SendError::Dropped(message) | SendError::Failed(message) => {
+                (format!("connection failed: {message}"), false)
+            }
         };
         RequestError::DefaultUpstream {
             authority: authority.to_owned(),
@@ -58,7 +65,7 @@ impl From<SendError> for RequestError {
         match error {
             SendError::Connect(message) => RequestError::UpstreamRefused(message),
             SendError::Timeout(waited) => RequestError::UpstreamTimeout(waited),
-            SendError::Failed(message) => RequestError::UpstreamFailed(message),
+            SendError::Dropped(message) | SendError::Failed(message) => RequestError::UpstreamFailed(message),
         }
     }
 }
@@ -124,6 +131,32 @@ impl RequestBody {
         };
         let body = handle.attempt();
         (body, handle)
+    }
+}
+
+#[cfg(test)]
+impl RequestBody {
+    /// A request's body that is `bytes` (none when empty), as if already read whole.
+    pub(crate) fn of(bytes: &'static [u8]) -> RequestBody {
+        let state = (!bytes.is_empty()).then(|| {
+            Arc::new(Mutex::new(BodyState {
+                incoming: None,
+                kept: vec![Bytes::from_static(bytes)],
+                kept_len: bytes.len(),
+                lost: false,
+                exceeded: false,
+            }))
+        });
+        RequestBody {
+            state,
+            taken: None,
+            replayed: 0,
+            recording: false,
+            hint: SizeHint::with_exact(bytes.len() as u64),
+            end_stream: bytes.is_empty(),
+            max: u64::MAX,
+            sent: 0,
+        }
     }
 }
 

@@ -232,6 +232,9 @@ impl Upstream {
                 Poll::Ready(Ok(response)) => Poll::Ready(Sent::Answer(response)),
                 Poll::Ready(Err(mut error)) => Poll::Ready(match error.take_message() {
                     Some(unsent) if !fresh => Sent::Unsent(Box::new(unsent)),
+                    _ if !fresh && error.error().is_incomplete_message() => {
+                        Sent::Dropped(error_chain(&error.into_error()))
+                    }
                     _ => Sent::Failed(error_chain(&error.into_error())),
                 }),
                 Poll::Pending => timer.as_mut().poll(cx).map(|()| Sent::TimedOut),
@@ -249,6 +252,11 @@ impl Upstream {
                 Sent::Unsent(unsent) => {
                     request = *unsent;
                     may_reuse = false;
+                }
+                Sent::Dropped(error) => {
+                    return Err(SendError::Dropped(format!(
+                        "the runtime closed a kept connection without answering: {error}"
+                    )));
                 }
                 Sent::Failed(error) => return Err(SendError::Failed(error)),
             }
@@ -285,6 +293,8 @@ enum Sent {
     Answer(Response<Incoming>),
     /// The connection closed before it took the request (rare: boxed).
     Unsent(Box<Request<RequestBody>>),
+    /// A kept connection closed after it took the request, before any of the answer came.
+    Dropped(String),
     Failed(String),
     TimedOut,
 }
@@ -353,5 +363,119 @@ impl HttpBody for UpstreamBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::mpsc;
+
+    use http::{HeaderMap, Method};
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    /// One request from `reader` (its head, and a `Content-Length` body): its request line
+    /// and body; `None` once the connection has ended.
+    fn read_request(reader: &mut impl BufRead) -> Option<(String, Vec<u8>)> {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let mut length = 0;
+        loop {
+            let mut field = String::new();
+            reader.read_line(&mut field).ok()?;
+            if field == "\r\n" {
+                break;
+            }
+            if let Some((name, value)) = field.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().ok()?;
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).ok()?;
+        Some((line.trim_end().to_owned(), body))
+    }
+
+    /// The runtime closes a kept connection just as the next request is given to it (here:
+    /// the close is in before the connection's task has run again, so the request is
+    /// written to a closed socket). The request reaches nobody and fails as `Dropped` (which
+    /// the pipeline sends again when it may be repeated), not as any other failure; the
+    /// next request goes on a new connection.
+    #[tokio::test]
+    async fn a_kept_connection_the_runtime_closed_drops_the_request_it_is_given() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let authority = listener.local_addr().unwrap().to_string();
+        let (close, close_asked) = mpsc::channel::<()>();
+        let (closed_tx, closed) = mpsc::channel::<()>();
+        let (seen_tx, seen) = mpsc::channel::<(usize, String, Vec<u8>)>();
+        // The runtime, on a thread of its own: it answers each request on its first
+        // connection and closes it when told; its second connection it keeps.
+        std::thread::spawn(move || {
+            for (index, stream) in listener.incoming().take(2).enumerate() {
+                let mut stream = stream.unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                while let Some((line, body)) = read_request(&mut reader) {
+                    seen_tx.send((index, line, body)).unwrap();
+                    stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .unwrap();
+                    if index == 0 {
+                        close_asked.recv().unwrap();
+                        break;
+                    }
+                }
+                drop((reader, stream));
+                if index == 0 {
+                    closed_tx.send(()).unwrap();
+                }
+            }
+        });
+        let upstream = Upstream::new(Duration::from_secs(10), Arc::new(Metrics::new("test", true)));
+        let get = |path: &'static str| {
+            upstream.send(
+                &Method::GET,
+                HeaderMap::new(),
+                HostHeader::Runtime,
+                &authority,
+                path,
+                RequestBody::of(b""),
+            )
+        };
+        let first = get("/first").await.unwrap();
+        assert_eq!(first.into_body().collect().await.unwrap().to_bytes(), "ok");
+        // The connection is idle and kept. The runtime closes it; this thread blocks
+        // meanwhile, so the connection's task has not seen the close when the next request
+        // takes the connection.
+        close.send(()).unwrap();
+        closed.recv().unwrap();
+        match get("/second").await {
+            Err(SendError::Dropped(message)) => assert!(message.contains("closed a kept connection"), "{message}"),
+            other => panic!("expected the request dropped, got {:?}", other.map(|r| r.status())),
+        }
+        let third = upstream
+            .send(
+                &Method::POST,
+                HeaderMap::new(),
+                HostHeader::Runtime,
+                &authority,
+                "/third",
+                RequestBody::of(b"payload"),
+            )
+            .await
+            .expect("a new connection");
+        assert_eq!(third.into_body().collect().await.unwrap().to_bytes(), "ok");
+        let seen: Vec<_> = seen.try_iter().collect();
+        assert_eq!(
+            seen,
+            [
+                (0, "GET /first HTTP/1.1".to_owned(), Vec::new()),
+                (1, "POST /third HTTP/1.1".to_owned(), b"payload".to_vec()),
+            ]
+        );
     }
 }
