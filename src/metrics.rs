@@ -115,6 +115,10 @@ pub struct Metrics {
     /// Connections dialled to runtimes for HTTP requests: every request that found no kept
     /// connection to reuse dialled one.
     pub upstream_connections: Counter,
+    /// Requests a kept connection closed under before any answer (a runtime's keep-alive
+    /// timeout, or its death): the GETs and HEADs among them went again, so only this
+    /// tells an operator it happens.
+    pub upstream_dropped: Counter,
     pub starts: Family<OutcomeLabels, Counter>,
     pub start_phase: Family<PhaseLabels, Histogram, fn() -> Histogram>,
     /// Whole starts that succeeded, from the first engine call to ready and fenced.
@@ -252,6 +256,7 @@ impl Metrics {
             Family::new_with_constructor(latency_buckets);
         let upstream_head = latency_buckets();
         let upstream_connections = Counter::default();
+        let upstream_dropped = Counter::default();
         let starts = Family::<OutcomeLabels, Counter>::default();
         let start_phase: Family<PhaseLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(start_buckets);
@@ -295,6 +300,11 @@ impl Metrics {
             "lazygate_upstream_connections",
             "HTTP connections dialled to runtimes (requests that found a kept connection dialled none)",
             upstream_connections.clone(),
+        );
+        r.register(
+            "lazygate_upstream_dropped",
+            "Requests a kept connection closed under before any answer (GET and HEAD among them were sent again)",
+            upstream_dropped.clone(),
         );
         r.register("lazygate_starts", "Runtime starts by outcome", starts.clone());
         r.register(
@@ -424,6 +434,7 @@ impl Metrics {
             request_duration,
             upstream_head,
             upstream_connections,
+            upstream_dropped,
             starts,
             start_phase,
             start_duration,
@@ -486,6 +497,11 @@ impl Metrics {
         if self.per_request {
             self.upstream_head.observe(took.as_secs_f64());
         }
+    }
+
+    /// A request a kept connection closed under before any answer (counted always: rare).
+    pub fn upstream_dropped(&self) {
+        self.upstream_dropped.inc();
     }
 
     /// A new HTTP connection to a runtime (counted always: it is rare, and it tells whether

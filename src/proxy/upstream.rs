@@ -254,6 +254,7 @@ impl Upstream {
                     may_reuse = false;
                 }
                 Sent::Dropped(error) => {
+                    self.metrics.upstream_dropped();
                     return Err(SendError::Dropped(format!(
                         "the runtime closed a kept connection without answering: {error}"
                     )));
@@ -435,7 +436,8 @@ mod tests {
                 }
             }
         });
-        let upstream = Upstream::new(Duration::from_secs(10), Arc::new(Metrics::new("test", true)));
+        let metrics = Arc::new(Metrics::new("test", true));
+        let upstream = Upstream::new(Duration::from_secs(10), metrics.clone());
         let get = |path: &'static str| {
             upstream.send(
                 &Method::GET,
@@ -469,6 +471,9 @@ mod tests {
             .await
             .expect("a new connection");
         assert_eq!(third.into_body().collect().await.unwrap().to_bytes(), "ok");
+        // Counted: an operator sees what the resends hide.
+        assert_eq!(metrics.upstream_dropped.get(), 1);
+        assert_eq!(metrics.upstream_connections.get(), 2);
         let seen: Vec<_> = seen.try_iter().collect();
         assert_eq!(
             seen,
