@@ -418,7 +418,7 @@ impl Gateway {
                 let response = match send(body).await {
                     // A kept connection the application closed as the request went: once
                     // more on a new one, when the request may be repeated (as to a runtime).
-                    Err(SendError::Dropped(_)) if parts.method == Method::GET || parts.method == Method::HEAD => {
+                    Err(SendError::Dropped(_)) if proxy::may_repeat(&parts.method) => {
                         let body = handle
                             .resend()
                             .ok_or_else(|| RequestError::UpstreamFailed("request body was already sent".into()))?;
@@ -653,9 +653,7 @@ impl Gateway {
                 // timeout, most often): once more on a new connection, when the request may
                 // be repeated. A run is not, as below: it answers 502 rather than maybe run twice.
                 Err(SendError::Dropped(_))
-                    if !resent_dropped
-                        && (parts.method == Method::GET || parts.method == Method::HEAD)
-                        && handle.can_resend() =>
+                    if !resent_dropped && proxy::may_repeat(&parts.method) && handle.can_resend() =>
                 {
                     resent_dropped = true;
                     drop(lease);
@@ -674,8 +672,7 @@ impl Gateway {
                     // cut by its runtime's death answers 502 rather than running twice.
                     let repeatable = client_upgrade.is_some()
                         || matches!(error, SendError::Connect(_))
-                        || parts.method == Method::GET
-                        || parts.method == Method::HEAD;
+                        || proxy::may_repeat(&parts.method);
                     let resendable = repeatable && (client_upgrade.is_some() || handle.can_resend());
                     if Box::pin(self.provisioner.recover(&lease)).await? {
                         if !retried && resendable {

@@ -28,6 +28,12 @@ use crate::body::{Body, BoxError, ClientBody};
 use crate::error::RequestError;
 use crate::provision::Lease;
 
+/// Whether a request with `method` may be sent a second time when the first may have
+/// reached its upstream: a GET or HEAD, never a run.
+pub fn may_repeat(method: &http::Method) -> bool {
+    method == http::Method::GET || method == http::Method::HEAD
+}
+
 /// How sending to a runtime failed.
 #[derive(Debug)]
 pub enum SendError {
