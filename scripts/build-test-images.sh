@@ -5,9 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=$(rustc -vV | sed -n 's/^host: //p')
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --release -p stub-runtime --target "$target"
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --profile ci -p stub-runtime --target "$target"
 context=$(mktemp -d)
 trap 'rm -rf "$context"' EXIT
-cp "${CARGO_TARGET_DIR:-target}/$target/release/stub-runtime" tests/stub-runtime/Dockerfile "$context/"
+cp "${CARGO_TARGET_DIR:-target}/$target/ci/stub-runtime" tests/stub-runtime/Dockerfile "$context/"
 docker build --quiet -t lazygate-stub-runtime:test "$context" >/dev/null
 echo "built lazygate-stub-runtime:test"

@@ -13,7 +13,8 @@ command -v npm >/dev/null 2>&1 || apt_install nodejs npm
 npm ci --prefix tests/cdp-client --no-audit --no-fund --silent
 scripts/build-test-images.sh
 scripts/build-runtime-image.sh
-scripts/build-gateway-image.sh
+# The images' binaries without LTO (profile ci in Cargo.toml): the same code, built sooner.
+GATEWAY_PROFILE=ci scripts/build-gateway-image.sh
 # Gateways under test create the network on demand; making it first keeps their races apart.
 docker network inspect lazygate-test >/dev/null 2>&1 || docker network create --label lazygate.test=1 lazygate-test >/dev/null
 # The Swarm backend's tests need a swarm: make this engine one for the run (a manager that a
