@@ -10,6 +10,7 @@
 //! and the seed give the same runtime to the same run; a value whose print would depend on the
 //! Python build, or that Python refuses, is refused ([`UnresolvableOwner`]).
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde_json::Value;
@@ -123,17 +124,18 @@ pub fn encode_owner(owner: &str) -> String {
 ///
 /// The id is percent-decoded once; the result must be non-empty UTF-8 of at most
 /// [`MAX_OWNER_LEN`] bytes, without control characters or path separators, and not a dot
-/// segment. Anything else is refused before it can name a container.
-pub fn decode_owner(segment: &str) -> Result<String, OwnerError> {
+/// segment. Anything else is refused before it can name a container. Borrowed from
+/// `segment` when there is nothing to decode (most owners).
+pub fn decode_owner(segment: &str) -> Result<Cow<'_, str>, OwnerError> {
     if segment.len() > 3 * MAX_OWNER_LEN {
         return Err(OwnerError::TooLong(segment.len()));
     }
     // Most owners have no escape to decode.
     let owner = if segment.contains('%') {
         let bytes: Vec<u8> = percent_encoding::percent_decode_str(segment).collect();
-        String::from_utf8(bytes).map_err(|_| OwnerError::InvalidUtf8)?
+        Cow::Owned(String::from_utf8(bytes).map_err(|_| OwnerError::InvalidUtf8)?)
     } else {
-        segment.to_owned()
+        Cow::Borrowed(segment)
     };
     if owner.is_empty() {
         return Err(OwnerError::Empty);

@@ -6,13 +6,16 @@
 //! (Long because of its tests: the parser is under 210 lines, the table that pins every
 //! route, refusal and invariant down is the rest.)
 
+use std::borrow::Cow;
+
 use http::{Method, Uri};
 
 use crate::owner::{OwnerError, OwnerHash, decode_owner};
 
-/// Where a request goes.
+/// Where a request goes. What it names is borrowed from the request's URI where it needs no
+/// decoding (most requests): routing allocates nothing then.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
+pub enum Route<'a> {
     /// `/healthz`: the process is alive.
     Health,
     /// `/readyz`: the container engine answers and has the images a start needs.
@@ -20,30 +23,30 @@ pub enum Route {
     /// `/view/<hash>` without the trailing slash: redirect so noVNC's relative assets resolve.
     ViewRedirect { owner_hash: OwnerHash },
     /// `/view/<hash>/<rest>`: the owner's noVNC page and websockify.
-    View { owner_hash: OwnerHash, rest: String },
+    View { owner_hash: OwnerHash, rest: Cow<'a, str> },
     /// `/rpc/<owner>[/<rest>]`: the owner's RPC server; `/rpc/<owner>` alone is `/run`.
     Rpc {
-        owner: String,
+        owner: Cow<'a, str>,
         owner_hash: OwnerHash,
-        rest: String,
+        rest: Cow<'a, str>,
     },
     /// `/cdp/<owner>/<rest>`: the owner's Chrome DevTools Protocol endpoint (HTTP and WebSocket).
     Cdp {
-        owner: String,
+        owner: Cow<'a, str>,
         owner_hash: OwnerHash,
-        rest: String,
+        rest: Cow<'a, str>,
     },
     /// `DELETE /rpc/<owner>`: remove the owner's runtime now.
-    Release { owner: String, owner_hash: OwnerHash },
+    Release { owner: Cow<'a, str>, owner_hash: OwnerHash },
     /// `GET /rpc/<owner>/runs/<id>`: an asynchronous run's state or answer ([`crate::runs`]).
-    RunResult { owner_hash: OwnerHash, id: String },
+    RunResult { owner_hash: OwnerHash, id: Cow<'a, str> },
     /// `POST /api/runtimes/ensure`: the seed's `ensure_browser_runtime`.
     ApiEnsure,
     /// `POST /api/runtimes/cleanup`: the seed's `cleanup_browser_runtime`.
     ApiCleanup,
     /// noVNC at the root (`/vnc.html`, its assets, `/websockify`): the seed's shared-mode
     /// view URL, `{base}/vnc.html?path=websockify`, served by the shared browser.
-    SharedView { rest: String },
+    SharedView { rest: Cow<'a, str> },
     /// Any other path: the default upstream's (`server.default_upstream`), else 404.
     Other,
 }
@@ -66,7 +69,51 @@ fn is_novnc(path: &str) -> bool {
     NOVNC_FILES.contains(&path) || NOVNC_DIRS.iter().any(|dir| path.starts_with(dir))
 }
 
-impl Route {
+impl Route<'_> {
+    /// The same route, owning what it names (for a stage that outlives the request's head).
+    pub fn into_owned(self) -> Route<'static> {
+        let own = |text: Cow<'_, str>| Cow::Owned(text.into_owned());
+        match self {
+            Route::Health => Route::Health,
+            Route::Ready => Route::Ready,
+            Route::ViewRedirect { owner_hash } => Route::ViewRedirect { owner_hash },
+            Route::View { owner_hash, rest } => Route::View {
+                owner_hash,
+                rest: own(rest),
+            },
+            Route::Rpc {
+                owner,
+                owner_hash,
+                rest,
+            } => Route::Rpc {
+                owner: own(owner),
+                owner_hash,
+                rest: own(rest),
+            },
+            Route::Cdp {
+                owner,
+                owner_hash,
+                rest,
+            } => Route::Cdp {
+                owner: own(owner),
+                owner_hash,
+                rest: own(rest),
+            },
+            Route::Release { owner, owner_hash } => Route::Release {
+                owner: own(owner),
+                owner_hash,
+            },
+            Route::RunResult { owner_hash, id } => Route::RunResult {
+                owner_hash,
+                id: own(id),
+            },
+            Route::ApiEnsure => Route::ApiEnsure,
+            Route::ApiCleanup => Route::ApiCleanup,
+            Route::SharedView { rest } => Route::SharedView { rest: own(rest) },
+            Route::Other => Route::Other,
+        }
+    }
+
     /// A short name for logs.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -114,7 +161,7 @@ pub enum RouteError {
 }
 
 /// Parses a request's method and URI into a route.
-pub fn parse(method: &Method, uri: &Uri) -> Result<Route, RouteError> {
+pub fn parse<'a>(method: &Method, uri: &'a Uri) -> Result<Route<'a>, RouteError> {
     let path = uri.path();
     let query = uri.query();
 
@@ -139,7 +186,7 @@ pub fn parse(method: &Method, uri: &Uri) -> Result<Route, RouteError> {
         {
             return Ok(Route::RunResult {
                 owner_hash,
-                id: id.to_owned(),
+                id: Cow::Borrowed(id),
             });
         }
         return match rest {
@@ -205,7 +252,7 @@ fn split_first_segment(path: &str) -> (&str, Option<&str>) {
 /// Every segment is percent-decoded once and refused when it is a dot segment, holds a
 /// separator, a control byte, or a further percent-escape (double encoding): the runtime
 /// must see exactly the path the gateway checked.
-fn forward_path(rest: &str, query: Option<&str>) -> Result<String, RouteError> {
+fn forward_path<'a>(rest: &'a str, query: Option<&str>) -> Result<Cow<'a, str>, RouteError> {
     // Over bytes: splitting and searching a `str` by `char` cost several times more here.
     for segment in rest.as_bytes().split(|&b| b == b'/') {
         if segment.contains(&b'\\') {
@@ -229,8 +276,8 @@ fn forward_path(rest: &str, query: Option<&str>) -> Result<String, RouteError> {
         }
     }
     Ok(match query {
-        Some(q) => format!("{rest}?{q}"),
-        None => rest.to_owned(),
+        Some(q) => Cow::Owned(format!("{rest}?{q}")),
+        None => Cow::Borrowed(rest),
     })
 }
 
@@ -259,8 +306,27 @@ mod tests {
 
     const HASH: &str = "2bd806c97f0e00af";
 
-    fn route(method: Method, uri: &str) -> Result<Route, RouteError> {
-        parse(&method, &uri.parse::<Uri>().unwrap())
+    fn route(method: Method, uri: &str) -> Result<Route<'static>, RouteError> {
+        parse(&method, &uri.parse::<Uri>().unwrap()).map(Route::into_owned)
+    }
+
+    /// A request whose owner and path need no decoding is routed without a copy of either;
+    /// an escaped owner and a query are decoded and joined into strings of their own.
+    #[test]
+    fn routing_borrows_what_needs_no_decoding() {
+        let plain: Uri = "/rpc/alice/health".parse().unwrap();
+        let Ok(Route::Rpc { owner, rest, .. }) = parse(&Method::GET, &plain) else {
+            panic!("an RPC route");
+        };
+        assert!(matches!(
+            (&owner, &rest),
+            (Cow::Borrowed("alice"), Cow::Borrowed("/health"))
+        ));
+        let escaped: Uri = "/rpc/al%69ce/health?x=1".parse().unwrap();
+        let Ok(Route::Rpc { owner, rest, .. }) = parse(&Method::GET, &escaped) else {
+            panic!("an RPC route");
+        };
+        assert!(matches!((&owner, &rest), (Cow::Owned(o), Cow::Owned(r)) if o == "alice" && r == "/health?x=1"));
     }
 
     #[test]
@@ -275,7 +341,7 @@ mod tests {
                 format!("/view/{HASH}/vnc.html?path=view/{HASH}/websockify"),
                 Ok(Route::View {
                     owner_hash: h,
-                    rest: format!("/vnc.html?path=view/{HASH}/websockify"),
+                    rest: format!("/vnc.html?path=view/{HASH}/websockify").into(),
                 }),
             ),
             (

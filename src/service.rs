@@ -173,7 +173,10 @@ impl Gateway {
         let auth = self.auth.current();
         let admission = self.admission(&auth);
         admission.check_shape(&parts.headers)?;
-        let route = route::parse(&parts.method, &parts.uri)?;
+        // The route borrows what it names from a handle on the URI (a reference count; no
+        // copy), so that the stages may still change the head.
+        let uri = parts.uri.clone();
+        let route = route::parse(&parts.method, &uri)?;
         log.route = route.kind();
         log.owner_hash = route.owner_hash();
         let admitted = admission.admit(&route, parts, peer)?;
@@ -248,9 +251,10 @@ impl Gateway {
         mut parts: Parts,
         body: ClientBody,
         peer: Peer,
-        route: Route,
+        route: Route<'_>,
         admitted: Admitted,
     ) -> Result<Response<Body>, RequestError> {
+        let route = route.into_owned();
         let Route::Rpc { owner, owner_hash, .. } = &route else {
             unreachable!("only runs are asynchronous");
         };
@@ -725,19 +729,19 @@ struct Target<'a> {
 
 impl<'a> Target<'a> {
     /// The target of a route that goes to a runtime.
-    fn of(route: &'a Route) -> Option<Target<'a>> {
+    fn of(route: &'a Route<'_>) -> Option<Target<'a>> {
         let (owner_hash, owner, service, rest) = match route {
             Route::View { owner_hash, rest } => (*owner_hash, None, RuntimePort::View, rest),
             Route::Rpc {
                 owner,
                 owner_hash,
                 rest,
-            } => (*owner_hash, Some(owner.as_str()), RuntimePort::Rpc, rest),
+            } => (*owner_hash, Some(&**owner), RuntimePort::Rpc, rest),
             Route::Cdp {
                 owner,
                 owner_hash,
                 rest,
-            } => (*owner_hash, Some(owner.as_str()), RuntimePort::Cdp, rest),
+            } => (*owner_hash, Some(&**owner), RuntimePort::Cdp, rest),
             _ => return None,
         };
         Some(Target {
