@@ -375,9 +375,9 @@ impl Gateway {
             .path_and_query()
             .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
         let forwarding = Self::forwarding(peer, client_upgrade.is_some(), HostHeader::Keep, &auth::GATEWAY_ONLY);
-        let head_of = |parts: &Parts| {
+        let head_of = |parts: &mut Parts| {
             forwarding.head(
-                &parts.headers,
+                &mut parts.headers,
                 parts.uri.authority().map(|a| a.as_str()),
                 std::iter::empty(),
             )
@@ -409,24 +409,19 @@ impl Gateway {
             }
             None => {
                 let (body, handle) = RequestBody::new(incoming, u64::MAX);
-                let send = |body| {
-                    self.upstream.send(
-                        &parts.method,
-                        head_of(parts),
-                        HostHeader::Keep,
-                        authority,
-                        &path_and_query,
-                        body,
-                    )
+                let method = parts.method.clone();
+                let send = |head, body| {
+                    self.upstream
+                        .send(&method, head, HostHeader::Keep, authority, &path_and_query, body)
                 };
-                let response = match send(body).await {
+                let response = match send(head_of(parts), body).await {
                     // A kept connection the application closed as the request went: once
                     // more on a new one, when the request may be repeated (as to a runtime).
                     Err(SendError::Dropped(_)) if proxy::may_repeat(&parts.method) => {
                         let body = handle
                             .resend()
                             .ok_or_else(|| RequestError::UpstreamFailed("request body was already sent".into()))?;
-                        send(body).await
+                        send(head_of(parts), body).await
                     }
                     sent => sent,
                 }
@@ -572,7 +567,7 @@ impl Gateway {
                 .map(|key| (auth::RUNTIME_KEY_HEADER, key));
             let whose = runtime.map(|r| (auth::OWNER_HASH_HEADER, r.owner_hash.header_value()));
             let head = forwarding.head(
-                &parts.headers,
+                &mut parts.headers,
                 parts.uri.authority().map(|a| a.as_str()),
                 key.into_iter().chain(whose),
             );

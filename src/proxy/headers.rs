@@ -78,11 +78,15 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 /// `X-Forwarded-*` are the gateway's (what a trusted proxy sent is kept and extended), and
 /// what the caller names (credentials, `Origin`, a cookie) goes no further.
 ///
-/// The head is a copy of the client's map, edited: one pass over the client's headers (no
-/// hashing) finds the few that go, and only those are looked up and taken out. Copying a map
+/// The head is the client's map, edited, and the client's head is left a copy of it as it
+/// came (for a request sent again, and an error page): one pass over the copy (no hashing)
+/// finds the few headers that go, and only those are looked up and taken out. Copying a map
 /// costs a fraction of building one (each header appended to a new map is hashed and placed
 /// again: about 230 instructions a header, counted with callgrind), and a browser sends a
-/// dozen or more; the client's head stays as it came, for a request sent again.
+/// dozen or more. The edited map is hyper's own, not the copy, because it has room to spare:
+/// hyper parses each request into the map of an earlier message on the connection, where a
+/// copy has room for exactly what it holds, and the first header the gateway adds would
+/// move all of them to a larger one (once a request, counted with callgrind).
 pub struct Forwarding<'a> {
     /// The client's address as a header value, appended to `X-Forwarded-For`.
     pub peer: &'a HeaderValue,
@@ -145,17 +149,21 @@ impl Role {
 
 impl Forwarding<'_> {
     /// The head that goes to the upstream: the client's `headers` as this says, then
-    /// `extra` (the gateway's own for this attempt). `authority` is the request URI's: the
-    /// public host (`X-Forwarded-Host`) when the client sent no `Host` (HTTP/2).
+    /// `extra` (the gateway's own for this attempt); `headers` is left an equal copy of
+    /// what it was. `authority` is the request URI's: the public host (`X-Forwarded-Host`)
+    /// when the client sent no `Host` (HTTP/2).
     pub fn head(
         &self,
-        headers: &HeaderMap,
+        headers: &mut HeaderMap,
         authority: Option<&str>,
         extra: impl IntoIterator<Item = (HeaderName, HeaderValue)>,
     ) -> HeaderMap {
-        let mut head = headers.clone();
-        // Room for the gateway's own at once (growing later would move every entry again).
-        head.reserve(headers.len() + GATEWAY_HEADERS);
+        let copy = headers.clone();
+        let mut head = std::mem::replace(headers, copy);
+        let headers = &*headers;
+        // Room for the gateway's own at once, where the map has less (a connection's first
+        // request): growing later would move every entry again.
+        head.reserve(GATEWAY_HEADERS);
         let mut public_host = None;
         // A trusted proxy sent `X-Forwarded-For` (in one field or several).
         let mut forwarded_for = false;
@@ -511,7 +519,17 @@ mod tests {
             );
         }
         let extra = [(HeaderName::from_static("x-extra"), HeaderValue::from_static("1"))];
-        forwarding.head(&h, Some("from-uri:1"), extra)
+        let head = forwarding.head(&mut h, Some("from-uri:1"), extra);
+        // The client's head is left as it came.
+        let mut came = HeaderMap::new();
+        for (name, value) in headers {
+            came.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        assert_eq!(h, came);
+        head
     }
 
     fn values<'a>(h: &'a HeaderMap, name: &str) -> Vec<&'a str> {
