@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, Uri, header};
@@ -24,6 +24,7 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use super::{RequestBody, SendError};
 use crate::body::BoxError;
@@ -89,7 +90,7 @@ struct Connection {
     /// `Host` for requests that come without one (the authority, as a client would send it).
     host: HeaderValue,
     sender: SendRequest<RequestBody>,
-    /// When it last went idle.
+    /// When it last went idle (tokio's clock, as its timer).
     since: Instant,
     /// The response-head timeout of the request it carries. One timer a connection, moved
     /// on for each request: moving a pending timer later is an atomic store, where a
@@ -143,12 +144,12 @@ impl IdleState {
 }
 
 impl IdleConnections {
-    /// The most recently idle connection to `authority` that can take a request now.
-    fn take(&self, authority: &str) -> Option<Connection> {
+    /// The most recently idle connection to `authority` that can take a request `now`.
+    fn take(&self, authority: &str, now: Instant) -> Option<Connection> {
         let mut state = self.state.lock().expect("idle connections lock");
         let idle = state.list(authority)?;
         while let Some(connection) = idle.pop() {
-            if connection.sender.is_ready() && connection.since.elapsed() < IDLE_TIMEOUT {
+            if connection.sender.is_ready() && now.saturating_duration_since(connection.since) < IDLE_TIMEOUT {
                 return Some(connection);
             }
             // Closed by the runtime, expired, or still finishing its last message (then
@@ -214,16 +215,17 @@ impl Upstream {
         // future is moved whole into its caller's, so its size counts on every request.
         let mut may_reuse = true;
         loop {
-            let (mut connection, fresh) = match may_reuse.then(|| self.idle.take(authority)).flatten() {
+            // One clock read for the kept connection's age and the response's deadline.
+            let now = Instant::now();
+            let (mut connection, fresh) = match may_reuse.then(|| self.idle.take(authority, now)).flatten() {
                 Some(connection) => (connection, false),
                 // Boxed: rare, and its future (name resolution, connect, handshake) is large.
                 None => (Box::pin(self.dial(authority)).await?, true),
             };
             host.apply(request.headers_mut(), &connection.host);
-            connection
-                .timer
-                .as_mut()
-                .reset(tokio::time::Instant::now() + self.timeout);
+            // A new connection's dial took time of its own: the deadline counts from now.
+            let now = if fresh { Instant::now() } else { now };
+            connection.timer.as_mut().reset(now + self.timeout);
             let mut sending = std::pin::pin!(connection.sender.try_send_request(request));
             let timer = &mut connection.timer;
             // hyper's answer (several hundred bytes, the unsent request inside) is made small
